@@ -1,0 +1,177 @@
+"""The ``mtlsearch`` command line.
+
+Every subcommand is declared here (arguments and help) and dispatched lazily to a
+``run_*(args) -> int`` function in the module that owns the concept, so
+``mtlsearch --help`` stays fast and never imports torch or Ray.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+from mtlsearch.errors import UserError
+
+Handler = str  # "module:function"
+
+
+def _add(
+    sub: argparse._SubParsersAction, name: str, handler: Handler, help: str
+) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=help, description=help)
+    parser.set_defaults(_handler=handler)
+    return parser
+
+
+def _size(text: str) -> tuple[int, int]:
+    """Parse ``HxW`` (e.g. ``120x160``) into a pair of positive ints."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW such as 120x160, got {text!r}") from None
+    if h <= 0 or w <= 0:
+        raise argparse.ArgumentTypeError(f"both sides must be positive, got {text!r}")
+    return h, w
+
+
+def _add_set(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key (dotted), e.g. --set regularizer.triplane_width=32",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mtlsearch",
+        description="Hyperparameter and ablation search for 3D-aware multi-task dense prediction.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    # data -------------------------------------------------------------------
+    data = sub.add_parser("data", help="generate, check, preview and import datasets")
+    data_sub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
+
+    p = _add(data_sub, "synthrooms", "mtlsearch.data.synthrooms:run_cli",
+             "generate the SynthRooms procedural multi-view indoor dataset")
+    p.add_argument("--out", required=True, help="output folder (must not exist unless --force)")
+    p.add_argument("--scenes", type=int, default=20, help="number of rooms (default 20)")
+    p.add_argument("--views", type=int, default=4, help="views per room along a camera path (default 4)")
+    p.add_argument("--size", type=_size, default=(120, 160), metavar="HxW", help="image size (default 120x160)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="fraction of scenes in val (default 0.2)")
+    p.add_argument("--workers", type=int, default=None, help="generation processes (default: all cores)")
+    p.add_argument("--force", action="store_true", help="replace an existing output folder")
+
+    p = _add(data_sub, "preview", "mtlsearch.data.preview:run_cli",
+             "draw a grid of views with all their labels into a PNG")
+    p.add_argument("root", help="dataset folder")
+    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument("--num", type=int, default=4, help="views to draw (default 4)")
+    p.add_argument("--split", default="train", help="split to draw from (default train)")
+
+    p = _add(data_sub, "check", "mtlsearch.data.check:run_cli",
+             "validate a dataset folder and print a summary")
+    p.add_argument("root", help="dataset folder")
+    p.add_argument("--layout", choices=["nyud", "pascal"], default="nyud", help="dataset layout")
+
+    p = _add(data_sub, "import-colmap", "mtlsearch.data.colmap:run_cli",
+             "convert a COLMAP text model into cameras/<id>.json files")
+    p.add_argument("model_dir", help="folder with cameras.txt and images.txt")
+    p.add_argument("--out", required=True, help="cameras folder to write (ROOT/cameras)")
+    p.add_argument("--scale", type=float, default=1.0, help="metric scale for translations (default 1)")
+
+    # train ------------------------------------------------------------------
+    p = _add(sub, "train", "mtlsearch.trainable:run_cli",
+             "train one config as a Ray Train run (TorchTrainer)")
+    p.add_argument("config", help="config YAML file")
+    _add_set(p)
+    p.add_argument("--workers", type=int, default=1, help="DDP workers (default 1)")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per worker (default 1)")
+    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per worker (default 0)")
+    p.add_argument("--address", default=None, help="join a Ray cluster ('auto' or host:port)")
+    p.add_argument("--storage", default="trials", help="storage folder (default trials/)")
+    p.add_argument("--name", default=None, help="run name (default: the config file's stem)")
+
+    # search -----------------------------------------------------------------
+    p = _add(sub, "search", "mtlsearch.search:run_cli",
+             "run a Ray Tune search from a YAML search space")
+    p.add_argument("space", help="search space YAML file")
+    p.add_argument("--profile", default=None, help="named override set of the space (e.g. cpu, paper)")
+    _add_set(p)
+    p.add_argument("--storage", default="trials", help="storage folder (default trials/)")
+    p.add_argument("--name", default=None, help="search name (default: the space's name)")
+    p.add_argument("--address", default=None, help="join a Ray cluster ('auto' or host:port)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted search")
+    p.add_argument("--dry-run", action="store_true", help="print the trials or space and exit")
+
+    # report -----------------------------------------------------------------
+    p = _add(sub, "report", "mtlsearch.report:run_cli",
+             "turn a search's trials into tables, plots and parquet")
+    p.add_argument("trials_dir", help="search folder, e.g. trials/demo")
+    p.add_argument("--out", default=None, help="output folder (default reports/<name>)")
+    p.add_argument("--group-by", nargs="+", default=None, metavar="KEY", help="ablated config keys")
+    p.add_argument("--baseline", default=None, help="row label to compute delta_m against")
+    p.add_argument("--format", default="md,tex,csv,html", help="table formats (default md,tex,csv,html)")
+
+    # bench ------------------------------------------------------------------
+    bench = sub.add_parser("bench", help="benchmarks that print figures")
+    bench_sub = bench.add_subparsers(dest="bench_command", metavar="BENCH")
+    p = _add(bench_sub, "data", "mtlsearch.bench:run_data",
+             "SynthRooms generation views/s and loading samples/s")
+    p.add_argument("--scenes", type=int, default=200)
+    p.add_argument("--views", type=int, default=4)
+    p.add_argument("--size", type=_size, default=(120, 160), metavar="HxW")
+    p.add_argument("--workers", type=int, default=None, help="generation/loader processes")
+    p = _add(bench_sub, "model", "mtlsearch.bench:run_model",
+             "training step time and memory with and without the regularizer")
+    p.add_argument("--backbone", default=None, help="timm backbone (default: the config's)")
+    p.add_argument("--size", type=_size, default=(448, 576), metavar="HxW")
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--steps", type=int, default=3)
+    _add_set(p)
+    p = _add(bench_sub, "search", "mtlsearch.bench:run_search",
+             "per-trial overhead of mtlsearch search against a bare loop")
+    p.add_argument("--trials", type=int, default=4)
+    p.add_argument("--iterations", type=int, default=10)
+    p = _add(bench_sub, "crossview", "mtlsearch.bench:run_crossview",
+             "cross-view module time and memory against depth planes and views")
+    p.add_argument("--size", type=_size, default=(56, 72), metavar="HxW", help="feature size")
+    p.add_argument("--planes", type=int, nargs="+", default=[32, 64, 128, 256, 512])
+    p.add_argument("--views", type=int, nargs="+", default=[2, 3, 4])
+
+    return parser
+
+
+def _resolve(handler: Handler) -> Callable[[argparse.Namespace], int]:
+    module, func = handler.split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "_handler", None)
+    if handler is None:
+        # A group (``data``, ``bench``) or nothing at all: show its help.
+        parser.parse_args([*(argv if argv is not None else sys.argv[1:]), "--help"])
+        return
+    try:
+        code = _resolve(handler)(args)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code or 0)
+
+
+if __name__ == "__main__":
+    main()
