@@ -123,24 +123,24 @@ def build_parser() -> argparse.ArgumentParser:
     # bench ------------------------------------------------------------------
     bench = sub.add_parser("bench", help="benchmarks that print figures")
     bench_sub = bench.add_subparsers(dest="bench_command", metavar="BENCH")
-    p = _add(bench_sub, "data", "mtlsearch.bench:run_data",
+    p = _add(bench_sub, "data", "mtlsearch.bench.data:run_cli",
              "SynthRooms generation views/s and loading samples/s")
     p.add_argument("--scenes", type=int, default=200)
     p.add_argument("--views", type=int, default=4)
     p.add_argument("--size", type=_size, default=(120, 160), metavar="HxW")
     p.add_argument("--workers", type=int, default=None, help="generation/loader processes")
-    p = _add(bench_sub, "model", "mtlsearch.bench:run_model",
+    p = _add(bench_sub, "model", "mtlsearch.bench.model:run_cli",
              "training step time and memory with and without the regularizer")
     p.add_argument("--backbone", default=None, help="timm backbone (default: the config's)")
     p.add_argument("--size", type=_size, default=(448, 576), metavar="HxW")
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--steps", type=int, default=3)
     _add_set(p)
-    p = _add(bench_sub, "search", "mtlsearch.bench:run_search",
+    p = _add(bench_sub, "search", "mtlsearch.bench.search:run_cli",
              "per-trial overhead of mtlsearch search against a bare loop")
     p.add_argument("--trials", type=int, default=4)
     p.add_argument("--iterations", type=int, default=10)
-    p = _add(bench_sub, "crossview", "mtlsearch.bench:run_crossview",
+    p = _add(bench_sub, "crossview", "mtlsearch.bench.crossview:run_cli",
              "cross-view module time and memory against depth planes and views")
     p.add_argument("--size", type=_size, default=(56, 72), metavar="HxW", help="feature size")
     p.add_argument("--planes", type=int, nargs="+", default=[32, 64, 128, 256, 512])

@@ -45,6 +45,9 @@ class DataConfig:
     fraction_seed: int = 0
     num_views: int = 1
     """Views per training sample (reference + nearest neighbours of the same scene)."""
+    source_tasks: list[str] = field(default_factory=list)
+    """Tasks labelled on source (non-reference) views; empty = all. ``[depth]`` mimics
+    NYUv2's extra video frames, which carry depth only."""
     crop_size: tuple[int, int] = (96, 128)
     augment: bool = True
     scale_range: tuple[float, float] = (0.75, 1.25)

@@ -1,0 +1,1 @@
+"""Datasets: SynthRooms generation, NYUD_MT / PASCAL_MT readers, augmentation, multi-view samples."""
