@@ -89,7 +89,7 @@ class RegularizerConfig:
     """The 3D-aware regularizer (tri-plane, neural task fields, volume rendering)."""
 
     enabled: bool = False
-    tasks: Union[str, list[str]] = "all"
+    tasks: str | list[str] = "all"
     triplane_width: int = 64
     hidden: int = 64
     dropout: float = 0.15
@@ -226,9 +226,15 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise UserError(f"override {text!r} has an empty key")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
+        if isinstance(value, str):
+            value = _float_or_str(value) if _looks_numeric(value) else value
     except yaml.YAMLError as err:
         raise UserError(f"override {key}: cannot parse value {raw!r}: {err}") from None
     return key, value
+
+
+def _looks_numeric(text: str) -> bool:
+    return any(c.isdigit() for c in text) and isinstance(_float_or_str(text), float)
 
 
 def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
@@ -340,6 +346,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             raise UserError(f"{key}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):
+            value = _float_or_str(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UserError(f"{key}: expected a number, got {value!r}")
         return float(value)
@@ -368,6 +376,14 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     if tp is Any:
         return value
     raise TypeError(f"unsupported config annotation {tp!r} for {key}")
+
+
+def _float_or_str(text: str) -> float | str:
+    """YAML 1.1 reads ``1e-3`` as a string; accept it where a number is expected."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def _name(tp: Any) -> str:
