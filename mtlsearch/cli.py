@@ -145,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=_size, default=(56, 72), metavar="HxW", help="feature size")
     p.add_argument("--planes", type=int, nargs="+", default=[32, 64, 128, 256, 512])
     p.add_argument("--views", type=int, nargs="+", default=[2, 3, 4])
+    p.add_argument("--repeats", type=int, default=1,
+                   help="timed calls after one warm-up per setting (default 1)")
 
     return parser
 

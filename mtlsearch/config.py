@@ -54,6 +54,10 @@ class DataConfig:
     flip: bool = True
     photometric: bool = True
     num_workers: int = 2
+    val_size: tuple[int, int] = (0, 0)
+    """Validation views are padded at the bottom/right to this size (ignore values, K
+    unchanged) so batches collate; metrics see only real pixels. (0, 0): 512x512 for
+    PASCAL, else the first validation image's size rounded up to a multiple of 32."""
     max_val_images: int = 0
     """Evaluate on at most this many validation images (0 = the whole split)."""
 
@@ -66,7 +70,13 @@ class ModelConfig:
     """Local weights file (never downloaded). Empty: random initialisation."""
     decoder: str = "hps"
     decoder_width: int = 64
+    decoder_stride: Literal[4, 8] = 4
+    """Scale of the decoder's fused feature map (the heads' and regularizer's input):
+    1/4 or 1/8 of the input size."""
     out_indices: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
+    """Backbone feature levels (timm ``out_indices``). On single-scale backbones (ViTs) they
+    index transformer blocks; there the default [1, 2, 3, 4] is replaced by four evenly
+    spaced blocks ending at the last one (DPT-style, e.g. [2, 5, 8, 11] for 12 blocks)."""
 
 
 @dataclass
@@ -97,6 +107,13 @@ class RegularizerConfig:
     near: float = -1.0
     far: float = 1.0
     """Ray extent along z inside the normalised [-1, 1]^3 tri-plane box."""
+    box_size: float = 5.0
+    """Half-extent of the tri-plane box in metres: box point b maps to camera-frame metres
+    p = box_size * b + (0, 0, box_center_depth). Used by cross-view poses and expected depth."""
+    box_center_depth: float = 5.0
+    """Camera-frame depth (metres) of the box centre (default: the box spans z in 0..10 m)."""
+    plane_scale: float = 1.0
+    """Tri-plane resolution relative to the decoder's feature map (bilinear resize)."""
     density_activation: Literal["softplus", "relu", "exp"] = "softplus"
     shared_density: bool = False
     render_scale: float = 0.125
@@ -426,6 +443,11 @@ def _check(cfg: Config) -> None:
         raise UserError(f"data.fraction: must be in (0, 1], got {cfg.data.fraction}")
     if not 0.0 < reg.render_scale <= 1.0:
         raise UserError(f"regularizer.render_scale: must be in (0, 1], got {reg.render_scale}")
+    if reg.box_size <= 0 or reg.plane_scale <= 0:
+        raise UserError(
+            f"regularizer.box_size / regularizer.plane_scale: must be positive, "
+            f"got {reg.box_size}, {reg.plane_scale}"
+        )
     if not 0.0 <= reg.dropout < 1.0:
         raise UserError(f"regularizer.dropout: must be in [0, 1), got {reg.dropout}")
     if not 0.0 <= reg.alpha.ramp_fraction <= 1.0:

@@ -1,0 +1,147 @@
+"""Training checkpoints: one ``checkpoint.pt`` file per Ray Train checkpoint directory.
+
+The file holds everything a restarted run needs to continue where it stopped::
+
+    {"model": state_dict (unwrapped from DDP), "optimizer": ..., "scheduler": ...,
+     "step": completed iterations, "rng": {"torch", "cuda", "numpy", "python"},
+     "config": Config.to_dict(), "num_classes": {task: classes}}
+
+Every entry is made of tensors, numbers, strings, lists and dicts, so the file loads
+with ``torch.load(weights_only=True)`` (no arbitrary pickles): the NumPy and Python RNG
+states, which are tuples of arrays and ints, are converted on save and rebuilt on load.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mtlsearch.errors import UserError
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The bare model inside a DistributedDataParallel (or any ``.module``) wrapper."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def rng_state() -> dict[str, Any]:
+    """Torch (CPU and CUDA), NumPy and Python RNG states in a weights_only-safe form."""
+    _, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    py_version, py_internal, py_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {
+            "keys": torch.from_numpy(np_keys.astype(np.int64)),
+            "pos": int(np_pos),
+            "has_gauss": int(np_has_gauss),
+            "gauss": float(np_gauss),
+        },
+        "python": {"version": py_version, "internal": list(py_internal), "gauss": py_gauss},
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore the states saved by :func:`rng_state`."""
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    npy = state["numpy"]
+    np.random.set_state(
+        ("MT19937", npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"], npy["gauss"])
+    )
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["internal"]), py["gauss"]))
+
+
+def save_checkpoint(
+    directory: str | Path,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    step: int,
+    config: dict[str, Any],
+    num_classes: dict[str, int] | None = None,
+) -> Path:
+    """Write ``directory/checkpoint.pt`` and return its path (``num_classes``: the
+    dataset's class counts, needed to rebuild the model's heads)."""
+    path = Path(directory) / CHECKPOINT_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(
+        {
+            "model": unwrap(model).state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "step": int(step),
+            "rng": rng_state(),
+            "config": config,
+            "num_classes": dict(num_classes or {}),
+        },
+        path,
+    )
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint file, or ``checkpoint.pt`` inside a checkpoint directory."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_FILE
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def restore(
+    state: dict[str, Any],
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    rng: bool = True,
+) -> int:
+    """Load a checkpoint's state into the given objects; return the completed step."""
+    unwrap(model).load_state_dict(state["model"])
+    if optimizer is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    if rng:
+        set_rng_state(state["rng"])
+    return int(state["step"])
+
+
+def load_trained_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, Any]:
+    """Rebuild a trained model from its checkpoint (config included); returns (model, cfg).
+
+    The model is in eval mode; call ``model.export()`` for the inference-only network.
+    """
+    from mtlsearch.config import load_config
+    from mtlsearch.models import build_model
+
+    state = load_checkpoint(path, map_location)
+    cfg = load_config(state["config"])
+    model = build_model(cfg, state.get("num_classes") or None)
+    restore(state, model=model, rng=False)
+    model.eval()
+    return model, cfg
+
+
+__all__ = [
+    "CHECKPOINT_FILE",
+    "load_checkpoint",
+    "load_trained_model",
+    "restore",
+    "rng_state",
+    "save_checkpoint",
+    "set_rng_state",
+    "unwrap",
+]

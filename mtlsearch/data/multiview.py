@@ -1,0 +1,90 @@
+"""Multi-view samples: a reference view plus its nearest views of the same scene.
+
+Neighbours are the other views of the reference's scene (within the same split),
+ordered by camera-centre distance (ties: by name). When a scene has fewer views than
+needed the list cycles; a view alone in its scene, or a dataset without cameras,
+gets the reference view itself as its source, with the identity relative pose.
+
+Source views may carry fewer labels than the reference (``data.source_tasks``; NYUv2's
+extra video frames carry depth only): the other tasks are filled with their ignore
+value and flagged ``has[task] = False``.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import torch
+
+from mtlsearch.data.reader import LABEL_FILL, Camera, empty_label
+
+
+class ViewGraph:
+    """Nearest same-scene views by camera-centre distance."""
+
+    def __init__(self, ids: list[str], cameras: dict[str, Camera] | None) -> None:
+        self.ids = list(ids)
+        self._order: dict[str, list[str]] = {}
+        if cameras is None:
+            return
+        by_scene: dict[str, list[str]] = {}
+        for id_ in self.ids:
+            by_scene.setdefault(cameras[id_].scene, []).append(id_)
+        for members in by_scene.values():
+            members = sorted(members)
+            centres = np.stack([cameras[m].cam2world[:3, 3] for m in members])
+            dist = np.linalg.norm(centres[:, None] - centres[None], axis=-1)
+            for i, m in enumerate(members):
+                order = sorted((j for j in range(len(members)) if j != i), key=lambda j: (dist[i, j], members[j]))
+                self._order[m] = [members[j] for j in order]
+
+    @property
+    def has_cameras(self) -> bool:
+        return bool(self._order)
+
+    def neighbours(self, id_: str, k: int) -> list[str]:
+        """The ``k`` nearest other views of ``id_``'s scene (cycling when the scene has
+        fewer); ``id_`` itself repeated when it has no other view or no camera."""
+        others = self._order.get(id_, [])
+        if k <= 0:
+            return []
+        if not others:
+            return [id_] * k
+        return [others[i % len(others)] for i in range(k)]
+
+
+def fill_missing(view: dict[str, Any], tasks: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Add ignore-filled labels (``has = False``) for ``tasks`` absent from a decoded view."""
+    size = view["image"].shape[:2]
+    for task in tasks:
+        if task not in view["labels"]:
+            view["labels"][task] = empty_label(task, size)
+            view["has"][task] = False
+    return view
+
+
+def source_copy(view: dict[str, Any], keep: set[str] | None) -> dict[str, Any]:
+    """A transformed reference view reused as its own source view (no cameras, or alone
+    in its scene): same pixels, identity pose, labels outside ``keep`` ignored."""
+    out = copy.copy(view)
+    out["labels"] = dict(view["labels"])
+    out["has"] = dict(view["has"])
+    if keep is not None:
+        for task, label in view["labels"].items():
+            if task not in keep:
+                out["labels"][task] = torch.full_like(label, LABEL_FILL[task])
+                out["has"][task] = torch.tensor(False)
+    out["rel_pose"] = torch.eye(4)
+    return out
+
+
+def set_rel_poses(views: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """rel_pose of each view = inv(cam2world_src) @ cam2world_ref (identity for view 0)."""
+    ref = views[0]["cam2world"].double()
+    views[0]["rel_pose"] = torch.eye(4)
+    for view in views[1:]:
+        rel = torch.linalg.inv(view["cam2world"].double()) @ ref
+        view["rel_pose"] = rel.float()
+    return views

@@ -1,0 +1,158 @@
+"""Backbones: any timm model that supports ``features_only``, by name, never downloaded.
+
+:func:`build_backbone` wraps ``timm.create_model(name, pretrained=False, features_only=True)``
+in a :class:`Backbone` that returns a list of feature maps with known ``channels`` and
+``reductions`` (input stride of each map). Family-specific choices:
+
+* HRNets use ``feature_location=""``: the raw multi-resolution branch outputs
+  (18/36/72/144 channels for W18), the features the multi-task literature fuses,
+  rather than timm's classification "incre" features.
+* ViTs (single-scale backbones) are built with ``dynamic_img_size=True`` so any input
+  size divisible by the patch size works; their ``out_indices`` index transformer blocks,
+  and the config default ``[1, 2, 3, 4]`` becomes four evenly spaced blocks ending at the
+  last one.
+
+Pretrained weights come only from ``model.pretrained_path``, a local file
+(``.safetensors`` or a torch checkpoint read with ``weights_only=True``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mtlsearch.config import ModelConfig
+from mtlsearch.errors import UserError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OUT_INDICES = (1, 2, 3, 4)
+_WRAPPER_KEYS = ("state_dict", "model", "model_state", "module")
+_PREFIXES = ("module.", "backbone.", "model.", "encoder.")
+
+
+class Backbone(nn.Module):
+    """A timm feature extractor with its per-level ``channels`` and ``reductions``."""
+
+    def __init__(self, name: str, model: nn.Module) -> None:
+        super().__init__()
+        self.name = name
+        self.body = model
+        info = model.feature_info
+        self.channels: list[int] = list(info.channels())
+        self.reductions: list[int] = list(info.reduction())
+
+    def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
+        feats = self.body(image)
+        if isinstance(feats, dict):
+            feats = list(feats.values())
+        return list(feats)
+
+
+def _create(name: str, out_indices: tuple[int, ...]) -> nn.Module:
+    import timm
+
+    kwargs: dict[str, object] = {"pretrained": False, "features_only": True}
+    kwargs["out_indices"] = out_indices
+    if name.startswith("hrnet"):
+        kwargs["feature_location"] = ""
+    try:
+        # ViT-style models accept dynamic_img_size; CNNs reject it with a TypeError.
+        return timm.create_model(name, dynamic_img_size=True, **kwargs)
+    except TypeError:
+        return timm.create_model(name, **kwargs)
+
+
+def build_backbone(cfg: ModelConfig) -> Backbone:
+    """Create the backbone named by ``cfg.backbone`` and load ``cfg.pretrained_path`` if set."""
+    import timm
+
+    name = cfg.backbone
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
+        hint = f" (similar: {', '.join(close)})" if close else ""
+        raise UserError(f"model.backbone: unknown timm model {name!r}{hint}")
+    out_indices = tuple(cfg.out_indices)
+    try:
+        model = _create(name, out_indices)
+        reductions = list(model.feature_info.reduction())
+        if len(set(reductions)) == 1 and len(reductions) > 1 and out_indices == DEFAULT_OUT_INDICES:
+            depth = _num_blocks(model)
+            if depth:
+                spaced = tuple(sorted({depth * (i + 1) // 4 - 1 for i in range(4)}))
+                model = _create(name, spaced)
+    except (RuntimeError, AssertionError, IndexError, ValueError) as err:
+        raise UserError(
+            f"model.backbone: {name!r} cannot give features_only features at "
+            f"model.out_indices={list(out_indices)}: {err}"
+        ) from None
+    backbone = Backbone(name, model)
+    if cfg.pretrained_path:
+        load_pretrained(backbone.body, cfg.pretrained_path)
+    return backbone
+
+
+def _num_blocks(model: nn.Module) -> int:
+    """Transformer depth of a single-scale timm feature model (0 if unknown)."""
+    inner = getattr(model, "model", model)
+    blocks = getattr(inner, "blocks", None)
+    return len(blocks) if blocks is not None else 0
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a weights file (safetensors or torch, ``weights_only=True``) into a flat dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"model.pretrained_path: weights file not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            data: object = load_file(str(path))
+        else:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is a user error
+        raise UserError(f"model.pretrained_path: cannot read weights from {path}: {err}") from None
+    for key in _WRAPPER_KEYS:
+        if isinstance(data, dict) and isinstance(data.get(key), dict):
+            data = data[key]
+    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise UserError(f"model.pretrained_path: {path} does not hold a state dict of tensors")
+    return data
+
+
+def _remap(source: dict[str, torch.Tensor], target: set[str]) -> dict[str, torch.Tensor]:
+    """Rename ``source`` keys to the target's naming: strip or add a wrapper prefix
+    (``module.``, ``backbone.``, ``model.``...), keeping whichever matches the most keys."""
+    candidates = [source]
+    for prefix in _PREFIXES:
+        if any(k.startswith(prefix) for k in source):
+            candidates.append({k[len(prefix):]: v for k, v in source.items() if k.startswith(prefix)})
+        candidates.append({prefix + k: v for k, v in source.items()})
+    return max(candidates, key=lambda c: len(target.intersection(c)))
+
+
+def load_pretrained(model: nn.Module, path: str | Path) -> None:
+    """Load backbone weights from a local file; extra keys (a classifier) are ignored,
+    missing keys or shape mismatches raise :class:`UserError` naming the file and keys."""
+    own = model.state_dict()
+    weights = _remap(read_state_dict(path), set(own))
+    missing = [k for k in own if k not in weights]
+    if missing:
+        raise UserError(
+            f"model.pretrained_path: {path} lacks {len(missing)} of the backbone's "
+            f"{len(own)} keys, e.g. {', '.join(missing[:5])}"
+        )
+    bad = [k for k in own if tuple(weights[k].shape) != tuple(own[k].shape)]
+    if bad:
+        k = bad[0]
+        raise UserError(
+            f"model.pretrained_path: {path}: {len(bad)} shape mismatches, e.g. {k}: "
+            f"file {tuple(weights[k].shape)} vs model {tuple(own[k].shape)}"
+        )
+    model.load_state_dict({k: weights[k] for k in own}, strict=True)
+    extra = len(set(weights) - set(own))
+    log.info("loaded %d backbone tensors from %s (%d extra keys ignored)", len(own), path, extra)

@@ -1,0 +1,149 @@
+"""The multi-task model: backbone -> (cross-view module) -> decoder -> task heads,
+plus the training-only 3D-aware regularizer and Table-4 auxiliary heads.
+
+Built by :func:`build_model`; :meth:`MultiTaskModel.export` returns the inference model.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import torch
+from torch import nn
+
+from mtlsearch.config import Config
+from mtlsearch.errors import UserError
+from mtlsearch.models.backbones import build_backbone
+from mtlsearch.models.decoders import build_decoder
+from mtlsearch.models.regularizer import TriplaneRegularizer
+from mtlsearch.tasks import NUM_CLASSES, get_task
+
+
+def task_channels(cfg: Config, num_classes: dict[str, int] | None = None) -> dict[str, int]:
+    """Output channels per configured task; class counts from ``num_classes`` or the layout."""
+    classes = dict(NUM_CLASSES[cfg.data.layout])
+    classes.update(num_classes or {})
+    out = {}
+    for task in cfg.task_names:
+        spec = get_task(task)
+        out[task] = classes[task] if spec.kind == "classes" else spec.channels(cfg.data.layout)
+    return out
+
+
+class MultiTaskModel(nn.Module):
+    """Shared encoder + MTL decoder with one head per task.
+
+    Training-only parts (dropped by :meth:`export`): ``regularizer`` (when
+    ``regularizer.enabled``; renders ``cfg.rendered_tasks``) and ``aux_heads`` (when
+    ``aux_heads.enabled``). The cross-view module (``cvm.enabled``) is part of inference.
+    """
+
+    def __init__(self, cfg: Config, num_classes: dict[str, int] | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.task_channels = task_channels(cfg, num_classes)
+        self.backbone = build_backbone(cfg.model)
+        self.cvm: nn.Module | None = None
+        extra = 0
+        if cfg.cvm.enabled:
+            from mtlsearch.models.crossview import CrossViewModule
+
+            self.cvm = CrossViewModule(cfg.cvm)
+            extra = int(self.cvm.out_channels)
+        self.decoder = build_decoder(
+            cfg.model.decoder,
+            self.backbone.channels,
+            self.backbone.reductions,
+            self.task_channels,
+            cfg.model.decoder_width,
+            cfg.model.decoder_stride,
+            extra,
+        )
+        self.regularizer: TriplaneRegularizer | None = None
+        rendered = cfg.rendered_tasks
+        if rendered:
+            self.regularizer = TriplaneRegularizer(
+                self.decoder.out_channels, {t: self.task_channels[t] for t in rendered}, cfg.regularizer
+            )
+        self.aux_heads: nn.ModuleDict | None = (
+            self.decoder.make_heads() if cfg.aux_heads.enabled else None
+        )
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.task_channels)
+
+    def forward(
+        self,
+        image: torch.Tensor,
+        *,
+        src_images: torch.Tensor | None = None,
+        K: torch.Tensor | None = None,
+        src_K: torch.Tensor | None = None,
+        rel_pose: torch.Tensor | None = None,
+        render_poses: torch.Tensor | None = None,
+        render: bool | None = None,
+    ) -> dict[str, dict[str, torch.Tensor]]:
+        """Predict every task for ``image`` (B, 3, H, W).
+
+        Returns ``{"heads": {task: (B, C, H, W)}}`` plus, when the regularizer exists,
+        ``"renders"`` (if ``render``, default ``self.training``) and ``"renders_xview"``
+        (if ``render_poses`` (B, 4, 4), the second view's I'-from-I pose, is given), and
+        ``"aux"`` when auxiliary heads exist.
+        """
+        if image.dim() != 4 or image.shape[1] != 3:
+            raise ValueError(f"image must be (B, 3, H, W), got {tuple(image.shape)}")
+        size = (int(image.shape[-2]), int(image.shape[-1]))
+        extra = None
+        if self.cvm is not None:
+            extra = self.cvm(image, src_images, K, src_K, rel_pose)
+        feats = self.backbone(image)
+        heads, f = self.decoder(feats, size, extra)
+        out: dict[str, dict[str, torch.Tensor]] = {"heads": heads}
+        if self.aux_heads is not None:
+            out["aux"] = self.decoder.apply_heads(self.aux_heads, f, size)
+        if render_poses is not None and self.regularizer is None:
+            raise UserError("render_poses given but the model has no regularizer (regularizer.enabled)")
+        if self.regularizer is not None:
+            want = self.training if render is None else render
+            if want or render_poses is not None:
+                planes = self.regularizer.encode(f)
+                if want:
+                    out["renders"] = self.regularizer.render(planes, size)
+                if render_poses is not None:
+                    out["renders_xview"] = self.regularizer.render(planes, size, render_poses)
+        return out
+
+    def export(self) -> MultiTaskModel:
+        """The inference model (eval mode): a copy without the regularizer and aux heads.
+
+        Its parameters and outputs equal those of the same config built with
+        ``regularizer.enabled=false`` and ``aux_heads.enabled=false`` and these weights.
+        """
+        cfg = dataclasses.replace(
+            self.cfg,
+            regularizer=dataclasses.replace(self.cfg.regularizer, enabled=False),
+            aux_heads=dataclasses.replace(self.cfg.aux_heads, enabled=False),
+        )
+        reg, aux = self.regularizer, self.aux_heads
+        self.regularizer, self.aux_heads = None, None
+        try:
+            exported = copy.deepcopy(self)
+        finally:
+            self.regularizer, self.aux_heads = reg, aux
+        exported.cfg = cfg
+        return exported.eval()
+
+
+def build_model(cfg: Config, num_classes: dict[str, int] | None = None) -> MultiTaskModel:
+    """The single model factory: backbone, decoder, heads and training-only parts from ``cfg``.
+
+    ``num_classes`` overrides class counts per task (default: ``NUM_CLASSES[cfg.data.layout]``).
+    """
+    return MultiTaskModel(cfg, num_classes)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters (trainable or not)."""
+    return sum(p.numel() for p in model.parameters())

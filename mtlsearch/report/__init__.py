@@ -1,0 +1,289 @@
+"""``mtlsearch report``: a search folder -> parquet, ablation tables, plots and an HTML page.
+
+``reports/<name>/`` receives ``results.parquet`` (one row per trial), ``curves.parquet``
+(one row per reported evaluation), ``table.md``/``table.tex``/``table.csv``/``report.html``
+(per ``--format``) and ``plots/*.png``. The folder is built beside the target and
+renamed into place at the end, so a failure midway leaves an earlier report intact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mtlsearch.errors import UserError
+from mtlsearch.report.collect import Search, collect
+from mtlsearch.report.papers import direction_of, get_table, readable
+from mtlsearch.report.tables import (
+    AblationTable,
+    PaperComparison,
+    build_table,
+    compare_paper,
+    paper_html,
+    paper_latex,
+    paper_markdown,
+    to_csv,
+    to_html,
+    to_latex,
+    to_markdown,
+    trials_markdown,
+)
+
+log = logging.getLogger("mtlsearch.report")
+
+FORMATS = ("md", "tex", "csv", "html")
+PARETO_PAIRS = (("semseg_miou", "depth_rmse"), ("semseg_miou", "normals_mean_err"),
+                ("depth_rmse", "normals_mean_err"))
+
+
+@dataclass
+class Report:
+    """What :func:`build_report` produced."""
+
+    out: Path
+    search: Search
+    table: AblationTable
+    markdown: str
+    """table.md's content (ablation table, paper comparison, notes)."""
+    comparison: PaperComparison | None = None
+    files: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    importances: dict[str, Any] | None = None
+    pareto: list[str] | None = None
+
+
+def parse_formats(text: str) -> list[str]:
+    """``"md,tex"`` -> ``["md", "tex"]``; :class:`UserError` naming an unknown format."""
+    formats = [f.strip().lower() for f in text.split(",") if f.strip()]
+    for f in formats:
+        if f not in FORMATS:
+            raise UserError(f"--format {f!r}: unknown format (known: {', '.join(FORMATS)})")
+    return formats
+
+
+def _best_trial(search: Search, table: AblationTable) -> str | None:
+    """Trial with the best delta_m (table's), else the best first table metric."""
+    res = search.results[search.results["status"] != "ERROR"]
+    if res.empty:
+        return None
+    if table.trial_delta_m:
+        scored = {t: v for t, v in table.trial_delta_m.items() if v == v}
+        if scored:
+            return max(scored, key=scored.get)
+    for col in table.columns:
+        key = f"final_{col}"
+        if key in res.columns and res[key].notna().any():
+            d = direction_of(col)
+            idx = res[key].idxmax() if d == "up" else res[key].idxmin()
+            return str(res.loc[idx, "trial_id"])
+    return None
+
+
+def _objective(search: Search, table: AblationTable) -> tuple[Any, str] | None:
+    import pandas as pd
+
+    res = search.results
+    if table.trial_delta_m:
+        series = res["trial_id"].astype(str).map(table.trial_delta_m).astype(float)
+        if series.notna().sum() >= 2:
+            return series, "delta_m"
+    for col in table.columns:
+        key = f"final_{col}"
+        if key in res.columns and res[key].notna().sum() >= 2:
+            return pd.to_numeric(res[key], errors="coerce"), col
+    return None
+
+
+def _write_plots(search: Search, table: AblationTable, plots_dir: Path, report: Report,
+                 samples: bool) -> None:
+    from mtlsearch.report import plots
+
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    metrics = [c for c in table.columns if c != "delta_m"]
+    log.info("plots: learning curves")
+    if plots.learning_curves(search, table, [*metrics, "loss"], plots_dir / "learning_curves.png") is None:
+        report.notes.append("no learning curves: no trial reported a metric yet")
+    if plots.fraction_plot(table, table.columns, plots_dir / "data_fraction.png"):
+        log.info("plots: data fraction")
+    for x, y in PARETO_PAIRS:
+        if x in metrics and y in metrics:
+            report.pareto = plots.pareto_plot(search, table, x, y, plots_dir / f"pareto_{x}_vs_{y}.png")
+            break
+    objective = _objective(search, table)
+    if objective is not None:
+        log.info("plots: parameter importance")
+        report.importances = plots.importance_plot(search, objective[0], objective[1],
+                                                   plots_dir / "param_importance.png")
+    if samples:
+        best = _best_trial(search, table)
+        if best is None:
+            report.notes.append("sample predictions skipped: no finished trial")
+        else:
+            log.info("plots: sample predictions of trial %s", best)
+            row = search.results[search.results["trial_id"] == best].iloc[0]
+            note = plots.sample_predictions(row.get("checkpoint") or None,
+                                            plots_dir / "samples_best_trial.png")
+            report.notes.append(f"trial {best}: {note}")
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;
+max-width:1200px;color:#222;padding:0 1em}
+h1{font-size:1.6em}h2{font-size:1.25em;margin-top:1.6em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
+th,td{padding:.3em .7em;border-bottom:1px solid #e3e3e3;text-align:right;white-space:nowrap}
+th:first-child,td:first-child{text-align:left}
+thead th{border-bottom:2px solid #444}
+tr.baseline td{background:#f3f6fb}
+.legend{font-size:.85em;color:#555}
+.meta td{text-align:left}
+.status-ERROR{color:#b00}
+img{max-width:100%;border:1px solid #eee;margin:.4em 0}
+"""
+
+
+def _html_page(report: Report, pngs: dict[str, bytes]) -> str:
+    esc = html.escape
+    s = report.search
+    meta = s.meta
+    counts = s.results["status"].value_counts().to_dict() if len(s.results) else {}
+    rows = [
+        ("search", s.name),
+        ("space", meta.get("space_path") or "—"),
+        ("profile", meta.get("profile") or "—"),
+        ("algorithm", (meta.get("search") or {}).get("algorithm", "—")),
+        ("tasks", readable(meta.get("tasks") or s.tasks)),
+        ("trials", ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"),
+        ("ablated keys", ", ".join(s.ablated_keys) or "—"),
+    ]
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        f"<title>mtlsearch report: {esc(s.name)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>mtlsearch report: {esc(s.name)}</h1>",
+        "<table class='meta'>" + "".join(f"<tr><td><b>{esc(k)}</b></td><td>{esc(str(v))}</td></tr>" for k, v in rows) + "</table>",
+        "<h2>Ablation table</h2>",
+        to_html(report.table),
+    ]
+    if report.comparison is not None:
+        parts.append(paper_html(s, report.table, report.comparison))
+    titles = {
+        "learning_curves.png": "Learning curves",
+        "data_fraction.png": "Metrics against training-data fraction",
+        "param_importance.png": "Parameter importance",
+        "samples_best_trial.png": "Sample predictions of the best trial",
+    }
+    for name, data in pngs.items():
+        title = titles.get(name, "Pareto front" if name.startswith("pareto") else name)
+        b64 = base64.b64encode(data).decode("ascii")
+        parts.append(f"<h2>{esc(title)}</h2><img alt='{esc(name)}' src='data:image/png;base64,{b64}'>")
+    if report.importances:
+        parts.append("<p class='legend'>Importance source: " + esc(report.importances["source"]) + "</p>")
+    parts.append("<h2>Trials</h2><table><thead><tr><th>trial</th><th>status</th>"
+                 + "".join(f"<th>{esc(k)}</th>" for k in s.ablated_keys)
+                 + "<th>iterations</th><th>error</th></tr></thead><tbody>")
+    for _, r in s.results.iterrows():
+        vals = "".join(f"<td>{esc(str(r.get(k) if r.get(k) is not None else '—'))}</td>" for k in s.ablated_keys)
+        it = r.get("iterations")
+        it_s = "—" if it is None or it != it else f"{it:g}"
+        parts.append(f"<tr><td>{esc(str(r['trial_id']))}</td><td class='status-{esc(str(r['status']))}'>"
+                     f"{esc(str(r['status']))}</td>{vals}<td>{it_s}</td>"
+                     f"<td style='text-align:left'>{esc(str(r.get('error') or ''))}</td></tr>")
+    parts.append("</tbody></table>")
+    notes = [*s.notes, *report.notes]
+    if notes:
+        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _markdown(report: Report, trials: bool = True) -> str:
+    """table.md: the ablation table, the paper comparison, notes and (``trials``) the
+    status of every trial."""
+    s = report.search
+    parts = [f"## {s.name}: ablation table", "", to_markdown(report.table)]
+    if report.comparison is not None:
+        parts += [paper_markdown(s, report.table, report.comparison)]
+    notes = [*s.notes, *report.notes]
+    if notes:
+        parts += ["### Notes", "", *(f"- {n}" for n in notes), ""]
+    if trials:
+        parts += ["### Trials", "", trials_markdown(s)]
+    return "\n".join(parts)
+
+
+def build_report(trials_dir: str | Path, out: str | Path | None = None,
+                 group_by: list[str] | None = None, baseline: str | None = None,
+                 formats: list[str] | None = None, samples: bool = True) -> Report:
+    """Read the search in ``trials_dir`` and write its report to ``out`` (default
+    ``reports/<name>``), atomically. Returns what was written."""
+    formats = list(FORMATS) if formats is None else formats
+    log.info("reading %s", trials_dir)
+    search = collect(trials_dir)
+    table = build_table(search, group_by=group_by, baseline=baseline)
+    out_path = Path(out) if out is not None else Path("reports") / search.name
+    report = Report(out=out_path, search=search, table=table, markdown="")
+    paper_ref = search.meta.get("paper")
+    if paper_ref:
+        try:
+            report.comparison = compare_paper(search, table, get_table(str(paper_ref)))
+        except UserError as err:
+            report.notes.append(f"paper table not shown: {err}")
+    report.markdown = _markdown(report)
+
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.tmp-", dir=out_path.parent))
+    try:
+        results = search.results.copy()
+        if table.trial_delta_m:
+            results["delta_m_vs_baseline"] = results["trial_id"].astype(str).map(table.trial_delta_m)
+        results.to_parquet(tmp / "results.parquet", index=False)
+        search.curves.to_parquet(tmp / "curves.parquet", index=False)
+        _write_plots(search, table, tmp / "plots", report, samples)
+        report.markdown = _markdown(report)
+        if "md" in formats:
+            (tmp / "table.md").write_text(report.markdown)
+        if "tex" in formats:
+            tex = to_latex(table, caption=f"{search.name}: ablation")
+            if report.comparison is not None:
+                tex += "\n% Published rows beside ours\n" + paper_latex(table, report.comparison)
+            (tmp / "table.tex").write_text(tex)
+        if "csv" in formats:
+            (tmp / "table.csv").write_text(to_csv(table))
+        if "html" in formats:
+            pngs = {p.name: p.read_bytes() for p in sorted((tmp / "plots").glob("*.png"))}
+            (tmp / "report.html").write_text(_html_page(report, pngs))
+        os.chmod(tmp, 0o755)
+        old = None
+        if out_path.exists():
+            old = out_path.parent / f".{out_path.name}.old-{os.getpid()}"
+            out_path.rename(old)
+        tmp.rename(out_path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    report.files = sorted(p for p in out_path.rglob("*") if p.is_file())
+    return report
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """``mtlsearch report TRIALS_DIR [--out] [--group-by ...] [--baseline] [--format]``."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    formats = parse_formats(args.format)
+    report = build_report(args.trials_dir, out=args.out, group_by=args.group_by,
+                          baseline=args.baseline, formats=formats)
+    print(_markdown(report, trials=False))
+    print(f"wrote {len(report.files)} files to {report.out}")
+    return 0
+
+
+__all__ = ["FORMATS", "Report", "build_report", "parse_formats", "run_cli"]

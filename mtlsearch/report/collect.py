@@ -1,0 +1,458 @@
+"""Read a search folder (``trials/<name>/``) into two tables: one row per trial, one row
+per reported evaluation.
+
+Reading is tolerant by design: a search may still be running or may have been killed,
+so files can be missing, ``result.json`` can end in a half-written line and Tune's
+``experiment_state-*.json`` may be absent or stale. Nothing here unpickles Tune's
+binary state; statuses come from the JSON state or are inferred from the files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mtlsearch.config import flatten, parse_override
+from mtlsearch.errors import UserError
+from mtlsearch.report.papers import direction_of, primary_metrics, readable
+
+META_FILE = "mtlsearch.json"
+SEED_KEY = "train.seed"
+
+BOOKKEEPING = {
+    "timestamp", "checkpoint_dir_name", "done", "training_iteration", "trial_id", "date",
+    "time_this_iter_s", "time_total_s", "pid", "hostname", "node_ip", "config",
+    "time_since_restore", "iterations_since_restore", "iteration", "experiment_tag",
+    "should_checkpoint", "experiment_id",
+}
+"""Keys of Tune's result rows that are not metrics."""
+
+_TRIAL_DIR = re.compile(r"^(?P<trainable>.+?)_(?P<id>[0-9a-f]{5}_\d{5})(?:_|$)")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_EXC_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit|Failure|Warning)\b.*")
+
+
+@dataclass
+class Search:
+    """A search folder read into memory."""
+
+    path: Path
+    name: str
+    meta: dict[str, Any]
+    results: pd.DataFrame
+    """One row per trial (see :func:`collect`)."""
+    curves: pd.DataFrame
+    """One row per (trial, report)."""
+    ablated_keys: list[str]
+    metric_keys: list[str]
+    """Reported metric keys, in first-seen order (no Tune bookkeeping)."""
+    fixed: dict[str, Any] = field(default_factory=dict)
+    """Config values shared by every trial (constant params and overrides), dotted keys."""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def tasks(self) -> list[str]:
+        tasks = self.meta.get("tasks") or {}
+        if tasks:
+            return list(tasks)
+        found = []
+        for task, key in primary_metrics().items():
+            if f"final_{key}" in self.results.columns:
+                found.append(task)
+        return found
+
+
+# ---------------------------------------------------------------------------
+# Low-level readers
+# ---------------------------------------------------------------------------
+
+
+def read_json_lines(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """Parse a JSON-lines file; return the rows and how many lines were unreadable
+    (a search killed mid-write leaves a truncated last line)."""
+    rows: list[dict[str, Any]] = []
+    bad = 0
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return rows, 0
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            bad += 1
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+        else:
+            bad += 1
+    return rows, bad
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def read_experiment_state(search_dir: Path) -> dict[str, dict[str, Any]]:
+    """Trial id -> ``{"status", "relative_logdir", "config", "last_result", "error_file"}``
+    from the newest readable ``experiment_state-*.json`` (empty if there is none)."""
+    files = sorted(search_dir.glob("experiment_state-*.json"), key=lambda p: (p.stat().st_mtime, p.name))
+    for path in reversed(files):
+        data = _read_json(path)
+        if not isinstance(data, dict) or not isinstance(data.get("trial_data"), list):
+            continue
+        out: dict[str, dict[str, Any]] = {}
+        for entry in data["trial_data"]:
+            try:
+                trial_json, meta_json = entry
+                trial = json.loads(trial_json) if isinstance(trial_json, str) else trial_json
+                meta = json.loads(meta_json) if isinstance(meta_json, str) else meta_json
+            except (ValueError, TypeError):
+                continue
+            if not isinstance(trial, dict) or "trial_id" not in trial:
+                continue
+            meta = meta if isinstance(meta, dict) else {}
+            out[str(trial["trial_id"])] = {
+                "status": trial.get("status"),
+                "relative_logdir": trial.get("relative_logdir"),
+                "config": trial.get("config") if isinstance(trial.get("config"), dict) else {},
+                "last_result": meta.get("last_result") if isinstance(meta.get("last_result"), dict) else {},
+                "error_file": meta.get("error_filename"),
+            }
+        return out
+    return {}
+
+
+def error_summary(text: str, max_lines: int = 3, max_chars: int = 400) -> str:
+    """The exception line(s) of a Tune ``error.txt`` (its first line is only
+    'Failure # 1 (occurred at ...)'), without colour codes."""
+    lines = [_ANSI.sub("", line).rstrip() for line in text.splitlines()]
+    start = None
+    for i, line in enumerate(lines):
+        if _EXC_LINE.match(line):
+            start = i
+    if start is None:
+        picked = [line.strip() for line in lines if line.strip()][:max_lines]
+    else:
+        picked = [line for line in lines[start:start + max_lines] if line.strip()]
+    summary = " | ".join(picked)
+    return summary[:max_chars]
+
+
+def parse_trial_dir(name: str) -> tuple[str | None, str | None]:
+    """``"<trainable>_<trial_id>_..."`` -> (trainable, trial_id), or (None, None)."""
+    match = _TRIAL_DIR.match(name)
+    if not match:
+        return None, None
+    return match.group("trainable"), match.group("id")
+
+
+def latest_checkpoint(search_dir: Path, trial_id: str, trial_dir: Path | None) -> Path | None:
+    """The newest ``checkpoint.pt`` of a trial: Train's ``_train/<trial_id>*/checkpoint_*/``
+    first, then Tune checkpoints inside the trial folder."""
+    candidates: list[Path] = []
+    train_root = search_dir / "_train"
+    if train_root.is_dir():
+        for run in train_root.glob(f"{trial_id}*"):
+            candidates.extend(run.glob("checkpoint_*/checkpoint.pt"))
+    if not candidates and trial_dir is not None:
+        candidates.extend(trial_dir.glob("checkpoint_*/checkpoint.pt"))
+    candidates = [c for c in candidates if c.is_file()]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda p: (p.stat().st_mtime, p.parent.name))
+
+
+def _flat_params(config: dict[str, Any]) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value and key not in ("tasks",):
+            for sub, v in flatten(value, f"{key}.").items():
+                flat[sub] = v
+        else:
+            flat[key] = value
+    return flat
+
+
+def _numeric(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)):
+        return float(value)
+    return None
+
+
+def _flat_result(row: dict[str, Any]) -> dict[str, Any]:
+    """Flatten nested metric dicts (``{"a": {"b": 1}}`` -> ``a/b``), drop the config."""
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        if key == "config":
+            continue
+        if isinstance(value, dict):
+            for sub, v in _flat_result(value).items():
+                out[f"{key}/{sub}"] = v
+        else:
+            out[key] = value
+    return out
+
+
+# ---------------------------------------------------------------------------
+# delta_m
+# ---------------------------------------------------------------------------
+
+
+def delta_m(values: dict[str, float], baselines: dict[str, float]) -> float:
+    """Mean relative gain over the metrics both mappings have, in percent:
+    ``(1/T) sum_t s_t (M_t - B_t) / B_t * 100`` with ``s_t = -1`` for lower-is-better.
+    NaN when no metric is shared or a baseline is zero."""
+    terms = []
+    for key, base in baselines.items():
+        d = direction_of(key)
+        value = values.get(key)
+        if d is None or value is None or base is None:
+            continue
+        value, base = float(value), float(base)
+        if math.isnan(value) or math.isnan(base) or base == 0:
+            continue
+        sign = 1.0 if d == "up" else -1.0
+        terms.append(sign * (value - base) / abs(base) * 100.0)
+    return sum(terms) / len(terms) if terms else float("nan")
+
+
+# ---------------------------------------------------------------------------
+# The search
+# ---------------------------------------------------------------------------
+
+
+def _is_trial_dir(path: Path) -> bool:
+    if not path.is_dir() or path.name.startswith((".", "_")):
+        return False
+    return any((path / f).exists() for f in ("params.json", "result.json", "progress.csv", "error.txt"))
+
+
+def _infer_status(has_error: bool, rows: list[dict[str, Any]], running_hint: bool) -> str:
+    if has_error:
+        return "ERROR"
+    if rows and rows[-1].get("done") is True:
+        return "TERMINATED"
+    return "RUNNING" if running_hint else "INTERRUPTED"
+
+
+def _resources(meta: dict[str, Any]) -> str:
+    search = meta.get("search") if isinstance(meta.get("search"), dict) else {}
+    if isinstance(search.get("resources"), dict):
+        return readable(search["resources"])
+    keys = ("workers", "num_workers", "cpus_per_worker", "gpus_per_worker", "use_gpu")
+    picked = {k: search[k] for k in keys if k in search}
+    return readable(picked) if picked else ""
+
+
+def _fixed_from_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """Config values the search pinned for every trial: its overrides (``k=v`` strings
+    or a mapping) and any constant mapping in the space (``base``/``config``/``fixed``)."""
+    fixed: dict[str, Any] = {}
+    space = meta.get("space") if isinstance(meta.get("space"), dict) else {}
+    for key in ("base", "config", "fixed"):
+        if isinstance(space.get(key), dict):
+            fixed.update(flatten(space[key]))
+    overrides = meta.get("overrides")
+    if isinstance(overrides, dict):
+        fixed.update(overrides)
+    elif isinstance(overrides, list):
+        for item in overrides:
+            try:
+                key, value = parse_override(str(item))
+            except UserError:
+                continue
+            fixed[key] = value
+    return fixed
+
+
+def collect(trials_dir: str | Path) -> Search:
+    """Read every trial of the search in ``trials_dir`` (finished, stopped, failed,
+    running or interrupted).
+
+    ``results`` columns: ``trial_id, trial_dir, status, error, <dotted config keys>
+    (lists as readable strings), seed, final_<key>, best_<key>`` (best by direction,
+    only for scored metrics), ``delta_m, iterations, reports, wall_time_s, resources,
+    checkpoint``. Raises :class:`UserError` naming the folder when it is missing or holds
+    no search.
+    """
+    path = Path(trials_dir)
+    if not path.is_dir():
+        raise UserError(f"search folder not found: {path}")
+    notes: list[str] = []
+    meta_path = path / META_FILE
+    meta: dict[str, Any] = {}
+    if meta_path.is_file():
+        loaded = _read_json(meta_path)
+        if not isinstance(loaded, dict):
+            raise UserError(f"{meta_path}: not a JSON object (corrupt search metadata?)")
+        meta = loaded
+    state = read_experiment_state(path)
+    trial_dirs = sorted(p for p in path.iterdir() if _is_trial_dir(p))
+    if not meta and not state and not trial_dirs:
+        raise UserError(
+            f"{path} is not a search folder (no {META_FILE}, experiment_state-*.json or trial folders)"
+        )
+    if not meta:
+        notes.append(f"{META_FILE} missing: ablated keys inferred from the trials' params")
+    name = str(meta.get("name") or path.name)
+
+    by_logdir = {s.get("relative_logdir"): tid for tid, s in state.items() if s.get("relative_logdir")}
+    entries: dict[str, dict[str, Any]] = {}
+    for tdir in trial_dirs:
+        _, parsed_id = parse_trial_dir(tdir.name)
+        tid = by_logdir.get(tdir.name) or parsed_id or tdir.name
+        entries[tid] = {"dir": tdir}
+    for tid in state:
+        entries.setdefault(tid, {"dir": None})
+
+    running_hint = bool(state) and not any(
+        s.get("status") in ("TERMINATED", "ERROR") for s in state.values()
+    )
+    results_rows: list[dict[str, Any]] = []
+    curve_rows: list[dict[str, Any]] = []
+    metric_keys: list[str] = []
+    param_keys: list[str] = []
+    single = meta.get("single_task_baselines") or {}
+    truncated = 0
+
+    for tid, entry in entries.items():
+        tdir: Path | None = entry["dir"]
+        st = state.get(tid, {})
+        params = _read_json(tdir / "params.json") if tdir else None
+        if not isinstance(params, dict):
+            params = st.get("config") or {}
+        params = _flat_params(params)
+        rows: list[dict[str, Any]] = []
+        if tdir is not None:
+            rows, bad = read_json_lines(tdir / "result.json")
+            truncated += bad
+            if not rows and (tdir / "progress.csv").is_file():
+                try:
+                    frame = pd.read_csv(tdir / "progress.csv", on_bad_lines="skip")
+                    rows = frame.to_dict("records")
+                except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError):
+                    rows = []
+        if not rows and st.get("last_result"):
+            rows = [st["last_result"]]
+        rows = [_flat_result(r) for r in rows]
+        error_path = None
+        if tdir is not None and (tdir / "error.txt").is_file():
+            error_path = tdir / "error.txt"
+        status = st.get("status") or _infer_status(error_path is not None, rows, running_hint)
+        error = ""
+        if error_path is not None and status == "ERROR":
+            error = error_summary(error_path.read_text(errors="replace"))
+        elif status == "ERROR":
+            error = "error (no error.txt found)"
+
+        row: dict[str, Any] = {
+            "trial_id": tid,
+            "trial_dir": tdir.name if tdir else "",
+            "status": str(status),
+            "error": error,
+        }
+        for key, value in params.items():
+            if key not in param_keys:
+                param_keys.append(key)
+            row[key] = readable(value)
+        seed = params.get(SEED_KEY)
+        row["seed"] = int(seed) if isinstance(seed, (int, float)) and not isinstance(seed, bool) else None
+
+        series: dict[str, list[float]] = {}
+        for i, r in enumerate(rows):
+            curve: dict[str, Any] = {"trial_id": tid, "status": str(status), "report": i}
+            for key in ("training_iteration", "iteration", "time_total_s"):
+                if _numeric(r.get(key)) is not None:
+                    curve[key] = _numeric(r[key])
+            for key, value in r.items():
+                num = _numeric(value)
+                if key in BOOKKEEPING or num is None or isinstance(value, bool):
+                    continue
+                if key not in metric_keys:
+                    metric_keys.append(key)
+                series.setdefault(key, []).append(num)
+                curve[key] = num
+            curve_rows.append(curve)
+        for key, values in series.items():
+            clean = [v for v in values if not math.isnan(v)]
+            row[f"final_{key}"] = clean[-1] if clean else float("nan")
+            d = direction_of(key)
+            if d is not None:
+                row[f"best_{key}"] = (max(clean) if d == "up" else min(clean)) if clean else float("nan")
+        finals = {k[len("final_"):]: v for k, v in row.items() if k.startswith("final_")}
+        if "delta_m" in finals:
+            row["delta_m"] = finals["delta_m"]
+        elif single:
+            row["delta_m"] = delta_m(finals, single)
+        else:
+            row["delta_m"] = float("nan")
+        last = rows[-1] if rows else {}
+        row["iterations"] = _numeric(last.get("iteration"))
+        row["reports"] = len(rows)
+        row["wall_time_s"] = _numeric(last.get("time_total_s"))
+        row["resources"] = _resources(meta)
+        ckpt = latest_checkpoint(path, tid, tdir)
+        row["checkpoint"] = str(ckpt) if ckpt else ""
+        results_rows.append(row)
+
+    if truncated:
+        notes.append(f"skipped {truncated} unreadable result line(s) (search interrupted mid-write?)")
+    results = pd.DataFrame(results_rows)
+    if results.empty:
+        results = pd.DataFrame(columns=["trial_id", "trial_dir", "status", "error", "seed"])
+    for key in param_keys:
+        if key in results.columns:
+            results[key] = results[key].astype(object).where(results[key].notna(), None)
+
+    ablated = [str(k) for k in (meta.get("ablated_keys") or [])]
+    if not meta.get("ablated_keys"):
+        ablated = [k for k in param_keys if results[k].nunique(dropna=True) > 1]
+    fixed = _fixed_from_meta(meta)
+    for key in param_keys:
+        vals = results[key].dropna().unique()
+        if len(vals) == 1 and key not in fixed:
+            fixed[key] = vals[0]
+
+    group_cols = [k for k in param_keys if k in results.columns]
+    curves = pd.DataFrame(curve_rows)
+    if not curves.empty:
+        lookup = results.set_index("trial_id")[group_cols + ["seed"]]
+        curves = curves.join(lookup, on="trial_id")
+    return Search(
+        path=path,
+        name=name,
+        meta=meta,
+        results=results,
+        curves=curves,
+        ablated_keys=ablated,
+        metric_keys=metric_keys,
+        fixed=fixed,
+        notes=notes,
+    )
+
+
+__all__ = [
+    "BOOKKEEPING",
+    "Search",
+    "collect",
+    "delta_m",
+    "error_summary",
+    "latest_checkpoint",
+    "parse_trial_dir",
+    "read_experiment_state",
+    "read_json_lines",
+]

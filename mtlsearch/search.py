@@ -1,0 +1,478 @@
+"""``mtlsearch search``: run a YAML search space with Ray Tune (+ Optuna, ASHA).
+
+Ray 2.60 (Train V2) pattern: each Tune trial is a FUNCTION trainable, :func:`trial`,
+reserving almost no CPU itself (``{"cpu": 0.01}``); it builds the trial's config
+(base + fixed + profile + ``--set`` + sampled values + seed), launches a Ray Train
+``TorchTrainer`` (:func:`mtlsearch.trainable.make_trainer`) named after the stable
+Tune trial id under ``trials/<name>/_train/``, and forwards the Train reports to
+Tune with ``TuneReportCallback``. A failing Train run re-raises, so Tune records the
+trial as errored (``error.txt``) and the search goes on.
+
+How trials are generated:
+
+* ``grid``/``random``: the trials are expanded up front (:meth:`Space.expand`),
+  numbered by ``trial_index`` (a ``tune.grid_search``) and each key is a
+  ``tune.sample_from`` reading the trial's row, so every ``params.json`` holds the
+  plain dotted keys. Conditional keys whose condition fails are recorded as None.
+* ``optuna``: ``OptunaSearch`` with a define-by-run space (conditional keys are
+  suggested only when active), ``TPESampler(seed)``, study ``<name>`` stored in
+  ``trials/<name>/optuna.db`` (SQLite RDB storage, so the study outlives the driver;
+  Tune also pickles the searcher into its experiment state for ``--resume``),
+  multi-objective via metric/mode lists, behind a ``ConcurrencyLimiter``.
+
+Layout of ``trials/<name>/``: ``mtlsearch.json`` (what the report reads first),
+Tune's experiment state and one folder per trial named by its trial id
+(``params.json``, ``result.json``, ``progress.csv``, ``error.txt``,
+``tensorboard/``), ``_train/<trial id>/`` (Train runs and checkpoints) and
+``optuna.db`` for Optuna searches. Single-task baselines are cached in
+``trials/_baselines/`` (:mod:`mtlsearch.baselines`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from mtlsearch.config import load_config
+from mtlsearch.errors import UserError
+from mtlsearch.space import (
+    INDEX_KEY,
+    SEED_KEY,
+    Space,
+    baseline_hash,
+    describe,
+    format_table,
+    load_space,
+    plain,
+)
+from mtlsearch.tasks import TASKS
+
+META_FILE = "mtlsearch.json"
+TRAIN_DIR = "_train"
+OPTUNA_DB = "optuna.db"
+PATH_KEYS = ("data.root", "data.synth.cache_dir", "model.pretrained_path")
+"""Config paths made absolute (relative to the launch folder) before trials run, since
+Tune runs trials in their own working directories."""
+
+
+# ---------------------------------------------------------------------------
+# The Tune function trainable
+# ---------------------------------------------------------------------------
+
+
+def absolutize(tree: dict[str, Any], cwd: str) -> dict[str, Any]:
+    """Make the config's relative file paths absolute against ``cwd`` (in place)."""
+    for dotted in PATH_KEYS:
+        *parents, leaf = dotted.split(".")
+        node = tree
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+            if node is None:
+                break
+        value = node.get(leaf) if isinstance(node, dict) else None
+        if isinstance(value, str) and value and not os.path.isabs(value):
+            node[leaf] = os.path.normpath(os.path.join(cwd, value))
+    return tree
+
+
+def trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
+    """One Tune trial: build the config, run its TorchTrainer, report through Tune."""
+    from ray import tune
+    from ray.train import TrainingFailedError
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from mtlsearch.trainable import failure_reason, make_trainer
+
+    space: Space = ctx["space"]
+    values = {k: v for k, v in config.items() if k != INDEX_KEY}
+    tree = absolutize(space.tree(values), ctx["cwd"])
+    cfg = load_config(tree)
+    tune_ctx = tune.get_context()
+    trial_id = tune_ctx.get_trial_id()
+    cfg.name = f"{space.name}/{trial_id}"
+    baselines = ctx["baselines"].get(baseline_hash(space.baseline_config(values))) or None
+    trainer = make_trainer(
+        cfg,
+        workers=space.resources.workers,
+        cpus_per_worker=space.resources.cpus_per_worker,
+        gpus_per_worker=space.resources.gpus_per_worker,
+        storage_path=ctx["train_storage"],
+        name=trial_id,
+        callbacks=[TuneReportCallback()],
+        tensorboard_dir=Path(tune_ctx.get_trial_dir()) / "tensorboard",
+        baselines=baselines,
+    )
+    try:
+        trainer.fit()
+    except TrainingFailedError as err:
+        raise RuntimeError(f"trial {trial_id} failed: {failure_reason(err)}") from err
+
+
+def _trial_dirname(t: Any) -> str:
+    """Stable trial folder names: the Tune trial id (no timestamps)."""
+    return str(t.trial_id)
+
+
+class _Row:
+    """``tune.sample_from`` callable: the value of ``key`` in the trial's planned row."""
+
+    def __init__(self, table: list[dict[str, Any]], key: str) -> None:
+        self.table = table
+        self.key = key
+
+    def __call__(self, spec: Any) -> Any:
+        return self.table[spec.config[INDEX_KEY]][self.key]
+
+
+# ---------------------------------------------------------------------------
+# Building the Tuner
+# ---------------------------------------------------------------------------
+
+
+def _metrics(space: Space) -> list[str]:
+    m = space.search.metric
+    return list(m) if isinstance(m, list) else [m]
+
+
+def _reporter(space: Space) -> Any:
+    from ray.tune import CLIReporter
+
+    metric_cols = ["iteration", *dict.fromkeys(_metrics(space) + ["loss"])]
+    return CLIReporter(
+        metric_columns=metric_cols,
+        parameter_columns=space.ablated_keys,
+        max_report_frequency=30,
+        max_column_length=24,
+    )
+
+
+def build_tuner(
+    space: Space, exp_dir: Path, trials: list[dict[str, Any]] | None, ctx: dict[str, Any]
+) -> Any:
+    """A fresh ``Tuner`` for ``space`` storing into ``exp_dir``."""
+    from ray import tune
+
+    trainable = _trainable(ctx)
+    scheduler = _scheduler(space)
+    search = space.search
+    if search.algorithm == "optuna":
+        import optuna
+        from ray.tune.search import ConcurrencyLimiter
+        from ray.tune.search.optuna import OptunaSearch
+
+        storage = optuna.storages.RDBStorage(f"sqlite:///{exp_dir / OPTUNA_DB}")
+        searcher = OptunaSearch(
+            space=space.define_by_run(),
+            metric=search.metric,
+            mode=search.mode,
+            sampler=optuna.samplers.TPESampler(seed=search.seed),
+            study_name=exp_dir.name,
+            storage=storage,
+        )
+        tune_config = tune.TuneConfig(
+            search_alg=ConcurrencyLimiter(searcher, max_concurrent=space.max_concurrent_trials),
+            scheduler=scheduler,
+            num_samples=search.num_samples,
+            trial_dirname_creator=_trial_dirname,
+        )
+        param_space: dict[str, Any] = {}
+    else:
+        assert trials is not None
+        param_space = {INDEX_KEY: tune.grid_search(list(range(len(trials))))}
+        for key in [*(p.key for p in space.params), SEED_KEY]:
+            param_space[key] = tune.sample_from(_Row(trials, key))
+        tune_config = tune.TuneConfig(
+            scheduler=scheduler,
+            num_samples=1,
+            max_concurrent_trials=space.max_concurrent_trials,
+            trial_dirname_creator=_trial_dirname,
+        )
+    run_config = tune.RunConfig(
+        name=exp_dir.name,
+        storage_path=str(exp_dir.parent),
+        failure_config=tune.FailureConfig(max_failures=0),
+        progress_reporter=_reporter(space),
+        verbose=1,
+    )
+    return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
+
+
+def _trainable(ctx: dict[str, Any]) -> Any:
+    from ray import tune
+
+    return tune.with_resources(tune.with_parameters(trial, ctx=ctx), {"cpu": 0.01})
+
+
+def _scheduler(space: Space) -> Any:
+    if space.scheduler is None:
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    sc = space.scheduler
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        metric=space.search.metric,
+        mode=space.search.mode,
+        max_t=sc.max_t,
+        grace_period=sc.grace_period,
+        reduction_factor=sc.reduction_factor,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Metadata, dry run, summary
+# ---------------------------------------------------------------------------
+
+
+def metadata(
+    space: Space, exp_dir: Path, trials: list[dict[str, Any]] | None, baselines: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The content of ``trials/<name>/mtlsearch.json`` (read by ``mtlsearch report``)."""
+    cfg = space.static_config()
+    s = space.search
+    return {
+        "name": exp_dir.name,
+        "space_path": str(space.path.resolve()),
+        "space": space.to_json(),
+        "profile": space.profile,
+        "overrides": space.overrides,
+        "ablated_keys": space.ablated_keys,
+        "baseline": plain(space.baseline),
+        "paper": space.paper,
+        "search": {
+            "algorithm": s.algorithm,
+            "metric": s.metric,
+            "mode": s.mode,
+            "num_samples": s.num_samples,
+            "seed": s.seed,
+            "seeds": space.seeds,
+            "scheduler": vars(space.scheduler) if space.scheduler else None,
+            "resources": vars(space.resources),
+            "max_concurrent_trials": space.max_concurrent_trials,
+            "num_trials": len(trials) if trials is not None else s.num_samples,
+            "index_key": INDEX_KEY,
+            "train_dir": TRAIN_DIR,
+            "optuna_storage": str(exp_dir / OPTUNA_DB) if s.algorithm == "optuna" else None,
+        },
+        "tasks": {
+            t: {"weight": w, "metric": f"{t}_{TASKS[t].metric}",
+                "mode": "max" if TASKS[t].higher_is_better else "min"}
+            for t, w in cfg.tasks.items()
+        },
+        "single_task_baselines": baselines,
+        "planned_trials": trials,
+        "static_config": cfg.to_dict(),
+    }
+
+
+def dry_run(space: Space, exp_dir: Path) -> str:
+    """The text ``--dry-run`` prints: the trials of a grid/random search or the space."""
+    lines = [describe(space), f"results would go to: {exp_dir}"]
+    if space.search.algorithm == "optuna":
+        lines.append(
+            f"optuna TPE (seed {space.search.seed}) samples {space.search.num_samples} trial(s) "
+            f"from (study {space.name!r} in {exp_dir / OPTUNA_DB}):"
+        )
+        width = max((len(p.key) for p in space.params), default=0)
+        lines += [f"  {p.key.ljust(width)}  {p.describe()}" for p in space.params]
+        lines.append(f"  {SEED_KEY.ljust(width)}  {space.seeds[0]}")
+    else:
+        trials = space.expand()
+        columns = [*(p.key for p in space.params), SEED_KEY]
+        rows = [{"#": i, **t} for i, t in enumerate(trials)]
+        lines.append(f"{len(trials)} trial(s):")
+        lines.append(format_table(rows, ["#", *columns]))
+    if space.baselines:
+        from mtlsearch.baselines import baseline_groups, missing_tasks
+
+        groups = baseline_groups(space, None if space.search.algorithm == "optuna" else space.expand())
+        todo = missing_tasks(exp_dir.parent, groups)
+        total = sum(len(g["tasks"]) for g in groups.values())
+        lines.append(f"single-task baselines: {total} run(s) needed, {len(todo)} not cached yet")
+    return "\n".join(lines)
+
+
+def summarize(results: Any, exp_dir: Path, space: Space) -> tuple[int, int]:
+    """Print N finished / M errored, the best trial, where results are."""
+    finished, errored = 0, 0
+    best = None
+    metric = space.search.metric if not space.search.multi_objective else None
+    for result in results:
+        if result.error is not None:
+            errored += 1
+            continue
+        finished += 1
+        value = (result.metrics or {}).get(metric) if metric else None
+        if isinstance(value, (int, float)):
+            better = best is None or (value > best[0] if space.search.mode == "max" else value < best[0])
+            if better:
+                best = (value, result)
+    print(f"search {exp_dir.name!r}: {finished} finished, {errored} errored; results in {exp_dir}")
+    if best is not None:
+        cfg = {k: v for k, v in best[1].config.items() if k != INDEX_KEY}
+        print(f"best {metric} = {best[0]:.4g} with " + ", ".join(f"{k}={v}" for k, v in cfg.items()))
+    if errored:
+        print(f"errored trials keep their error in {exp_dir}/<trial id>/error.txt; "
+              "continue with --resume")
+    print(f"report: mtlsearch report {exp_dir}")
+    return finished, errored
+
+
+# ---------------------------------------------------------------------------
+# The command
+# ---------------------------------------------------------------------------
+
+
+def _load_for_resume(args: argparse.Namespace, exp_dir: Path) -> Space:
+    """Re-read the space for ``--resume``; profile/overrides default to the stored ones."""
+    meta_path = exp_dir / META_FILE
+    if not meta_path.is_file():
+        raise UserError(f"--resume: {exp_dir} holds no {META_FILE}; not an mtlsearch search")
+    meta = json.loads(meta_path.read_text())
+    profile = args.profile if args.profile is not None else meta.get("profile")
+    overrides = args.overrides or meta.get("overrides") or []
+    space = load_space(args.space, profile, overrides)
+    if space.to_json() != meta.get("space") or profile != meta.get("profile") or list(
+        overrides
+    ) != list(meta.get("overrides") or []):
+        raise UserError(
+            f"--resume: {args.space} (profile {profile}, --set {overrides}) differs from the "
+            f"search stored in {exp_dir}; resume with the same space, or start a new search with --name"
+        )
+    return space
+
+
+def _init_ray(address: str | None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address)
+    else:
+        ray.init(include_dashboard=False)
+
+
+def run_search(
+    space: Space, storage: Path, name: str, *, address: str | None = None, resume: bool = False
+) -> int:
+    """Run (or resume) ``space`` into ``storage/name``; return the exit status."""
+    exp_dir = storage / name
+    trials = None if space.search.algorithm == "optuna" else space.expand()
+    cwd = os.getcwd()
+
+    def prepare(tree: dict[str, Any]) -> dict[str, Any]:
+        return absolutize(tree, cwd)
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's trial table (CLIReporter)
+    _init_ray(address)
+
+    # Generate datasets once here rather than in concurrent trials.
+    from mtlsearch.data.pipeline import resolve_root
+
+    seen: set[str] = set()
+    for values in trials if trials is not None else [{}]:
+        data = load_config(prepare(space.tree(values))).data
+        key = json.dumps(plain(vars(data)), sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            resolve_root(load_config(prepare(space.tree(values))))
+
+    baselines_meta = None
+    baselines: dict[str, Any] = {}
+    if space.baselines:
+        from mtlsearch.baselines import BASELINES_DIR, baseline_groups, ensure_baselines
+
+        groups = baseline_groups(space, trials)
+        try:
+            baselines = ensure_baselines(space, storage, groups, prepare=prepare)
+        except RuntimeError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        baselines_meta = {
+            key: {"path": str(storage / BASELINES_DIR / key), "metrics": value}
+            for key, value in baselines.items()
+        }
+
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    meta = metadata(space, exp_dir, trials, baselines_meta)
+    tmp = exp_dir / f".{META_FILE}.tmp"
+    tmp.write_text(json.dumps(meta, indent=2, default=str))
+    tmp.replace(exp_dir / META_FILE)
+
+    ctx = {
+        "space": space,
+        "cwd": cwd,
+        "train_storage": str(exp_dir / TRAIN_DIR),
+        "baselines": baselines,
+    }
+    from ray import tune
+
+    start = time.time()
+    try:
+        if resume:
+            tuner = tune.Tuner.restore(
+                str(exp_dir), trainable=_trainable(ctx), resume_unfinished=True, resume_errored=True
+            )
+        else:
+            tuner = build_tuner(space, exp_dir, trials, ctx)
+        n = len(trials) if trials is not None else space.search.num_samples
+        print(f"{'resuming' if resume else 'starting'} search {name!r}: {n} trial(s), "
+              f"algorithm {space.search.algorithm}, results in {exp_dir}", flush=True)
+        results = tuner.fit()
+    except KeyboardInterrupt:
+        raise
+    except Exception as err:  # the search itself failed (not one trial)
+        print(f"error: search {name!r} failed: {type(err).__name__}: {err}", file=sys.stderr)
+        print(f"continue it later with --resume (results so far in {exp_dir})", file=sys.stderr)
+        return 1
+    summarize(results, exp_dir, space)
+    print(f"wall time: {time.time() - start:.0f} s")
+    return 0
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """``mtlsearch search SPACE.yaml [--profile P] [--set k=v] [--storage D] [--name N]
+    [--address A] [--resume] [--dry-run]``."""
+    storage = Path(args.storage).resolve()
+    if args.resume:
+        probe = load_space(args.space, args.profile, args.overrides)
+        name = args.name or probe.name
+        exp_dir = storage / name
+        if not exp_dir.is_dir():
+            raise UserError(f"--resume: no search in {exp_dir} to resume (drop --resume to start it)")
+        space = _load_for_resume(args, exp_dir)
+    else:
+        space = load_space(args.space, args.profile, args.overrides)
+        name = args.name or space.name
+        exp_dir = storage / name
+    if args.name is not None and not args.name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise UserError(f"--name: expected letters, digits, '-', '_' or '.', got {args.name!r}")
+    if args.dry_run:
+        print(dry_run(space, exp_dir))
+        return 0
+    if exp_dir.exists() and not args.resume:
+        raise UserError(
+            f"{exp_dir} already exists: continue it with --resume, or choose another --name "
+            "(results are never overwritten)"
+        )
+    return run_search(space, storage, name, address=args.address, resume=args.resume)
+
+
+__all__ = [
+    "META_FILE",
+    "OPTUNA_DB",
+    "TRAIN_DIR",
+    "absolutize",
+    "build_tuner",
+    "dry_run",
+    "metadata",
+    "run_cli",
+    "run_search",
+    "trial",
+]

@@ -1,0 +1,354 @@
+"""The per-worker training loop of a Ray Train run, meant to be read top to bottom.
+
+``train_loop_per_worker(loop_config)`` runs on every DDP worker of a ``TorchTrainer``
+(see :mod:`mtlsearch.trainable`). ``loop_config``::
+
+    {"config": Config.to_dict(), "data_root": absolute dataset folder,
+     "tensorboard_dir": folder or None, "baselines": {task: {metric: value}} (optional)}
+
+What it does, in order: seed; build datasets and loaders (a DistributedSampler for
+training, disjoint shards for validation); build the model and wrap it in DDP; make the
+optimizer and the poly LR schedule; restore the latest checkpoint if Train has one; then
+train for ``train.iterations`` iterations (cycling the loader), evaluating every
+``train.eval_every`` iterations and at the end.
+
+Reports (``ray.train.report``) happen at evaluations only, on every worker, always with
+the same keys: ``iteration``, ``loss`` and ``loss_<part>`` (means over the iterations
+since the previous report and over workers), ``alpha``, ``lr``, the metrics of
+:func:`mtlsearch.evaluate.evaluate` and, when baselines are known, ``delta_m``.
+Checkpoints travel with reports: rank 0 attaches one when ``train.checkpoint_every``
+iterations have passed since the last one (0: at every evaluation) and at the end, so
+``checkpoint_every`` is rounded up to the next evaluation.
+
+Multi-view batches: view 0 is the reference. With ``cvm.enabled`` the source views
+(images, intrinsics, poses) are model input; with ``regularizer.cross_view.enabled`` the
+second view's pose is the ``render_poses`` of the cross-view render and its labels (with
+missing ones ignore-filled) are the cross-view targets.
+
+A NaN or infinite loss stops the run with :class:`NonFiniteLossError`: the loss parts
+are all-reduced every iteration before the backward pass, so every worker sees the same
+sums and raises at the same iteration (no worker is left waiting in a collective).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler
+
+from mtlsearch.checkpoint import load_checkpoint, restore, save_checkpoint
+from mtlsearch.config import Config, TrainConfig, load_config
+from mtlsearch.data.pipeline import build_datasets, build_loader
+from mtlsearch.errors import NonFiniteLossError, UserError
+from mtlsearch.evaluate import (
+    evaluate,
+    is_distributed,
+    model_inputs,
+    shard,
+    to_device,
+    with_delta_m,
+)
+from mtlsearch.metrics import check_baselines
+from mtlsearch.models import build_model, compute_losses
+from mtlsearch.models.regularizer import alpha_at
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """Train one config on this worker (see the module docstring for the protocol)."""
+    import ray.train
+    import ray.train.torch
+
+    # -- config, worker identity, seeds ---------------------------------------
+    cfg = load_config(loop_config["config"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    master = rank == 0
+    device = ray.train.torch.get_device()
+    baselines = {**cfg.eval.baselines, **(loop_config.get("baselines") or {})}
+    check_baselines(baselines)
+    seed_everything(cfg.train.seed)
+
+    # -- data -------------------------------------------------------------------
+    train_ds, val_ds, info = build_datasets(cfg, loop_config["data_root"])
+    multiview_eval = cfg.eval.multiview and cfg.cvm.enabled
+    if multiview_eval:
+        val_ds = val_ds.with_views(cfg.cvm.num_views)
+    train_loader = build_loader(train_ds, cfg, train=True, distributed=world > 1)
+    val_loader = build_loader(shard(val_ds, rank, world), cfg, train=False, distributed=False)
+    if len(train_loader) == 0:
+        raise UserError(f"data: the training split of {info.root} yields no batch")
+
+    # -- model, optimizer, LR schedule -------------------------------------------
+    model = build_model(cfg, info.num_classes)
+    # Unused-parameter detection: a step may leave parts of the model without gradient
+    # (e.g. a rendered task whose labels are all missing on some views).
+    model = ray.train.torch.prepare_model(
+        model, parallel_strategy_kwargs={"find_unused_parameters": True}
+    )
+    optimizer = make_optimizer(model, cfg.train)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, poly_schedule(cfg.train.iterations, cfg.train.poly_power)
+    )
+    seed_everything(cfg.train.seed + rank)
+
+    # -- resume from Train's latest checkpoint ------------------------------------
+    step = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            state = load_checkpoint(folder, map_location="cpu")
+        # Rank 0's RNG state is the saved one; other ranks reseed deterministically.
+        step = restore(state, model=model, optimizer=optimizer, scheduler=scheduler, rng=master)
+        if not master:
+            seed_everything(cfg.train.seed + rank + 7919 * step)
+        if master:
+            print(f"resuming from iteration {step} ({checkpoint.path})", flush=True)
+
+    writer = None
+    if master and loop_config.get("tensorboard_dir"):
+        from torch.utils.tensorboard import SummaryWriter
+
+        # purge_step drops events a crashed run logged after its last checkpoint.
+        writer = SummaryWriter(loop_config["tensorboard_dir"], purge_step=step or None)
+
+    # -- train ------------------------------------------------------------------
+    iterations = cfg.train.iterations
+    batches = cycle(train_loader, epoch=step // len(train_loader))
+    log_window, report_window = LossWindow(), LossWindow()
+    last_checkpoint, reported_at = step, None
+    alpha, lr = alpha_at(step, cfg), optimizer.param_groups[0]["lr"]
+    tic = time.perf_counter()
+    model.train()
+    try:
+        while step < iterations:
+            views = to_device(next(batches)["views"], device)
+            alpha = alpha_at(step, cfg)
+            lr = optimizer.param_groups[0]["lr"]
+            inputs = model_inputs(views, cfg, multiview=cfg.cvm.enabled)
+            xview_labels = None
+            if cfg.regularizer.enabled and cfg.regularizer.cross_view.enabled:
+                inputs["render_poses"] = views[1]["rel_pose"]
+                xview_labels = views[1]["labels"]
+            out = model(**inputs)
+            loss, parts = compute_losses(out, views[0]["labels"], cfg, alpha, xview_labels)
+
+            # Every worker gets the same sums, so all of them stop at the same step.
+            means = mean_over_workers({"loss": loss.detach(), **parts}, device)
+            bad = [k for k, v in means.items() if not math.isfinite(v)]
+            if bad:
+                shown = ", ".join(f"{k}={means[k]}" for k in bad)
+                raise NonFiniteLossError(
+                    f"non-finite loss at iteration {step + 1}: {shown} (lr={lr:.3g}, "
+                    f"alpha={alpha:.3g}); lower train.lr or set train.grad_clip"
+                )
+
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.train.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            log_window.add(means)
+            report_window.add(means)
+
+            if step % cfg.train.log_every == 0 or step == iterations:
+                seconds = time.perf_counter() - tic
+                logged = log_window.pop()
+                rate = log_window.last_count / max(seconds, 1e-9)
+                if master:
+                    print(format_progress(step, iterations, logged, lr, alpha, rate), flush=True)
+                if writer is not None:
+                    for key, value in {**logged, "lr": lr, "alpha": alpha, "it_per_s": rate}.items():
+                        writer.add_scalar(f"train/{key}", value, step)
+                tic = time.perf_counter()
+
+            if step % cfg.train.eval_every == 0 or step == iterations:
+                want_checkpoint = (
+                    step == iterations
+                    or cfg.train.checkpoint_every == 0
+                    or step - last_checkpoint >= cfg.train.checkpoint_every
+                )
+                started = time.perf_counter()
+                evaluate_and_report(
+                    model, val_loader, cfg, info, device, baselines, step, report_window.pop(),
+                    alpha, lr, writer, master,
+                    checkpoint_state=(optimizer, scheduler) if want_checkpoint else None,
+                    multiview=multiview_eval,
+                )
+                reported_at = step
+                if want_checkpoint:
+                    last_checkpoint = step
+                tic += time.perf_counter() - started  # it/s counts training time only
+
+        if reported_at != step:
+            # Restored from the final checkpoint (a finished run started again): report
+            # once more so that this run, too, ends with a result.
+            evaluate_and_report(
+                model, val_loader, cfg, info, device, baselines, step, report_window.pop(),
+                alpha, lr, writer, master, checkpoint_state=None, multiview=multiview_eval,
+            )
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def evaluate_and_report(
+    model: torch.nn.Module,
+    val_loader: DataLoader,
+    cfg: Config,
+    info: Any,
+    device: torch.device,
+    baselines: dict[str, dict[str, float]],
+    step: int,
+    losses: dict[str, float],
+    alpha: float,
+    lr: float,
+    writer: Any,
+    master: bool,
+    checkpoint_state: tuple[torch.optim.Optimizer, Any] | None,
+    multiview: bool,
+) -> dict[str, Any]:
+    """Evaluate, log, and ``ray.train.report`` (with a checkpoint from rank 0 when
+    ``checkpoint_state`` = (optimizer, scheduler) is given); returns the reported dict."""
+    import ray.train
+
+    scores = evaluate(model, val_loader, cfg, info, device, cfg.eval.outputs, multiview=multiview)
+    scores = with_delta_m(scores, baselines)
+    metrics: dict[str, Any] = {"iteration": step, **losses, "alpha": alpha, "lr": lr, **scores}
+    if master:
+        print(format_eval(step, scores), flush=True)
+    if writer is not None:
+        for key, value in scores.items():
+            writer.add_scalar(f"val/{key}", value, step)
+        writer.flush()
+    if master and checkpoint_state is not None:
+        optimizer, scheduler = checkpoint_state
+        with tempfile.TemporaryDirectory(prefix="mtlsearch-ckpt-") as folder:
+            save_checkpoint(
+                folder, model=model, optimizer=optimizer, scheduler=scheduler, step=step,
+                config=cfg.to_dict(), num_classes=dict(info.num_classes),
+            )
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+    else:
+        ray.train.report(metrics)
+    return metrics
+
+
+# ---------------------------------------------------------------------------
+# Pieces of the loop
+# ---------------------------------------------------------------------------
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def make_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
+    """Adam, AdamW or SGD (with ``train.momentum``) over the trainable parameters."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if train.optimizer == "adam":
+        return torch.optim.Adam(params, lr=train.lr, weight_decay=train.weight_decay)
+    if train.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay
+        )
+    raise UserError(f"train.optimizer: unknown optimizer {train.optimizer!r} (known: adam, adamw, sgd)")
+
+
+def poly_schedule(iterations: int, power: float):
+    """LR factor ``(1 - step / iterations) ** power`` (the field's poly(0.9) schedule)."""
+
+    def factor(step: int) -> float:
+        return (1.0 - min(step, iterations) / iterations) ** power
+
+    return factor
+
+
+def cycle(loader: DataLoader, epoch: int = 0) -> Iterator[dict[str, Any]]:
+    """Endless batches of ``loader``, reshuffled each epoch (also across DDP workers)."""
+    while True:
+        if isinstance(loader.sampler, DistributedSampler):
+            loader.sampler.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+def mean_over_workers(values: dict[str, torch.Tensor], device: torch.device | str) -> dict[str, float]:
+    """Means over DDP workers of scalar tensors (one all-reduce); NaN/inf propagate."""
+    flat = torch.stack([v.detach().float().reshape(()) for v in values.values()]).to(device)
+    if is_distributed():
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        flat = flat / dist.get_world_size()
+    return dict(zip(values, flat.cpu().tolist()))
+
+
+class LossWindow:
+    """Running sums of per-iteration losses between two reads (log lines, reports)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.count = 0
+        self.last_count = 0
+
+    def add(self, values: dict[str, float]) -> None:
+        for key, value in values.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+        self.count += 1
+
+    def pop(self) -> dict[str, float]:
+        """Means since the previous ``pop`` (NaN for keys never added), then reset."""
+        out = {k: v / self.count for k, v in self.sums.items()} if self.count else {}
+        self.last_count = self.count
+        self.sums, self.count = {k: 0.0 for k in self.sums}, 0
+        return out
+
+
+def format_progress(step: int, total: int, losses: dict[str, float], lr: float, alpha: float, rate: float) -> str:
+    """One progress line: iteration, losses, lr, alpha, iterations per second."""
+    parts = " ".join(f"{k.removeprefix('loss_')}={v:.4g}" for k, v in losses.items() if k != "loss")
+    return (
+        f"it {step}/{total} loss {losses.get('loss', float('nan')):.4f} [{parts}] "
+        f"lr {lr:.3g} alpha {alpha:.3g} {rate:.2f} it/s"
+    )
+
+
+def format_eval(step: int, scores: dict[str, float]) -> str:
+    """One line of evaluation scores."""
+    return f"eval @ {step}: " + " ".join(f"{k}={v:.4g}" for k, v in scores.items())
+
+
+def tensorboard_scalars(folder: str | Path) -> dict[str, list[tuple[int, float]]]:
+    """Read back the scalars of the event files in ``folder``: {tag: [(step, value)]}."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+__all__ = [
+    "LossWindow",
+    "cycle",
+    "evaluate_and_report",
+    "make_optimizer",
+    "mean_over_workers",
+    "poly_schedule",
+    "seed_everything",
+    "tensorboard_scalars",
+    "train_loop_per_worker",
+]

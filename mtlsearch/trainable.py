@@ -1,0 +1,162 @@
+"""One config as one Ray Train run: :func:`make_trainer` and ``mtlsearch train``.
+
+Ray 2.60 runs Train V2: a ``TorchTrainer`` is launched by ``.fit()`` (directly, or
+inside a Tune function trainable for searches) and restores itself from its latest
+checkpoint when ``(storage_path, name)`` repeat. Names therefore never carry a
+timestamp: rerunning ``mtlsearch train cfg.yaml --name X`` continues run ``X``.
+
+The data root is resolved once in the driver (SynthRooms is generated there when
+needed) and handed to the workers as an absolute path; on a multi-node cluster that
+path must be visible to every node (shared file system) or each node regenerates it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mtlsearch.config import Config, load_config
+from mtlsearch.errors import UserError
+
+TENSORBOARD_SUBDIR = "tensorboard"
+"""Where ``mtlsearch train`` writes TensorBoard events: ``<storage>/<name>/tensorboard``."""
+
+
+def make_trainer(
+    cfg: Config,
+    *,
+    workers: int = 1,
+    cpus_per_worker: float = 1.0,
+    gpus_per_worker: float = 0.0,
+    storage_path: str | Path,
+    name: str,
+    callbacks: Sequence[Any] | None = None,
+    tensorboard_dir: str | Path | None = None,
+    baselines: dict[str, dict[str, float]] | None = None,
+    data_root: str | Path | None = None,
+    max_failures: int = 0,
+):
+    """Build the ``TorchTrainer`` that trains ``cfg`` on ``workers`` DDP workers.
+
+    ``workers=0`` runs Ray Train's local mode (the loop in this process, no Ray
+    cluster), useful for debugging. ``data_root`` defaults to ``resolve_root(cfg)``
+    (which generates SynthRooms if needed). ``baselines`` ({task: {metric: value}})
+    add ``delta_m`` to every report. ``max_failures`` > 0 lets Train restart failed
+    workers from the latest checkpoint.
+    """
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from mtlsearch.data.pipeline import resolve_root
+    from mtlsearch.train import train_loop_per_worker
+
+    if workers < 0:
+        raise UserError(f"--workers: expected >= 0, got {workers}")
+    if cpus_per_worker <= 0 or gpus_per_worker < 0:
+        raise UserError(
+            f"resources per worker: need CPU > 0 and GPU >= 0, got {cpus_per_worker}, {gpus_per_worker}"
+        )
+    if not name or "/" in name:
+        raise UserError(f"run name must be a non-empty string without '/', got {name!r}")
+    root = Path(data_root) if data_root is not None else resolve_root(cfg)
+    loop_config = {
+        "config": cfg.to_dict(),
+        "tensorboard_dir": str(tensorboard_dir) if tensorboard_dir is not None else None,
+        "data_root": str(root.resolve()),
+        "baselines": baselines or {},
+    }
+    resources: dict[str, float] = {"CPU": float(cpus_per_worker)}
+    if gpus_per_worker > 0:
+        resources["GPU"] = float(gpus_per_worker)
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        torch_config=TorchConfig(backend="nccl" if gpus_per_worker > 0 else "gloo"),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=workers, use_gpu=gpus_per_worker > 0, resources_per_worker=resources
+        ),
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=str(Path(storage_path).resolve()),
+            callbacks=list(callbacks) if callbacks else None,
+            failure_config=ray.train.FailureConfig(max_failures=max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+        ),
+    )
+
+
+def failure_reason(err: BaseException) -> str:
+    """The workers' own error messages out of a Ray Train failure (first line each)."""
+    failures = getattr(err, "worker_failures", None)
+    if not failures:
+        return str(err)
+    reasons = []
+    for rank, exc in sorted(failures.items()):
+        cause = getattr(exc, "cause", None) or exc
+        reasons.append(f"worker {rank}: {type(cause).__name__}: {cause}".splitlines()[0])
+    return "; ".join(dict.fromkeys(reasons))
+
+
+def format_metrics(metrics: dict[str, Any]) -> str:
+    """One ``key: value`` line per reported metric, sorted, floats with 4 significant digits."""
+    lines = []
+    for key in sorted(metrics):
+        value = metrics[key]
+        if isinstance(value, float) and math.isfinite(value):
+            value = f"{value:.4g}"
+        lines.append(f"  {key}: {value}")
+    return "\n".join(lines)
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """``mtlsearch train CONFIG [--set ...] [--workers N] ...``: one Ray Train run."""
+    cfg = load_config(args.config, args.overrides)
+    if args.workers < 1:
+        raise UserError(f"--workers: expected >= 1, got {args.workers}")
+    if args.cpus_per_worker <= 0:
+        raise UserError(f"--cpus-per-worker: expected > 0, got {args.cpus_per_worker}")
+    if args.gpus_per_worker < 0:
+        raise UserError(f"--gpus-per-worker: expected >= 0, got {args.gpus_per_worker}")
+    name = args.name or Path(args.config).stem
+    storage = Path(args.storage).resolve()
+
+    from mtlsearch.data.pipeline import resolve_root
+
+    root = resolve_root(cfg)
+
+    import ray
+    from ray.train import TrainingFailedError
+
+    if not ray.is_initialized():
+        if args.address:
+            ray.init(address=args.address)
+        else:
+            ray.init(include_dashboard=False)
+    trainer = make_trainer(
+        cfg,
+        workers=args.workers,
+        cpus_per_worker=args.cpus_per_worker,
+        gpus_per_worker=args.gpus_per_worker,
+        storage_path=storage,
+        name=name,
+        tensorboard_dir=storage / name / TENSORBOARD_SUBDIR,
+        data_root=root,
+    )
+    print(f"training {name!r}: {args.workers} worker(s), results in {storage / name}", flush=True)
+    try:
+        result = trainer.fit()
+    except TrainingFailedError as err:
+        print(f"error: training {name!r} failed: {failure_reason(err)}", file=sys.stderr)
+        return 1
+    print(f"finished {name!r}; final metrics:")
+    print(format_metrics(result.metrics or {}))
+    if result.checkpoint is not None:
+        print(f"checkpoint: {result.checkpoint.path}")
+    return 0
+
+
+__all__ = ["TENSORBOARD_SUBDIR", "failure_reason", "format_metrics", "make_trainer", "run_cli"]

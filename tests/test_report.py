@@ -1,0 +1,409 @@
+"""mtlsearch report on a real (tiny) Ray Tune experiment with known metric values.
+
+The trainable reports deterministic numbers per (regularizer.tasks, seed), so every
+aggregate below is checked against values worked out by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from mtlsearch.errors import UserError
+from mtlsearch.report import build_report, parse_formats
+from mtlsearch.report.collect import collect, error_summary, read_json_lines
+from mtlsearch.report.papers import (
+    direction_of,
+    get_table,
+    ordering_agreement,
+    values_equal,
+)
+from mtlsearch.report.plots import pareto_front
+from mtlsearch.report.tables import build_table, to_markdown
+
+NAME = "abl"
+SEEDS = (0, 1, 2)
+# regularizer.tasks -> (semseg offset, depth offset, edge offset)
+OFFSETS = {"semseg": (5.0, 0.01, 5.0), "depth": (2.0, 0.03, 2.0), "all": (4.5, 0.015, 4.0)}
+
+
+def finals(key: str, seed: int) -> dict[str, float]:
+    """The last reported values of a trial (what the trainable below reports last)."""
+    so, do, eo = OFFSETS[key]
+    return {
+        "semseg_miou": 40 + so + seed,
+        "depth_rmse": 0.5 - do + 0.01 * seed,
+        "normals_mean_err": 20 + 0.1 * seed,
+        "edge_odsf": 70 + eo,
+    }
+
+
+META = {
+    "name": NAME,
+    "space_path": "search_spaces/test_render_tasks.yaml",
+    "space": {"name": NAME},
+    "profile": None,
+    "overrides": [],
+    "ablated_keys": ["regularizer.tasks", "train.seed"],
+    "baseline": {"regularizer.tasks": ["semseg"]},
+    "paper": "3dmtl/table6_render_tasks",
+    "search": {"algorithm": "grid"},
+    "tasks": {"semseg": 1.0, "depth": 1.0, "normals": 10.0, "edge": 50.0},
+    "single_task_baselines": None,
+}
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real Tune experiment: 3 task settings x 3 seeds, the (depth, seed 2) trial fails
+    after its first report."""
+    ray = pytest.importorskip("ray")
+    from ray import tune
+
+    offsets = dict(OFFSETS)
+
+    def trainable(config: dict) -> None:
+        tasks, seed = config["regularizer.tasks"], config["train.seed"]
+        key = "+".join(tasks) if isinstance(tasks, list) else tasks
+        so, do, eo = offsets[key]
+        s_fin, d_fin = 40 + so + seed, 0.5 - do + 0.01 * seed
+        s_curve = [s_fin - 1, s_fin + 1, s_fin]
+        d_curve = [d_fin + 0.02, d_fin - 0.01, d_fin]
+        for i in range(3):
+            if key == "depth" and seed == 2 and i == 1:
+                raise RuntimeError("synthetic failure: depth seed 2")
+            tune.report({
+                "iteration": 10 * (i + 1), "loss": 3.0 - i, "loss_semseg": 1.0 - 0.1 * i,
+                "semseg_miou": s_curve[i], "depth_rmse": d_curve[i],
+                "normals_mean_err": 20 + 0.1 * seed, "edge_odsf": 70 + eo,
+            })
+
+    root = tmp_path_factory.mktemp("trials")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        tuner = tune.Tuner(
+            trainable,
+            param_space={
+                "regularizer.tasks": tune.grid_search([["semseg"], ["depth"], "all"]),
+                "train.seed": tune.grid_search(list(SEEDS)),
+            },
+            tune_config=tune.TuneConfig(reuse_actors=True),
+            run_config=tune.RunConfig(name=NAME, storage_path=str(root), verbose=0),
+        )
+        tuner.fit()
+    finally:
+        ray.shutdown()
+    (root / NAME / "mtlsearch.json").write_text(json.dumps(META))
+    return root / NAME
+
+
+@pytest.fixture(scope="module")
+def report(experiment: Path, tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("reports") / NAME
+    return build_report(experiment, out=out)
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    m = sum(values) / len(values)
+    s = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+    return m, s
+
+
+# ---------------------------------------------------------------------------
+# Collection
+# ---------------------------------------------------------------------------
+
+
+def test_results_parquet_one_row_per_trial(report, experiment: Path) -> None:
+    res = pd.read_parquet(report.out / "results.parquet")
+    assert len(res) == 9
+    assert sorted(res["status"]) == ["ERROR"] + ["TERMINATED"] * 8
+    err = res[res["status"] == "ERROR"].iloc[0]
+    assert err["regularizer.tasks"] == "depth" and err["seed"] == 2
+    assert "RuntimeError: synthetic failure: depth seed 2" in err["error"]
+    assert set(res["regularizer.tasks"]) == {"semseg", "depth", "all"}
+    ok = res[res["status"] == "TERMINATED"]
+    for _, row in ok.iterrows():
+        want = finals(row["regularizer.tasks"], int(row["seed"]))
+        for key, value in want.items():
+            assert row[f"final_{key}"] == pytest.approx(value)
+        # best by direction: semseg peaks at the 2nd report (+1), depth dips there (-0.01)
+        assert row["best_semseg_miou"] == pytest.approx(want["semseg_miou"] + 1)
+        assert row["best_depth_rmse"] == pytest.approx(want["depth_rmse"] - 0.01)
+        assert row["iterations"] == 30 and row["reports"] == 3
+        assert row["wall_time_s"] > 0
+        assert "best_loss" not in res.columns  # loss is not a scored metric
+    # values equal the trials' own result.json
+    tdir = experiment / ok.iloc[0]["trial_dir"]
+    rows, bad = read_json_lines(tdir / "result.json")
+    assert bad == 0 and ok.iloc[0]["final_semseg_miou"] == rows[-1]["semseg_miou"]
+
+
+def test_curves_parquet_one_row_per_report(report) -> None:
+    curves = pd.read_parquet(report.out / "curves.parquet")
+    assert len(curves) == 8 * 3 + 1  # the failed trial reported once
+    one = curves[(curves["regularizer.tasks"] == "all") & (curves["seed"] == 1)]
+    assert list(one["iteration"]) == [10, 20, 30]
+    assert list(one["semseg_miou"]) == pytest.approx([44.5, 46.5, 45.5])
+
+
+def test_truncated_line_interrupted_trial_and_no_state(experiment: Path, tmp_path: Path) -> None:
+    copy = tmp_path / NAME
+    shutil.copytree(experiment, copy)
+    res = collect(copy).results
+    victim = res[(res["regularizer.tasks"] == "all") & (res["seed"] == 0)].iloc[0]
+    result_json = copy / victim["trial_dir"] / "result.json"
+    lines = result_json.read_text().splitlines()
+    result_json.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][: len(lines[-1]) // 2])
+    ghost = copy / "trainable_abcde_00099_99_regularizer_tasks=edge,train_seed=0_2026-01-01"
+    ghost.mkdir()
+    (ghost / "params.json").write_text(json.dumps({"regularizer.tasks": ["edge"], "train.seed": 0}))
+
+    search = collect(copy)
+    res = search.results
+    assert len(res) == 10
+    row = res[res["trial_id"] == victim["trial_id"]].iloc[0]
+    assert row["reports"] == 2 and row["final_semseg_miou"] == pytest.approx(46.5)
+    ghost_row = res[res["trial_id"] == "abcde_00099"].iloc[0]
+    assert ghost_row["status"] == "INTERRUPTED" and ghost_row["reports"] == 0
+    assert any("unreadable result line" in n for n in search.notes)
+    table = build_table(search)
+    assert table.n["edge"] == 1 and table.cell("edge", "semseg_miou").n == 0
+
+    for state in copy.glob("experiment_state-*.json"):
+        state.unlink()
+    res = collect(copy).results
+    statuses = dict(zip(res["trial_id"], res["status"]))
+    assert list(statuses.values()).count("ERROR") == 1
+    assert set(statuses.values()) == {"ERROR", "INTERRUPTED"}  # no done: true lines
+
+
+# ---------------------------------------------------------------------------
+# The ablation table
+# ---------------------------------------------------------------------------
+
+
+def test_seeds_aggregated_by_hand(report) -> None:
+    t = report.table
+    assert t.group_keys == ["regularizer.tasks"]
+    assert t.labels == ["semseg", "all", "depth"]  # baseline first
+    assert t.baseline == "semseg"
+    assert t.n == {"semseg": 3, "all": 3, "depth": 2} and t.failed["depth"] == 1
+    for label, seeds in (("semseg", SEEDS), ("all", SEEDS), ("depth", (0, 1))):
+        for key in ("semseg_miou", "depth_rmse", "normals_mean_err", "edge_odsf"):
+            mean, std = _mean_std([finals(label, s)[key] for s in seeds])
+            cell = t.cell(label, key)
+            assert cell.n == len(seeds)
+            assert cell.mean == pytest.approx(mean) and cell.std == pytest.approx(std, abs=1e-9)
+    assert t.cell("depth", "semseg_miou").std == pytest.approx(math.sqrt(0.5))
+
+
+def test_best_in_bold_and_noise_marks(report) -> None:
+    t = report.table
+    best = {col: [lb for lb in t.labels if t.cell(lb, col).best] for col in t.columns}
+    assert best["semseg_miou"] == ["semseg"]  # 46 (up)
+    assert best["depth_rmse"] == ["depth"]  # 0.475 (down)
+    assert best["normals_mean_err"] == ["depth"]  # 20.05 (down)
+    assert best["edge_odsf"] == ["semseg"]  # 75 (up)
+    # |45.5 - 46| = 0.5 < max(1, 1) -> within noise; |42.5 - 46| = 3.5 is not
+    assert t.cell("all", "semseg_miou").noise and not t.cell("depth", "semseg_miou").noise
+    # |0.495 - 0.5| = 0.005 < 0.01; |0.475 - 0.5| = 0.025 is not
+    assert t.cell("all", "depth_rmse").noise and not t.cell("depth", "depth_rmse").noise
+    assert t.cell("all", "normals_mean_err").noise and t.cell("depth", "normals_mean_err").noise
+    # no seed spread on edge (std 0 on both sides): never within noise
+    assert not t.cell("all", "edge_odsf").noise
+    md = to_markdown(t)
+    assert "| **46.00 ± 1.00** |" in md
+    assert "45.50 ± 1.00†" in md
+    assert "semseg_miou ↑" in md and "depth_rmse ↓" in md and "Δm (%) ↑" in md
+
+
+def test_delta_m_against_baseline_by_hand(report) -> None:
+    t = report.table
+    base = {"semseg_miou": 46.0, "depth_rmse": 0.50, "normals_mean_err": 20.1, "edge_odsf": 75.0}
+    per_seed = []
+    for s in SEEDS:
+        f = finals("all", s)
+        per_seed.append((
+            (f["semseg_miou"] - 46.0) / 46.0
+            - (f["depth_rmse"] - 0.50) / 0.50
+            - (f["normals_mean_err"] - 20.1) / 20.1
+            + (f["edge_odsf"] - 75.0) / 75.0
+        ) / 4 * 100)
+    mean, std = _mean_std(per_seed)
+    cell = t.cell("all", "delta_m")
+    assert cell.mean == pytest.approx(mean) and cell.std == pytest.approx(std)
+    assert base and t.cell("semseg", "delta_m").mean == pytest.approx(0.0, abs=1e-9)
+    res = pd.read_parquet(report.out / "results.parquet")
+    row = res[(res["regularizer.tasks"] == "all") & (res["seed"] == 0)].iloc[0]
+    assert row["delta_m_vs_baseline"] == pytest.approx(per_seed[0])
+
+
+def test_single_task_baselines_and_baseline_option(experiment: Path, tmp_path: Path) -> None:
+    copy = tmp_path / NAME
+    shutil.copytree(experiment, copy)
+    meta = dict(META, baseline=None, single_task_baselines={"semseg_miou": 40.0, "depth_rmse": 0.5})
+    (copy / "mtlsearch.json").write_text(json.dumps(meta))
+    search = collect(copy)
+    t = build_table(search)
+    assert t.baseline is None and "single-task" in t.baseline_note
+    want = [((45 + s - 40) / 40 - (0.49 + 0.01 * s - 0.5) / 0.5) / 2 * 100 for s in SEEDS]
+    assert t.cell("semseg", "delta_m").mean == pytest.approx(sum(want) / 3)
+    row = search.results[(search.results["regularizer.tasks"] == "semseg") & (search.results["seed"] == 1)]
+    assert row["delta_m"].iloc[0] == pytest.approx(want[1])
+    t2 = build_table(search, baseline="all")
+    assert t2.baseline == "all" and t2.labels[0] == "all"
+    assert build_table(search, baseline="tasks=depth").baseline == "depth"
+    with pytest.raises(UserError, match=r"--baseline 'nope' names no row \(rows: all, depth, semseg"):
+        build_table(search, baseline="nope")
+    with pytest.raises(UserError, match="--group-by model.backbone"):
+        build_table(search, group_by=["model.backbone"])
+    by_seed = build_table(search, group_by=["regularizer.tasks", "train.seed"])
+    assert by_seed.group_keys == ["regularizer.tasks"]
+
+
+def test_written_formats(report) -> None:
+    out = report.out
+    tex = (out / "table.tex").read_text()
+    for rule in ("\\toprule", "\\midrule", "\\bottomrule", "\\begin{tabular}"):
+        assert rule in tex
+    assert "\\textbf{46.00 $\\pm$ 1.00}" in tex and "$^\\dagger$" in tex
+    assert "semseg\\_miou $\\uparrow$" in tex and "depth\\_rmse $\\downarrow$" in tex
+    csv = pd.read_csv(out / "table.csv")
+    assert list(csv["label"]) == ["semseg", "all", "depth"]
+    assert csv.loc[0, "semseg_miou_mean"] == pytest.approx(46.0)
+    assert bool(csv.loc[1, "semseg_miou_within_noise"]) and bool(csv.loc[0, "semseg_miou_best"])
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") >= 2 and "<style>" in page
+    assert "http://" not in page and "https://" not in page and "<link" not in page
+    assert "synthetic failure" in page
+    assert (out / "table.md").read_text().startswith(f"## {NAME}: ablation table")
+
+
+def test_paper_table_beside_ours(report) -> None:
+    cmp = report.comparison
+    assert [(p, lb) for p, lb, _ in cmp.pairs] == [("semseg", "semseg"), ("depth", "depth"), ("all", "all")]
+    assert cmp.unmatched_paper == ["normals", "edge"]
+    # paper semseg_miou: semseg 55.04 > all 54.87 > depth 54.62; ours 46 > 45.5 > 42.5
+    assert cmp.ordering["semseg_miou"]["agree"] == 3 and cmp.ordering["semseg_miou"]["tau"] == pytest.approx(1.0)
+    # paper depth_rmse: all < semseg < depth; ours depth < all < semseg: 1 of 3 pairs agree
+    assert cmp.ordering["depth_rmse"]["agree"] == 1 and cmp.ordering["depth_rmse"]["pairs"] == 3
+    md = (report.out / "table.md").read_text()
+    assert "### Published: 3dmtl/table6_render_tasks" in md
+    assert "| semseg | semseg | 55.04 / **46.00 ± 1.00** |" in md
+    assert "semseg_miou: 3/3 row pairs ordered as in the paper (Kendall tau +1.00)" in md
+
+
+def test_plots_are_valid_pngs(report) -> None:
+    plots = report.out / "plots"
+    names = {p.name for p in plots.glob("*.png")}
+    assert {"learning_curves.png", "pareto_semseg_miou_vs_depth_rmse.png", "param_importance.png"} <= names
+    for p in plots.glob("*.png"):
+        with Image.open(p) as img:
+            img.verify()
+        with Image.open(p) as img:
+            assert img.format == "PNG" and img.size[0] > 100
+    imp = report.importances["importances"]
+    assert set(imp) == {"regularizer.tasks", "train.seed"}
+    assert sum(imp.values()) == pytest.approx(1.0)
+    assert imp["regularizer.tasks"] > imp["train.seed"]
+    assert any("no checkpoint" in n for n in report.notes)
+
+
+def test_data_fraction_plot_and_default_tie_break(experiment: Path, tmp_path: Path) -> None:
+    copy = tmp_path / NAME
+    shutil.copytree(experiment, copy)
+    fraction = {"semseg": 1.0, "depth": 0.5, "all": 0.25}
+    for params in copy.glob("*/params.json"):
+        p = json.loads(params.read_text())
+        key = "+".join(p["regularizer.tasks"]) if isinstance(p["regularizer.tasks"], list) else p["regularizer.tasks"]
+        params.write_text(json.dumps({"data.fraction": fraction[key], "train.seed": p["train.seed"]}))
+    meta = dict(META, ablated_keys=["data.fraction", "train.seed"], baseline={"data.fraction": 1.0},
+                paper="3dmtl/table7_data_fraction")
+    (copy / "mtlsearch.json").write_text(json.dumps(meta))
+    rep = build_report(copy, out=tmp_path / "out", formats=["md"])
+    assert (tmp_path / "out" / "plots" / "data_fraction.png").is_file()
+    assert not (tmp_path / "out" / "report.html").exists()
+    assert rep.table.labels == ["1.0", "0.25", "0.5"]
+    # regularizer.enabled is not known: the config default (False) picks the plain rows
+    assert [(p, lb) for p, lb, _ in rep.comparison.pairs] == [
+        ("InvPT 100%", "1.0"), ("InvPT 50%", "0.5"), ("InvPT 25%", "0.25")]
+
+
+# ---------------------------------------------------------------------------
+# CLI, errors, atomic writes
+# ---------------------------------------------------------------------------
+
+
+def test_cli_prints_table_and_user_errors(experiment: Path, tmp_path: Path, capsys) -> None:
+    from mtlsearch.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["report", str(experiment), "--out", str(tmp_path / "r"), "--format", "md,csv"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "| regularizer.tasks | semseg_miou ↑ |" in out and "wrote" in out
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == [
+        "curves.parquet", "plots", "results.parquet", "table.csv", "table.md"]
+    for argv, message in (
+        (["report", str(tmp_path / "missing")], "search folder not found"),
+        (["report", str(tmp_path / "r" / "plots")], "is not a search folder"),
+        (["report", str(experiment), "--group-by", "nope.key"], "--group-by nope.key"),
+        (["report", str(experiment), "--format", "md,pdf"], "--format 'pdf'"),
+    ):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
+        assert message in capsys.readouterr().err
+
+
+def test_failure_midway_keeps_previous_report(experiment: Path, tmp_path: Path, monkeypatch) -> None:
+    import mtlsearch.report as report_mod
+
+    out = tmp_path / "rep"
+    build_report(experiment, out=out, formats=["md"])
+    before = (out / "table.md").read_text()
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(report_mod, "to_latex", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        build_report(experiment, out=out, formats=["md", "tex"])
+    assert (out / "table.md").read_text() == before and not (out / "table.tex").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["rep"]
+
+
+# ---------------------------------------------------------------------------
+# Small pure pieces
+# ---------------------------------------------------------------------------
+
+
+def test_pareto_front_by_hand() -> None:
+    # (semseg up, depth down): (2, 0.5) dominates (1, 1) and (1.5, 2); (0.5, 0.4) has the best depth
+    pts = [(1.0, 1.0), (2.0, 0.5), (1.5, 2.0), (0.5, 0.4)]
+    assert pareto_front(pts, ("up", "down")) == [False, True, False, True]
+
+
+def test_papers_and_helpers() -> None:
+    t6 = get_table("3dmtl/table6_render_tasks")
+    assert t6.rows["semseg"]["semseg_miou"] == 55.04 and t6.verified
+    assert not get_table("crossview_cvm/ablation_num_views").verified
+    with pytest.raises(UserError, match="unknown paper table '3dmtl/table9'"):
+        get_table("3dmtl/table9")
+    assert direction_of("render_depth_rmse") == "down" and direction_of("best_semseg_miou") == "up"
+    assert direction_of("delta_m") == "up" and direction_of("loss") is None
+    assert values_equal("0.5", 0.5) and values_equal("True", True) and not values_equal("1.0", 0.5)
+    assert values_equal("semseg+depth", ["semseg", "depth"])
+    assert values_equal("semseg+depth", "all", ["semseg", "depth"])
+    agree = ordering_agreement([1.0, 2.0, 3.0], [10.0, 30.0, 20.0])
+    assert agree["pairs"] == 3 and agree["agree"] == 2 and agree["tau"] == pytest.approx(1 / 3)
+    assert parse_formats("md, tex") == ["md", "tex"]
+    text = "Failure # 1 (occurred at x)\n\x1b[36mray::f()\x1b[39m\n  File 'a.py'\nValueError: bad value\n"
+    assert error_summary(text) == "ValueError: bad value"
