@@ -988,19 +988,22 @@ def _check_static(
     static: list[tuple[str, Any]],
     lines: dict[str, tuple[str, int, _Ctx | None]],
 ) -> Config:
-    """Apply the static overrides one by one; blame the first one that breaks the config."""
+    """Check base + static overrides; blame the override whose key the error names."""
     tree = copy.deepcopy(base_tree)
-    cfg = load_config(tree)
     for key, value in static:
         set_dotted(tree, key, copy.deepcopy(value))
-        try:
-            cfg = load_config(tree)
-        except UserError as err:
-            label, line, where = lines[key]
-            if where is not None:
-                raise where.error(line, label, str(err)) from None
-            raise UserError(f"{label}: {err}") from None
-    return cfg
+    try:
+        return load_config(tree)
+    except UserError as err:
+        message = str(err)
+        named = re.findall(r"[A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)+", message)
+        for key, _ in reversed(static):
+            if any(n == key or n.startswith(key + ".") or key.startswith(n + ".") for n in named):
+                label, line, where = lines[key]
+                if where is not None:
+                    raise where.error(line, label, message) from None
+                raise UserError(f"{label}: {message}") from None
+        raise ctx.error(0, "config", f"base + fixed + profile + --set is invalid: {message}") from None
 
 
 def describe(space: Space) -> str:

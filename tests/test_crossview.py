@@ -82,7 +82,7 @@ def test_encoder_receptive_field_centred_on_8j():
     """Strided same-padded convs centre feature j on input pixel 8 j (ENCODER_OFFSET = 0)."""
     torch.manual_seed(0)
     enc = SpatialEncoder(width=8)
-    for name, mod in list(enc.named_modules()):  # InstanceNorm couples all pixels: drop it
+    for mod in list(enc.modules()):  # InstanceNorm couples all pixels: drop it
         for child, sub in list(mod.named_children()):
             if isinstance(sub, nn.InstanceNorm2d):
                 setattr(mod, child, nn.Identity())

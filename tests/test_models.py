@@ -184,10 +184,9 @@ def test_compute_losses_weights_and_keys():
 
 def test_every_task_loss_falls_with_adam():
     torch.manual_seed(0)
-    cfg = _cfg(**{"regularizer.enabled": True, "regularizer.samples_per_ray": 16,
-                  "regularizer.dropout": 0.0})
+    cfg = _cfg(**{"regularizer.enabled": True, "regularizer.samples_per_ray": 16})
     model = build_model(cfg).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
     image, labels = _structured_batch()
     history: list[dict[str, float]] = []
     for _ in range(30):

@@ -138,7 +138,7 @@ def test_results_parquet_one_row_per_trial(report, experiment: Path) -> None:
         assert row["best_depth_rmse"] == pytest.approx(want["depth_rmse"] - 0.01)
         assert row["iterations"] == 30 and row["reports"] == 3
         assert row["wall_time_s"] > 0
-        assert "best_loss" not in res.columns  # loss is not a scored metric
+        assert row["best_loss"] == 1.0 and row["final_loss"] == 1.0  # losses: lower is better
     # values equal the trials' own result.json
     tdir = experiment / ok.iloc[0]["trial_dir"]
     rows, bad = read_json_lines(tdir / "result.json")
@@ -169,7 +169,7 @@ def test_truncated_line_interrupted_trial_and_no_state(experiment: Path, tmp_pat
     res = search.results
     assert len(res) == 10
     row = res[res["trial_id"] == victim["trial_id"]].iloc[0]
-    assert row["reports"] == 2 and row["final_semseg_miou"] == pytest.approx(46.5)
+    assert row["reports"] == 2 and row["final_semseg_miou"] == pytest.approx(45.5)  # 2nd report
     ghost_row = res[res["trial_id"] == "abcde_00099"].iloc[0]
     assert ghost_row["status"] == "INTERRUPTED" and ghost_row["reports"] == 0
     assert any("unreadable result line" in n for n in search.notes)
@@ -316,6 +316,33 @@ def test_plots_are_valid_pngs(report) -> None:
     assert any("no checkpoint" in n for n in report.notes)
 
 
+def test_sample_predictions_of_best_trial(experiment: Path, report, tmp_path: Path) -> None:
+    import torch
+
+    from mtlsearch.config import load_config
+    from mtlsearch.models import build_model
+
+    copy = tmp_path / NAME
+    shutil.copytree(experiment, copy)
+    best = max(report.table.trial_delta_m, key=report.table.trial_delta_m.get)
+    cfg = load_config(None, {
+        "data.synth.scenes": 3, "data.synth.views": 2, "data.synth.size": [32, 48],
+        "data.synth.val_fraction": 0.34, "data.synth.cache_dir": str(tmp_path / "synth"),
+        "data.crop_size": [32, 48], "model.decoder_width": 8, "regularizer.enabled": True,
+        "regularizer.triplane_width": 8, "regularizer.hidden": 8, "regularizer.samples_per_ray": 4,
+    })
+    ckpt = copy / "_train" / best / "checkpoint_000001" / "checkpoint.pt"
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"model": build_model(cfg).state_dict(), "config": cfg.to_dict(), "step": 1}, ckpt)
+    rep = build_report(copy, out=tmp_path / "out", formats=["html"])
+    assert rep.search.results.set_index("trial_id").loc[best, "checkpoint"] == str(ckpt)
+    png = tmp_path / "out" / "plots" / "samples_best_trial.png"
+    with Image.open(png) as img:
+        assert img.format == "PNG" and img.size[0] > 500
+    assert any(n.startswith(f"trial {best}: sample predictions of 2 validation") for n in rep.notes)
+    assert "Sample predictions of the best trial" in (tmp_path / "out" / "report.html").read_text()
+
+
 def test_data_fraction_plot_and_default_tie_break(experiment: Path, tmp_path: Path) -> None:
     copy = tmp_path / NAME
     shutil.copytree(experiment, copy)
@@ -398,7 +425,8 @@ def test_papers_and_helpers() -> None:
     with pytest.raises(UserError, match="unknown paper table '3dmtl/table9'"):
         get_table("3dmtl/table9")
     assert direction_of("render_depth_rmse") == "down" and direction_of("best_semseg_miou") == "up"
-    assert direction_of("delta_m") == "up" and direction_of("loss") is None
+    assert direction_of("delta_m") == "up" and direction_of("final_loss_semseg") == "down"
+    assert direction_of("alpha") is None
     assert values_equal("0.5", 0.5) and values_equal("True", True) and not values_equal("1.0", 0.5)
     assert values_equal("semseg+depth", ["semseg", "depth"])
     assert values_equal("semseg+depth", "all", ["semseg", "depth"])

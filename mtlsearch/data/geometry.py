@@ -67,7 +67,9 @@ def project(points: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def rel_pose(cam2world_ref: np.ndarray, cam2world_src: np.ndarray) -> np.ndarray:
     """Source-from-reference transform ``inv(cam2world_src) @ cam2world_ref`` (4x4)."""
-    return np.linalg.inv(np.asarray(cam2world_src, np.float64)) @ np.asarray(cam2world_ref, np.float64)
+    return np.linalg.inv(np.asarray(cam2world_src, np.float64)) @ np.asarray(
+        cam2world_ref, np.float64
+    )
 
 
 def rotation_angle_deg(R: np.ndarray) -> float:

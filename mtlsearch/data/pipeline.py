@@ -41,6 +41,9 @@ from mtlsearch.data.transforms import (
 )
 from mtlsearch.errors import UserError
 
+SMALL_SYNTH_PIXELS = 2_000_000
+"""Below this many pixels in total, SynthRooms is generated without worker processes."""
+
 
 def effective_num_views(cfg: Config) -> int:
     """Views per training sample: the most any enabled component needs."""
@@ -93,9 +96,11 @@ def resolve_root(cfg: Config) -> Path:
     s = cfg.data.synth
     print(f"generating SynthRooms ({s.scenes} scenes x {s.views} views) into {final}",
           file=sys.stderr, flush=True)
+    # Small datasets render in-process: spawning workers would cost more than rendering.
+    workers = 1 if s.scenes * s.views * s.size[0] * s.size[1] < SMALL_SYNTH_PIXELS else None
     try:
         generate(build, scenes=s.scenes, views=s.views, size=tuple(s.size), seed=s.seed,
-                 val_fraction=s.val_fraction, progress=True)
+                 val_fraction=s.val_fraction, workers=workers, progress=True)
         try:
             os.rename(build, final)
         except OSError:
@@ -186,7 +191,9 @@ class MultiTaskDataset(Dataset):
     @property
     def rng(self) -> np.random.Generator:
         if self._rng is None:
-            self._rng = np.random.default_rng(self.seed)
+            # Inside a loader worker (e.g. when wrapped in a Subset) use its distinct seed.
+            info = torch.utils.data.get_worker_info()
+            self._rng = np.random.default_rng(info.seed if info is not None else self.seed)
         return self._rng
 
     def with_views(self, num_views: int) -> MultiTaskDataset:
@@ -314,6 +321,7 @@ def build_datasets(
 def _seed_worker(worker_id: int) -> None:
     """Seed numpy, random and the dataset's augmentation RNG from the worker's torch seed
     (distinct per worker and rank, reproducible from ``train.seed``)."""
+    torch.set_num_threads(1)  # workers run in parallel already; avoid oversubscription
     info = torch.utils.data.get_worker_info()
     seed = info.seed if info is not None else torch.initial_seed()
     np.random.seed(seed % 2**32)

@@ -76,8 +76,9 @@ def draw_preview(root: str | Path, out: str | Path, num: int = 4, split: str = "
         raise UserError(f"--out folder {str(out.parent)!r} not found")
 
     rows = [_load(root, vid) for vid in ids]
-    fig, axes = plt.subplots(len(rows), len(COLUMNS), figsize=(2.4 * len(COLUMNS), 2.0 * len(rows)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(rows), len(COLUMNS), figsize=(2.4 * len(COLUMNS), 2.0 * len(rows)), squeeze=False
+    )
     for r, (vid, panels) in enumerate(zip(ids, rows)):
         for c, (title, img) in enumerate(zip(COLUMNS, panels)):
             ax = axes[r, c]
@@ -98,8 +99,9 @@ def draw_preview(root: str | Path, out: str | Path, num: int = 4, split: str = "
                 seg = np.ma.masked_where(img == 0, img.astype(np.float64))
                 ax.imshow(seg, cmap="tab20", vmin=0, vmax=20, interpolation="nearest")
             elif title in ("edges", "saliency"):
-                ax.imshow(img, cmap="gray", vmin=0, vmax=max(1, int(img.max())),
-                          interpolation="nearest")
+                ax.imshow(
+                    img, cmap="gray", vmin=0, vmax=max(1, int(img.max())), interpolation="nearest"
+                )
             else:
                 ax.imshow(img, interpolation="nearest")
     fig.tight_layout()

@@ -47,6 +47,7 @@ import math
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -64,8 +65,16 @@ GENERATOR_VERSION = "1.0"
 _GENERATOR = "mtlsearch.data.synthrooms"
 CLASS_ID = {name: i for i, name in enumerate(SYNTHROOMS_CLASSES)}
 OBJECT_CLASS_IDS = tuple(CLASS_ID[c] for c in SYNTHROOMS_OBJECT_CLASSES)
-MODALITIES = ("images", "depth", "normals", "segmentation", "edge", "saliency", "instances",
-              "cameras")
+MODALITIES = (
+    "images",
+    "depth",
+    "normals",
+    "segmentation",
+    "edge",
+    "saliency",
+    "instances",
+    "cameras",
+)
 
 _EPS = 1e-6
 _STEP_RANGE_M = (0.05, 0.30)
@@ -179,17 +188,25 @@ def _palette(rng: np.random.Generator, n: int = 7) -> list[np.ndarray]:
     return cols
 
 
-def _material(rng: np.random.Generator, palette: list[np.ndarray],
-              avoid: tuple[int, ...] = ()) -> tuple[Material, int]:
+def _material(
+    rng: np.random.Generator, palette: list[np.ndarray], avoid: tuple[int, ...] = ()
+) -> tuple[Material, int]:
     """Draw a material; returns it and its main palette index (to keep contrasts)."""
     kinds = ("plain", "stripes", "checks", "noise", "grain")
     kind = kinds[int(rng.choice(5, p=[0.25, 0.2, 0.15, 0.2, 0.2]))]
     choices = [i for i in range(len(palette)) if i not in avoid] or list(range(len(palette)))
     i1 = int(rng.choice(choices))
     i2 = int(rng.choice([i for i in range(len(palette)) if i != i1]))
-    scale = {"plain": 0.3, "stripes": rng.uniform(0.06, 0.4), "checks": rng.uniform(0.1, 0.5),
-             "noise": rng.uniform(0.08, 0.5), "grain": rng.uniform(0.02, 0.08)}[kind]
-    angle = float(rng.choice([0.0, math.pi / 2])) if rng.uniform() < 0.7 else rng.uniform(0, math.pi)
+    scale = {
+        "plain": 0.3,
+        "stripes": rng.uniform(0.06, 0.4),
+        "checks": rng.uniform(0.1, 0.5),
+        "noise": rng.uniform(0.08, 0.5),
+        "grain": rng.uniform(0.02, 0.08),
+    }[kind]
+    angle = (
+        float(rng.choice([0.0, math.pi / 2])) if rng.uniform() < 0.7 else rng.uniform(0, math.pi)
+    )
     c2 = palette[i2] if kind != "plain" else palette[i1] * rng.uniform(0.8, 0.95)
     mat = Material(kind, palette[i1], c2, float(scale), float(angle), int(rng.integers(2**31)))
     return mat, i1
@@ -220,15 +237,18 @@ def _camera_path(rng: np.random.Generator, dims: np.ndarray, views: int) -> list
     margin = 0.7
     lo, hi = np.array([margin, margin]), np.array([W - margin, D - margin])
     while True:
-        pos = np.array([rng.uniform(lo[0], hi[0]), rng.uniform(lo[1], hi[1]),
-                        rng.uniform(1.25, 1.65)])
+        pos = np.array(
+            [rng.uniform(lo[0], hi[0]), rng.uniform(lo[1], hi[1]), rng.uniform(1.25, 1.65)]
+        )
         # Look towards a far point of the room so that most of it is in view.
         for _ in range(50):
             target = np.array([rng.uniform(0.3, W - 0.3), rng.uniform(0.3, D - 0.3)])
             if np.hypot(*(target - pos[:2])) > 0.6 * max(W, D):
                 break
         yaw = math.atan2(target[1] - pos[1], target[0] - pos[0])
-        angles = np.array([yaw, math.radians(rng.uniform(-16, -4)), math.radians(rng.uniform(-2, 2))])
+        angles = np.array(
+            [yaw, math.radians(rng.uniform(-14, 0)), math.radians(rng.uniform(-2, 2))]
+        )
         heading = yaw + rng.uniform(-1.2, 1.2)
         poses = [_pose(pos, angles)]
         turn = rng.choice([-1.0, 1.0])
@@ -237,24 +257,32 @@ def _camera_path(rng: np.random.Generator, dims: np.ndarray, views: int) -> list
             for _ in range(200):
                 step_len = rng.uniform(0.07, 0.27)
                 head = heading + rng.uniform(-0.5, 0.5)
-                step = np.array([step_len * math.cos(head), step_len * math.sin(head),
-                                 rng.uniform(-0.04, 0.04)])
+                step = np.array(
+                    [step_len * math.cos(head), step_len * math.sin(head), rng.uniform(-0.04, 0.04)]
+                )
                 new_pos = pos + step
                 if rng.uniform() < 0.15:
                     turn = -turn
-                d_ang = np.array([turn * math.radians(rng.uniform(2.5, 7.5)),
-                                  math.radians(rng.uniform(-1.5, 1.5)),
-                                  math.radians(rng.uniform(-0.5, 0.5))])
+                d_ang = np.array(
+                    [
+                        turn * math.radians(rng.uniform(2.5, 7.5)),
+                        math.radians(rng.uniform(-1.5, 1.5)),
+                        math.radians(rng.uniform(-0.5, 0.5)),
+                    ]
+                )
                 new_ang = angles + d_ang
-                new_ang[1] = float(np.clip(new_ang[1], math.radians(-20), math.radians(3)))
+                new_ang[1] = float(np.clip(new_ang[1], math.radians(-20), math.radians(5)))
                 new_ang[2] = float(np.clip(new_ang[2], math.radians(-3), math.radians(3)))
                 pose = _pose(new_pos, new_ang)
                 dist = float(np.linalg.norm(step))
                 ang = rotation_angle_deg(poses[-1][:3, :3].T @ pose[:3, :3])
                 inside = bool(np.all(new_pos[:2] >= lo) and np.all(new_pos[:2] <= hi))
-                if (inside and _HEIGHT_RANGE_M[0] <= new_pos[2] <= _HEIGHT_RANGE_M[1]
-                        and _STEP_RANGE_M[0] + 0.005 <= dist <= _STEP_RANGE_M[1] - 0.005
-                        and _ANGLE_RANGE_DEG[0] + 0.1 <= ang <= _ANGLE_RANGE_DEG[1] - 0.1):
+                if (
+                    inside
+                    and _HEIGHT_RANGE_M[0] <= new_pos[2] <= _HEIGHT_RANGE_M[1]
+                    and _STEP_RANGE_M[0] + 0.005 <= dist <= _STEP_RANGE_M[1] - 0.005
+                    and _ANGLE_RANGE_DEG[0] + 0.1 <= ang <= _ANGLE_RANGE_DEG[1] - 0.1
+                ):
                     pos, angles, heading = new_pos, new_ang, head
                     poses.append(pose)
                     break
@@ -266,7 +294,9 @@ def _camera_path(rng: np.random.Generator, dims: np.ndarray, views: int) -> list
             return poses
 
 
-def _world_rays(K: np.ndarray, cam2world: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+def _world_rays(
+    K: np.ndarray, cam2world: np.ndarray, h: int, w: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Origin (3,) and world directions (h*w, 3) whose camera-z component is 1."""
     rc = camera_rays(K, h, w).reshape(-1, 3)
     R = cam2world[:3, :3]
@@ -291,8 +321,9 @@ def _floor_points(rng: np.random.Generator, scene: Scene, n: int) -> np.ndarray:
     return np.array(out).reshape(-1, 3)
 
 
-def _place_objects(rng: np.random.Generator, scene: Scene, palette: list[np.ndarray],
-                   first_instance: int) -> None:
+def _place_objects(
+    rng: np.random.Generator, scene: Scene, palette: list[np.ndarray], first_instance: int
+) -> None:
     W, D, _ = scene.dims
     n = int(rng.integers(4, 8))
     order = [SYNTHROOMS_OBJECT_CLASSES[i] for i in rng.permutation(6)]
@@ -317,14 +348,18 @@ def _place_objects(rng: np.random.Generator, scene: Scene, palette: list[np.ndar
             break
 
 
-def _sample_object(rng: np.random.Generator, name: str, c: np.ndarray, dims: np.ndarray) -> Obj | None:
+def _sample_object(
+    rng: np.random.Generator, name: str, c: np.ndarray, dims: np.ndarray
+) -> Obj | None:
     W, D, _ = dims
     cls = CLASS_ID[name]
     mat = Material("plain", np.zeros(3), np.zeros(3), 1.0, 0.0, 0)  # replaced on success
     if name in ("cabinet", "bed", "table"):
-        size = {"cabinet": ((0.4, 1.2), (0.35, 0.6), (0.8, 2.0)),
-                "bed": ((1.9, 2.1), (0.9, 1.6), (0.4, 0.6)),
-                "table": ((0.8, 1.6), (0.6, 1.0), (0.7, 0.8))}[name]
+        size = {
+            "cabinet": ((0.4, 1.2), (0.35, 0.6), (0.8, 2.0)),
+            "bed": ((1.9, 2.1), (0.9, 1.6), (0.4, 0.6)),
+            "table": ((0.8, 1.6), (0.6, 1.0), (0.7, 0.8)),
+        }[name]
         lx, ly, h = (rng.uniform(*s) for s in size)
         yaw = rng.uniform(0, math.pi)
         if name != "table" and rng.uniform() < 0.7:
@@ -339,14 +374,41 @@ def _sample_object(rng: np.random.Generator, name: str, c: np.ndarray, dims: np.
                 c[1] = back if wall == 0 else D - back
             else:
                 c[0] = W - back if wall == 1 else back
-        return Obj("box", cls, 0, mat, float(c[0]), float(c[1]), float(h), 0.0,
-                   float(lx / 2), float(ly / 2), float(yaw))
+        return Obj(
+            "box",
+            cls,
+            0,
+            mat,
+            float(c[0]),
+            float(c[1]),
+            float(h),
+            0.0,
+            float(lx / 2),
+            float(ly / 2),
+            float(yaw),
+        )
     if name == "lamp":
-        return Obj("cyl", cls, 0, mat, float(c[0]), float(c[1]), rng.uniform(1.0, 1.8),
-                   rng.uniform(0.08, 0.2))
+        return Obj(
+            "cyl",
+            cls,
+            0,
+            mat,
+            float(c[0]),
+            float(c[1]),
+            rng.uniform(1.0, 1.8),
+            rng.uniform(0.08, 0.2),
+        )
     if name == "bin":
-        return Obj("cyl", cls, 0, mat, float(c[0]), float(c[1]), rng.uniform(0.25, 0.5),
-                   rng.uniform(0.12, 0.25))
+        return Obj(
+            "cyl",
+            cls,
+            0,
+            mat,
+            float(c[0]),
+            float(c[1]),
+            rng.uniform(0.25, 0.5),
+            rng.uniform(0.12, 0.25),
+        )
     r = rng.uniform(0.1, 0.35)
     return Obj("sphere", cls, 0, mat, float(c[0]), float(c[1]), 2 * r, r)
 
@@ -356,8 +418,13 @@ def _object_fits(obj: Obj, scene: Scene, cams: np.ndarray) -> bool:
     W, D, _ = scene.dims
     if obj.shape == "box":
         cy, sy = math.cos(obj.yaw), math.sin(obj.yaw)
-        corners = np.array([[sx * obj.hx * cy - sy_ * obj.hy * sy, sx * obj.hx * sy + sy_ * obj.hy * cy]
-                            for sx in (-1, 1) for sy_ in (-1, 1)]) + [obj.cx, obj.cy]
+        corners = np.array(
+            [
+                [sx * obj.hx * cy - sy_ * obj.hy * sy, sx * obj.hx * sy + sy_ * obj.hy * cy]
+                for sx in (-1, 1)
+                for sy_ in (-1, 1)
+            ]
+        ) + [obj.cx, obj.cy]
     else:
         corners = np.array([[obj.cx - obj.r, obj.cy - obj.r], [obj.cx + obj.r, obj.cy + obj.r]])
     if corners.min() < 0.005 or np.any(corners.max(axis=0) > [W - 0.005, D - 0.005]):
@@ -365,8 +432,10 @@ def _object_fits(obj: Obj, scene: Scene, cams: np.ndarray) -> bool:
     cam_dist = np.hypot(cams[:, 0] - obj.cx, cams[:, 1] - obj.cy) - obj.footprint
     if cam_dist.min() < 0.6:
         return False
-    return all(math.hypot(o.cx - obj.cx, o.cy - obj.cy) > o.footprint + obj.footprint + 0.05
-               for o in scene.objects)
+    return all(
+        math.hypot(o.cx - obj.cx, o.cy - obj.cy) > o.footprint + obj.footprint + 0.05
+        for o in scene.objects
+    )
 
 
 def _visible_walls(scene: Scene) -> list[list[float]]:
@@ -394,14 +463,22 @@ def _scale_K(K: np.ndarray, s: float) -> np.ndarray:
     return K2
 
 
-def _place_decorations(rng: np.random.Generator, scene: Scene, palette: list[np.ndarray],
-                       wall_main: int, first_instance: int) -> int:
+def _place_decorations(
+    rng: np.random.Generator,
+    scene: Scene,
+    palette: list[np.ndarray],
+    wall_main: int,
+    first_instance: int,
+) -> int:
     dims = scene.dims
     H = float(dims[2])
     hits = _visible_walls(scene)
     weights = np.array([len(h) for h in hits], dtype=np.float64) + 1.0
-    names = ["door"] * int(rng.uniform() < 0.9) + ["window"] * int(rng.integers(1, 3)) \
+    names = (
+        ["door"] * int(rng.uniform() < 0.9)
+        + ["window"] * int(rng.integers(1, 3))
         + ["picture"] * int(rng.integers(1, 4))
+    )
     inst = first_instance
     for name in names:
         for _ in range(40):
@@ -424,21 +501,37 @@ def _place_decorations(rng: np.random.Generator, scene: Scene, palette: list[np.
             a0, a1 = a_c - w / 2, a_c + w / 2
             if a0 < 0.15 or a1 > L - 0.15:
                 continue
-            if any(d.wall == wall and a0 < d.a1 + 0.1 and d.a0 < a1 + 0.1 for d in scene.decorations):
+            if any(
+                d.wall == wall and a0 < d.a1 + 0.1 and d.a0 < a1 + 0.1 for d in scene.decorations
+            ):
                 continue
             mat, i1 = _material(rng, palette, avoid=(wall_main,))
             frame, _ = _material(rng, palette, avoid=(wall_main, i1))
             frame = Material("plain", frame.c1, frame.c1 * 0.9, 0.3, 0.0, frame.seed)
             fw = rng.uniform(0.02, 0.05) if name == "picture" else rng.uniform(0.04, 0.08)
-            scene.decorations.append(Decoration(
-                CLASS_ID[name], inst, wall, float(a0), float(a1), float(z0), float(z1), mat, frame,
-                float(fw), mullions=bool(name == "window" and rng.uniform() < 0.6)))
+            scene.decorations.append(
+                Decoration(
+                    CLASS_ID[name],
+                    inst,
+                    wall,
+                    float(a0),
+                    float(a1),
+                    float(z0),
+                    float(z1),
+                    mat,
+                    frame,
+                    float(fw),
+                    mullions=bool(name == "window" and rng.uniform() < 0.6),
+                )
+            )
             inst += 1
             break
     return inst
 
 
-def sample_scene(seed: int, index: int, views: int, size: tuple[int, int]) -> tuple[Scene, np.random.Generator]:
+def sample_scene(
+    seed: int, index: int, views: int, size: tuple[int, int]
+) -> tuple[Scene, np.random.Generator]:
     """Draw scene ``index`` of dataset ``seed``; returns it and the generator for its noise."""
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0, index)))
     h, w = size
@@ -451,11 +544,25 @@ def sample_scene(seed: int, index: int, views: int, size: tuple[int, int]) -> tu
     hfov = math.radians(rng.uniform(55, 65))
     f = (w / 2) / math.tan(hfov / 2)
     K = np.array([[f, 0, (w - 1) / 2], [0, f, (h - 1) / 2], [0, 0, 1]], dtype=np.float64)
-    light = np.array([rng.uniform(0.3, 0.7) * dims[0], rng.uniform(0.3, 0.7) * dims[1],
-                      max(dims[2] - rng.uniform(0.4, 0.9), 2.05)])  # above every object
-    scene = Scene(dims, room, [], [], light, float(rng.uniform(0.28, 0.45)),
-                  float(rng.uniform(0.8, 1.1)), float(rng.uniform(0.2, 0.4)),
-                  float(rng.uniform(0.006, 0.02)), K)
+    light = np.array(
+        [
+            rng.uniform(0.3, 0.7) * dims[0],
+            rng.uniform(0.3, 0.7) * dims[1],
+            max(dims[2] - rng.uniform(0.4, 0.9), 2.05),
+        ]
+    )  # above every object
+    scene = Scene(
+        dims,
+        room,
+        [],
+        [],
+        light,
+        float(rng.uniform(0.28, 0.45)),
+        float(rng.uniform(0.8, 1.1)),
+        float(rng.uniform(0.2, 0.4)),
+        float(rng.uniform(0.006, 0.02)),
+        K,
+    )
     scene.cam2world = _camera_path(rng, dims, views)
     next_inst = _place_decorations(rng, scene, palette, wall_main, _CEIL + 1)
     _place_objects(rng, scene, palette, next_inst)
@@ -490,8 +597,14 @@ def _to_local(obj: Obj, o: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, ...]:
     """Ray origin and direction in the object's frame (centred, rotated by -yaw)."""
     c, s = math.cos(obj.yaw), math.sin(obj.yaw)
     ox, oy = o[..., 0] - obj.cx, o[..., 1] - obj.cy
-    return (c * ox + s * oy, -s * ox + c * oy, o[..., 2],
-            c * d[:, 0] + s * d[:, 1], -s * d[:, 0] + c * d[:, 1], d[:, 2])
+    return (
+        c * ox + s * oy,
+        -s * ox + c * oy,
+        o[..., 2],
+        c * d[:, 0] + s * d[:, 1],
+        -s * d[:, 0] + c * d[:, 1],
+        d[:, 2],
+    )
 
 
 def _hit_t(obj: Obj, o: np.ndarray, d: np.ndarray) -> np.ndarray:
@@ -500,7 +613,11 @@ def _hit_t(obj: Obj, o: np.ndarray, d: np.ndarray) -> np.ndarray:
     if obj.shape == "box":
         tmin = np.full(d.shape[0], -np.inf)
         tmax = np.full(d.shape[0], np.inf)
-        for oo, dd, lo, hi in ((ox, dx, -obj.hx, obj.hx), (oy, dy, -obj.hy, obj.hy), (oz, dz, 0.0, obj.h)):
+        for oo, dd, lo, hi in (
+            (ox, dx, -obj.hx, obj.hx),
+            (oy, dy, -obj.hy, obj.hy),
+            (oz, dz, 0.0, obj.h),
+        ):
             inv = 1.0 / _safe(dd)
             t1, t2 = (lo - oo) * inv, (hi - oo) * inv
             tmin = np.maximum(tmin, np.minimum(t1, t2))
@@ -514,7 +631,9 @@ def _hit_t(obj: Obj, o: np.ndarray, d: np.ndarray) -> np.ndarray:
         with np.errstate(invalid="ignore", divide="ignore"):
             ts = (-b - np.sqrt(disc)) / (2 * a)
         z = oz + ts * dz
-        side = np.where((disc >= 0) & (a > 1e-12) & (ts > _EPS) & (z >= 0) & (z <= obj.h), ts, np.inf)
+        side = np.where(
+            (disc >= 0) & (a > 1e-12) & (ts > _EPS) & (z >= 0) & (z <= obj.h), ts, np.inf
+        )
         best = side
         for zc in (obj.h, 0.0):
             tc = (zc - oz) / _safe(dz)
@@ -540,26 +659,41 @@ def _surface(obj: Obj, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     m = p.shape[0]
     n_loc = np.zeros((m, 3))
     if obj.shape == "box":
-        dist = np.stack([np.abs(lx - obj.hx), np.abs(lx + obj.hx), np.abs(ly - obj.hy),
-                         np.abs(ly + obj.hy), np.abs(lz - obj.h), np.abs(lz)])
+        dist = np.stack(
+            [
+                np.abs(lx - obj.hx),
+                np.abs(lx + obj.hx),
+                np.abs(ly - obj.hy),
+                np.abs(ly + obj.hy),
+                np.abs(lz - obj.h),
+                np.abs(lz),
+            ]
+        )
         face = np.argmin(dist, axis=0)
         axis, sign = face // 2, np.where(face % 2 == 0, 1.0, -1.0)
         n_loc[np.arange(m), axis] = sign
-        uv = np.where((axis == 0)[:, None], np.stack([ly, lz], 1),
-                      np.where((axis == 1)[:, None], np.stack([lx, lz], 1), np.stack([lx, ly], 1)))
+        uv = np.where(
+            (axis == 0)[:, None],
+            np.stack([ly, lz], 1),
+            np.where((axis == 1)[:, None], np.stack([lx, lz], 1), np.stack([lx, ly], 1)),
+        )
     elif obj.shape == "cyl":
         rho = np.hypot(lx, ly)
         on_cap = np.minimum(np.abs(lz - obj.h), np.abs(lz)) < np.abs(rho - obj.r)
         n_loc[:, 0] = np.where(on_cap, 0.0, lx / np.maximum(rho, 1e-9))
         n_loc[:, 1] = np.where(on_cap, 0.0, ly / np.maximum(rho, 1e-9))
         n_loc[:, 2] = np.where(on_cap, np.where(lz > obj.h / 2, 1.0, -1.0), 0.0)
-        uv = np.where(on_cap[:, None], np.stack([lx, ly], 1),
-                      np.stack([obj.r * np.arctan2(ly, lx), lz], 1))
+        uv = np.where(
+            on_cap[:, None], np.stack([lx, ly], 1), np.stack([obj.r * np.arctan2(ly, lx), lz], 1)
+        )
     else:
         n_loc = np.stack([lx, ly, lz - obj.r], 1) / obj.r
-        uv = obj.r * np.stack([np.arctan2(n_loc[:, 1], n_loc[:, 0]),
-                               np.arcsin(np.clip(n_loc[:, 2], -1, 1))], 1)
-    n = np.stack([c * n_loc[:, 0] - s * n_loc[:, 1], s * n_loc[:, 0] + c * n_loc[:, 1], n_loc[:, 2]], 1)
+        uv = obj.r * np.stack(
+            [np.arctan2(n_loc[:, 1], n_loc[:, 0]), np.arcsin(np.clip(n_loc[:, 2], -1, 1))], 1
+        )
+    n = np.stack(
+        [c * n_loc[:, 0] - s * n_loc[:, 1], s * n_loc[:, 0] + c * n_loc[:, 1], n_loc[:, 2]], 1
+    )
     return n, uv
 
 
@@ -629,8 +763,9 @@ def boundaries(instances: np.ndarray) -> np.ndarray:
     return edge.astype(np.uint8)
 
 
-def render_view(scene: Scene, cam2world: np.ndarray, size: tuple[int, int],
-                rng: np.random.Generator) -> dict[str, np.ndarray]:
+def render_view(
+    scene: Scene, cam2world: np.ndarray, size: tuple[int, int], rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     """Ray-cast one view. Returns ``rgb`` (h, w, 3) uint8, ``depth`` (h, w) float32,
     ``normals`` (h, w, 3) float32 (camera frame, unit, facing the camera), ``semseg``
     (h, w) uint8 class ids, ``instances`` (h, w) uint16, ``edge`` and ``sal`` (h, w)
@@ -648,7 +783,10 @@ def render_view(scene: Scene, cam2world: np.ndarray, size: tuple[int, int],
     uv = np.zeros((n_pix, 2))
     inst = np.zeros(n_pix, dtype=np.int64)
     materials: dict[int, Material] = dict(scene.room_materials)
-    cls_of = {k: CLASS_ID["wall"] for k in range(1, 5)} | {_FLOOR: CLASS_ID["floor"], _CEIL: CLASS_ID["ceiling"]}
+    cls_of = {k: CLASS_ID["wall"] for k in range(1, 5)} | {
+        _FLOOR: CLASS_ID["floor"],
+        _CEIL: CLASS_ID["ceiling"],
+    }
 
     room = which == 0
     for f in range(6):
@@ -658,8 +796,12 @@ def render_view(scene: Scene, cam2world: np.ndarray, size: tuple[int, int],
         q = p[sel]
         if f < 4:
             normal[sel] = _WALL_NORMALS[f]
-            offset = [0.0, scene.dims[0], scene.dims[0] + scene.dims[1],
-                      2 * scene.dims[0] + scene.dims[1]][f]
+            offset = [
+                0.0,
+                scene.dims[0],
+                scene.dims[0] + scene.dims[1],
+                2 * scene.dims[0] + scene.dims[1],
+            ][f]
             uv[sel] = np.stack([offset + _wall_coord(scene.dims, f, q), q[:, 2]], 1)
             inst[sel] = f + 1
         else:
@@ -722,7 +864,9 @@ def render_view(scene: Scene, cam2world: np.ndarray, size: tuple[int, int],
             blocked |= _hit_t(obj, origin, ray) < 1.0
         cos[np.flatnonzero(lit)[blocked]] = 0.0
     atten = 9.0 / (9.0 + dist**2)
-    shade = scene.ambient + scene.diffuse * cos * atten + scene.bounce * np.clip(-normal[:, 2], 0, 1)
+    shade = (
+        scene.ambient + scene.diffuse * cos * atten + scene.bounce * np.clip(-normal[:, 2], 0, 1)
+    )
     img = col * shade[:, None]
     img = img + rng.normal(0.0, scene.noise_sigma, img.shape)
     rgb = np.clip(np.round(img * 255), 0, 255).astype(np.uint8).reshape(h, w, 3)
@@ -750,8 +894,9 @@ def render_view(scene: Scene, cam2world: np.ndarray, size: tuple[int, int],
     }
 
 
-def render_scene_views(seed: int, index: int, views: int = 4,
-                       size: tuple[int, int] = (120, 160)) -> list[dict[str, np.ndarray]]:
+def render_scene_views(
+    seed: int, index: int, views: int = 4, size: tuple[int, int] = (120, 160)
+) -> list[dict[str, np.ndarray]]:
     """All views of scene ``index`` of dataset ``seed`` as arrays (see :func:`render_view`);
     exactly what :func:`generate` writes for that scene."""
     scene, rng = sample_scene(seed, index, views, size)
@@ -762,6 +907,7 @@ def render_scene_views(seed: int, index: int, views: int = 4,
 
 
 def view_id(scene: int, frame: int) -> str:
+    """The file stem of a view, e.g. ``s0003_f02``."""
     return f"s{scene:04d}_f{frame:02d}"
 
 
@@ -769,7 +915,9 @@ def _save_png(path: Path, arr: np.ndarray) -> None:
     Image.fromarray(arr).save(path, format="PNG", compress_level=6)
 
 
-def _write_scene(job: tuple[str, int, int, int, tuple[int, int]]) -> tuple[int, float, float, list[int]]:
+def _write_scene(
+    job: tuple[str, int, int, int, tuple[int, int]],
+) -> tuple[int, float, float, list[int]]:
     """Render scene ``index`` and write its files; returns (index, depth min, depth max,
     classes seen). Runs in worker processes."""
     root_s, seed, index, views, size = job
@@ -785,8 +933,12 @@ def _write_scene(job: tuple[str, int, int, int, tuple[int, int]]) -> tuple[int, 
         _save_png(root / "edge" / f"{vid}.png", v["edge"] * np.uint8(255))
         _save_png(root / "saliency" / f"{vid}.png", v["sal"] * np.uint8(255))
         _save_png(root / "instances" / f"{vid}.png", v["instances"])
-        cam = {"K": v["K"].tolist(), "cam2world": v["cam2world"].tolist(),
-               "scene": f"s{index:04d}", "frame": frame}
+        cam = {
+            "K": v["K"].tolist(),
+            "cam2world": v["cam2world"].tolist(),
+            "scene": f"s{index:04d}",
+            "frame": frame,
+        }
         (root / "cameras" / f"{vid}.json").write_text(json.dumps(cam, sort_keys=True) + "\n")
         dmin, dmax = min(dmin, float(v["depth"].min())), max(dmax, float(v["depth"].max()))
         seen.update(int(c) for c in np.unique(v["semseg"]))
@@ -818,13 +970,38 @@ def _replaceable(out: Path) -> bool:
     return isinstance(meta, dict) and meta.get("generator") == _GENERATOR
 
 
-def _check_args(out: Path, scenes: int, views: int, size: tuple[int, int], seed: int,
-                val_fraction: float, workers: int | None, force: bool) -> None:
+def _ignore_sigint() -> None:
+    """Workers leave Ctrl-C to the parent, which terminates the pool and cleans up."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _mp_context() -> multiprocessing.context.BaseContext:
+    """Fork on Linux: workers inherit the imported modules (``mtlsearch.tasks`` pulls in
+    torch, seconds per spawned worker) and only run numpy and PIL. Spawn elsewhere."""
+    if sys.platform == "linux":
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("spawn")
+
+
+def _check_args(
+    out: Path,
+    scenes: int,
+    views: int,
+    size: tuple[int, int],
+    seed: int,
+    val_fraction: float,
+    workers: int | None,
+    force: bool,
+) -> None:
     if not isinstance(scenes, int) or scenes < 1:
         raise UserError(f"--scenes must be a positive integer, got {scenes!r}")
     if not isinstance(views, int) or views < 1:
         raise UserError(f"--views must be a positive integer, got {views!r}")
-    if len(size) != 2 or any(not isinstance(s, (int, np.integer)) or s < 8 for s in size):
+    if (
+        not isinstance(size, (tuple, list))
+        or len(size) != 2
+        or any(not isinstance(s, (int, np.integer)) or s < 8 for s in size)
+    ):
         raise UserError(f"--size must be HxW with both sides >= 8, got {size!r}")
     if not isinstance(seed, int) or seed < 0:
         raise UserError(f"--seed must be a non-negative integer, got {seed!r}")
@@ -837,8 +1014,10 @@ def _check_args(out: Path, scenes: int, views: int, size: tuple[int, int], seed:
     if out.exists() and not force:
         raise UserError(f"--out {str(out)!r} already exists (use --force to replace it)")
     if out.exists() and not _replaceable(out):
-        raise UserError(f"--out {str(out)!r} is neither empty nor a SynthRooms dataset "
-                        "(no meta.json from this generator): refusing to replace it")
+        raise UserError(
+            f"--out {str(out)!r} is neither empty nor a SynthRooms dataset "
+            "(no meta.json from this generator): refusing to replace it"
+        )
     for parent in out.parents:
         if parent.exists():
             if not parent.is_dir():
@@ -846,9 +1025,17 @@ def _check_args(out: Path, scenes: int, views: int, size: tuple[int, int], seed:
             break
 
 
-def generate(out: str | Path, scenes: int = 20, views: int = 4, size: tuple[int, int] = (120, 160),
-             seed: int = 0, val_fraction: float = 0.2, workers: int | None = None,
-             force: bool = False, progress: bool = True) -> Path:
+def generate(
+    out: str | Path,
+    scenes: int = 20,
+    views: int = 4,
+    size: tuple[int, int] = (120, 160),
+    seed: int = 0,
+    val_fraction: float = 0.2,
+    workers: int | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> Path:
     """Generate a SynthRooms dataset into ``out`` and return its path.
 
     The dataset is built in ``<out>.tmp-<pid>`` and renamed to ``out`` when complete, so
@@ -873,14 +1060,15 @@ def generate(out: str | Path, scenes: int = 20, views: int = 4, size: tuple[int,
         results = []
         from tqdm import tqdm
 
-        with tqdm(total=scenes, desc="synthrooms", unit="scene", file=sys.stderr,
-                  disable=not progress) as bar:
+        with tqdm(
+            total=scenes, desc="synthrooms", unit="scene", file=sys.stderr, disable=not progress
+        ) as bar:
             if workers == 1:
                 for job in jobs:
                     results.append(_write_scene(job))
                     bar.update()
             else:
-                with multiprocessing.get_context("spawn").Pool(workers) as pool:
+                with _mp_context().Pool(workers, initializer=_ignore_sigint) as pool:
                     for res in pool.imap(_write_scene, jobs, chunksize=1):
                         results.append(res)
                         bar.update()
@@ -902,14 +1090,26 @@ def generate(out: str | Path, scenes: int = 20, views: int = 4, size: tuple[int,
     return out
 
 
-def _meta(scenes: int, views: int, size: tuple[int, int], seed: int, val_fraction: float,
-          results: list[tuple[int, float, float, list[int]]], n_val: int) -> dict[str, Any]:
+def _meta(
+    scenes: int,
+    views: int,
+    size: tuple[int, int],
+    seed: int,
+    val_fraction: float,
+    results: list[tuple[int, float, float, list[int]]],
+    n_val: int,
+) -> dict[str, Any]:
     seen = sorted({c for r in results for c in r[3]})
     return {
         "generator": _GENERATOR,
         "version": GENERATOR_VERSION,
-        "params": {"scenes": scenes, "views": views, "size": list(size), "seed": seed,
-                   "val_fraction": val_fraction},
+        "params": {
+            "scenes": scenes,
+            "views": views,
+            "size": list(size),
+            "seed": seed,
+            "val_fraction": val_fraction,
+        },
         "classes": list(SYNTHROOMS_CLASSES),
         "object_classes": list(SYNTHROOMS_OBJECT_CLASSES),
         "classes_present": [SYNTHROOMS_CLASSES[c] for c in seen],
@@ -932,11 +1132,20 @@ def _meta(scenes: int, views: int, size: tuple[int, int], seed: int, val_fractio
 def run_cli(args: Any) -> int:
     """``mtlsearch data synthrooms``: generate and print a one-line summary."""
     start = time.perf_counter()
-    out = generate(args.out, scenes=args.scenes, views=args.views, size=tuple(args.size),
-                   seed=args.seed, val_fraction=args.val_fraction, workers=args.workers,
-                   force=args.force)
+    out = generate(
+        args.out,
+        scenes=args.scenes,
+        views=args.views,
+        size=tuple(args.size),
+        seed=args.seed,
+        val_fraction=args.val_fraction,
+        workers=args.workers,
+        force=args.force,
+    )
     dt = time.perf_counter() - start
     n = args.scenes * args.views
-    print(f"wrote {n} views ({args.scenes} scenes x {args.views}) to {out} in {dt:.1f} s "
-          f"({n / dt:.1f} views/s)")
+    print(
+        f"wrote {n} views ({args.scenes} scenes x {args.views}) to {out} in {dt:.1f} s "
+        f"({n / dt:.1f} views/s)"
+    )
     return 0

@@ -80,11 +80,12 @@ def build_backbone(cfg: ModelConfig) -> Backbone:
         model = _create(name, out_indices)
         reductions = list(model.feature_info.reduction())
         if len(set(reductions)) == 1 and len(reductions) > 1 and out_indices == DEFAULT_OUT_INDICES:
-            depth = _num_blocks(model)
+            # Indexing the last block keeps the whole (unpruned) transformer: read its depth.
+            depth = _num_blocks(_create(name, (-1,)))
             if depth:
                 spaced = tuple(sorted({depth * (i + 1) // 4 - 1 for i in range(4)}))
                 model = _create(name, spaced)
-    except (RuntimeError, AssertionError, IndexError, ValueError) as err:
+    except (RuntimeError, AssertionError, IndexError, ValueError, TypeError) as err:
         raise UserError(
             f"model.backbone: {name!r} cannot give features_only features at "
             f"model.out_indices={list(out_indices)}: {err}"

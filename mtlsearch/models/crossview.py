@@ -150,21 +150,21 @@ def _plane_sweep_chunk(
     """
     B, C, h, w = ref_feat.shape
     N = src_feats.shape[1]
-    l = depths.shape[1]
+    n_planes = depths.shape[1]
     scale_x = 2.0 / max(w - 1, 1)
     scale_y = 2.0 / max(h - 1, 1)
-    total = ref_feat.new_zeros(B, l, h, w)
+    total = ref_feat.new_zeros(B, n_planes, h, w)
     for n in range(N):
-        proj = depths[:, :, None, None] * rays[:, n, None] + offsets[:, n, None]  # (B,l,3,hw)
+        proj = depths[:, :, None, None] * rays[:, n, None] + offsets[:, n, None]
         z = proj[:, :, 2]
         valid = z > 1e-6
         z = torch.where(valid, z, torch.ones_like(z))
         gx = torch.where(valid, proj[:, :, 0] / z * scale_x - 1.0, torch.full_like(z, -4.0))
         gy = torch.where(valid, proj[:, :, 1] / z * scale_y - 1.0, torch.full_like(z, -4.0))
-        grid = torch.stack([gx, gy], dim=-1).view(B, l * h, w, 2)
+        grid = torch.stack([gx, gy], dim=-1).view(B, n_planes * h, w, 2)
         warped = F.grid_sample(
             src_feats[:, n], grid, mode="bilinear", padding_mode="zeros", align_corners=True
-        ).view(B, C, l, h, w)
+        ).view(B, C, n_planes, h, w)
         total = total + torch.einsum("bchw,bclhw->blhw", ref_feat, warped)
     return total / (N * math.sqrt(C))
 
@@ -464,6 +464,8 @@ class CrossViewModule(nn.Module):
 
     ``out_channels = 64 * use_cost_volume + width * use_features`` (independent of the
     number of depth planes). See the module docstring for the design and conventions.
+    With ``src_images=None`` the image is paired with itself under the identity pose, so
+    the cost volume is constant over depth and carries no geometry.
     """
 
     def __init__(self, cfg: CvmConfig, ffn_expansion: int = 4) -> None:

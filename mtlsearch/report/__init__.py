@@ -21,7 +21,7 @@ from typing import Any
 
 from mtlsearch.errors import UserError
 from mtlsearch.report.collect import Search, collect
-from mtlsearch.report.papers import direction_of, get_table, readable
+from mtlsearch.report.papers import direction_of, get_table
 from mtlsearch.report.tables import (
     AblationTable,
     PaperComparison,
@@ -160,7 +160,7 @@ def _html_page(report: Report, pngs: dict[str, bytes]) -> str:
         ("space", meta.get("space_path") or "—"),
         ("profile", meta.get("profile") or "—"),
         ("algorithm", (meta.get("search") or {}).get("algorithm", "—")),
-        ("tasks", readable(meta.get("tasks") or s.tasks)),
+        ("tasks", ", ".join(s.tasks) or "—"),
         ("trials", ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"),
         ("ablated keys", ", ".join(s.ablated_keys) or "—"),
     ]

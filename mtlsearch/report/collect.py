@@ -20,6 +20,7 @@ import pandas as pd
 
 from mtlsearch.config import flatten, parse_override
 from mtlsearch.errors import UserError
+from mtlsearch.metrics import delta_m, flatten_baselines
 from mtlsearch.report.papers import direction_of, primary_metrics, readable
 
 META_FILE = "mtlsearch.json"
@@ -33,7 +34,7 @@ BOOKKEEPING = {
 }
 """Keys of Tune's result rows that are not metrics."""
 
-_TRIAL_DIR = re.compile(r"^(?P<trainable>.+?)_(?P<id>[0-9a-f]{5}_\d{5})(?:_|$)")
+_TRIAL_DIR = re.compile(r"^(?:(?P<trainable>.+?)_)?(?P<id>[0-9a-f]{5}_\d{5})(?:_|$)")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _EXC_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit|Failure|Warning)\b.*")
 
@@ -151,7 +152,8 @@ def error_summary(text: str, max_lines: int = 3, max_chars: int = 400) -> str:
 
 
 def parse_trial_dir(name: str) -> tuple[str | None, str | None]:
-    """``"<trainable>_<trial_id>_..."`` -> (trainable, trial_id), or (None, None)."""
+    """``"<trainable>_<trial_id>_..."`` or a bare ``"<trial_id>"`` (mtlsearch names trial
+    folders by id) -> (trainable or None, trial_id), or (None, None)."""
     match = _TRIAL_DIR.match(name)
     if not match:
         return None, None
@@ -208,29 +210,6 @@ def _flat_result(row: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------
-# delta_m
-# ---------------------------------------------------------------------------
-
-
-def delta_m(values: dict[str, float], baselines: dict[str, float]) -> float:
-    """Mean relative gain over the metrics both mappings have, in percent:
-    ``(1/T) sum_t s_t (M_t - B_t) / B_t * 100`` with ``s_t = -1`` for lower-is-better.
-    NaN when no metric is shared or a baseline is zero."""
-    terms = []
-    for key, base in baselines.items():
-        d = direction_of(key)
-        value = values.get(key)
-        if d is None or value is None or base is None:
-            continue
-        value, base = float(value), float(base)
-        if math.isnan(value) or math.isnan(base) or base == 0:
-            continue
-        sign = 1.0 if d == "up" else -1.0
-        terms.append(sign * (value - base) / abs(base) * 100.0)
-    return sum(terms) / len(terms) if terms else float("nan")
-
-
-# ---------------------------------------------------------------------------
 # The search
 # ---------------------------------------------------------------------------
 
@@ -258,10 +237,36 @@ def _resources(meta: dict[str, Any]) -> str:
     return readable(picked) if picked else ""
 
 
+def single_task_baselines(meta: dict[str, Any]) -> tuple[dict[str, float], str]:
+    """The search's single-task baselines as ``{metric key: value}`` plus a note.
+
+    Accepts the flat form, the ``eval.baselines`` form ``{task: {metric: value}}`` and
+    the search's cache form ``{hash: {"path", "metrics": {task: {metric: value}}}}``;
+    several cache entries (baselines that differ per trial) give ``{}`` and a note, and
+    the trials' own reported ``delta_m`` is used instead."""
+    raw = meta.get("single_task_baselines")
+    if not isinstance(raw, dict) or not raw:
+        return {}, ""
+    values = list(raw.values())
+    if all(isinstance(v, (int, float)) for v in values):
+        return {str(k): float(v) for k, v in raw.items()}, ""
+    if all(isinstance(v, dict) and "metrics" in v for v in values):
+        if len(values) > 1:
+            return {}, f"{len(values)} single-task baseline settings: using the trials' reported delta_m"
+        raw = values[0]["metrics"]
+    try:
+        return flatten_baselines(raw), ""
+    except (AttributeError, TypeError, ValueError):
+        return {}, "single_task_baselines in mtlsearch.json not understood; ignored"
+
+
 def _fixed_from_meta(meta: dict[str, Any]) -> dict[str, Any]:
-    """Config values the search pinned for every trial: its overrides (``k=v`` strings
-    or a mapping) and any constant mapping in the space (``base``/``config``/``fixed``)."""
+    """Config values the search pinned for every trial: its static config (base + fixed +
+    profile + overrides, ``static_config``), overrides (``k=v`` strings or a mapping) and
+    constant mappings of the space (``base``/``config``/``fixed``)."""
     fixed: dict[str, Any] = {}
+    if isinstance(meta.get("static_config"), dict):
+        fixed.update(flatten(meta["static_config"]))
     space = meta.get("space") if isinstance(meta.get("space"), dict) else {}
     for key in ("base", "config", "fixed"):
         if isinstance(space.get(key), dict):
@@ -326,7 +331,9 @@ def collect(trials_dir: str | Path) -> Search:
     curve_rows: list[dict[str, Any]] = []
     metric_keys: list[str] = []
     param_keys: list[str] = []
-    single = meta.get("single_task_baselines") or {}
+    single, single_note = single_task_baselines(meta)
+    if single_note:
+        notes.append(single_note)
     truncated = 0
 
     for tid, entry in entries.items():
@@ -368,7 +375,7 @@ def collect(trials_dir: str | Path) -> Search:
         for key, value in params.items():
             if key not in param_keys:
                 param_keys.append(key)
-            row[key] = readable(value)
+            row[key] = None if value is None else readable(value)
         seed = params.get(SEED_KEY)
         row["seed"] = int(seed) if isinstance(seed, (int, float)) and not isinstance(seed, bool) else None
 
@@ -420,7 +427,8 @@ def collect(trials_dir: str | Path) -> Search:
 
     ablated = [str(k) for k in (meta.get("ablated_keys") or [])]
     if not meta.get("ablated_keys"):
-        ablated = [k for k in param_keys if results[k].nunique(dropna=True) > 1]
+        index_key = (meta.get("search") or {}).get("index_key", "trial_index")
+        ablated = [k for k in param_keys if k != index_key and results[k].nunique(dropna=True) > 1]
     fixed = _fixed_from_meta(meta)
     for key in param_keys:
         vals = results[key].dropna().unique()
@@ -449,10 +457,10 @@ __all__ = [
     "BOOKKEEPING",
     "Search",
     "collect",
-    "delta_m",
     "error_summary",
     "latest_checkpoint",
     "parse_trial_dir",
     "read_experiment_state",
     "read_json_lines",
+    "single_task_baselines",
 ]

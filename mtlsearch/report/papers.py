@@ -19,11 +19,8 @@ from typing import Any
 import yaml
 
 from mtlsearch.errors import UserError
+from mtlsearch.metrics import METRIC_PREFIXES, higher_is_better
 from mtlsearch.tasks import TASKS
-
-METRIC_PREFIXES = ("render_", "avg_", "mv_")
-"""Prefixes of the same metric scored on other outputs (renders, Table-5 average,
-multi-view input); they share the direction of the unprefixed metric."""
 
 UNVERIFIED = {"crossview_cvm"}
 """Papers whose numbers come from a secondary summary."""
@@ -34,34 +31,19 @@ def primary_metrics() -> dict[str, str]:
     return {name: f"{name}_{spec.metric}" for name, spec in TASKS.items()}
 
 
-def metric_directions() -> dict[str, str]:
-    """``{metric key: "up" | "down"}`` for the primary task metrics and ``delta_m``."""
-    out = {
-        f"{name}_{spec.metric}": "up" if spec.higher_is_better else "down"
-        for name, spec in TASKS.items()
-    }
-    out["delta_m"] = "up"
-    return out
-
-
 def direction_of(key: str) -> str | None:
-    """Direction of a reported key, ignoring ``final_``/``best_`` and output prefixes;
-    ``None`` when the key is not a scored metric (loss, alpha, ...)."""
-    directions = metric_directions()
-    for prefix in ("final_", "best_"):
-        if key.startswith(prefix) and key[len(prefix):] in _with_prefixes(directions):
-            key = key[len(prefix):]
-            break
-    for prefix in METRIC_PREFIXES:
-        if key.startswith(prefix):
-            key = key[len(prefix):]
-            break
-    return directions.get(key)
-
-
-def _with_prefixes(directions: dict[str, str]) -> set[str]:
-    keys = set(directions)
-    return keys | {p + k for p in METRIC_PREFIXES for k in directions}
+    """``"up"``/``"down"`` for a reported key (also ``final_``/``best_`` columns and
+    ``render_``/``avg_``/``mv_`` prefixed keys); ``None`` when it is not a score.
+    The directions themselves come from :func:`mtlsearch.metrics.higher_is_better`."""
+    up = higher_is_better(key)
+    if up is None:
+        for prefix in ("final_", "best_"):
+            if key.startswith(prefix):
+                up = higher_is_better(key[len(prefix):])
+                break
+    if up is None:
+        return None
+    return "up" if up else "down"
 
 
 def arrow(key: str, style: str = "unicode") -> str:
@@ -203,8 +185,6 @@ def readable(value: Any) -> str:
         return "+".join(readable(v) for v in value)
     if isinstance(value, dict):
         return ",".join(f"{k}={readable(v)}" for k, v in value.items())
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
-        return repr(value)
     return str(value)
 
 
@@ -268,7 +248,6 @@ __all__ = [
     "direction_of",
     "get_table",
     "list_tables",
-    "metric_directions",
     "ordering_agreement",
     "primary_metrics",
     "readable",

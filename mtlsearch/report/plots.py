@@ -224,11 +224,15 @@ def importance_plot(search: Search, objective: pd.Series, objective_name: str, p
     direction = direction_of(objective_name) or "up"
     study = None
     source = "in-memory study built from the trials"
+    settings = search.meta.get("search") or {}
     db = search.path / "optuna.db"
-    algorithm = str((search.meta.get("search") or {}).get("algorithm", "")).lower()
-    if db.is_file() and algorithm == "optuna":
+    if not db.is_file() and settings.get("optuna_storage"):
+        db = Path(settings["optuna_storage"])
+    if db.is_file() and str(settings.get("algorithm", "")).lower() == "optuna":
         try:
-            study = optuna.load_study(study_name=None, storage=f"sqlite:///{db}")
+            names = optuna.get_all_study_names(storage=f"sqlite:///{db}")
+            name = search.name if search.name in names else (names[0] if len(names) == 1 else None)
+            study = optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
             complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
             if len(complete) < 2 or len(study.directions) != 1:
                 study = None
@@ -267,27 +271,26 @@ _STD = np.array([0.229, 0.224, 0.225])
 
 
 def _to_image(task: str, tensor: Any, is_label: bool) -> np.ndarray:
-    """A (H, W, 3) or (H, W) array for one task's label or prediction."""
+    """A (H, W, 3) or (H, W) array for one task's label or (activated) prediction."""
+    from mtlsearch.evaluate import activate
     from mtlsearch.tasks import TASKS
 
     spec = TASKS[task]
     x = tensor.detach().float().cpu()
+    if not is_label:
+        x = activate(task, x[None])[0]
     if spec.kind == "classes":
-        idx = x.long() if is_label else x.argmax(0)
-        arr = idx.numpy().astype(float)
+        arr = (x.long() if is_label else x.argmax(0)).numpy().astype(float)
         arr[arr == spec.ignore] = np.nan
         return arr
     if spec.kind == "normals":
         n = x / x.norm(dim=0, keepdim=True).clamp_min(1e-6)
         return ((n.permute(1, 2, 0).numpy() + 1) / 2).clip(0, 1)
     arr = x[0].numpy() if x.ndim == 3 else x.numpy()
-    if spec.kind == "binary":
-        if is_label:
-            arr = np.where(arr == spec.ignore, np.nan, arr)
-        else:
-            arr = 1 / (1 + np.exp(-arr))
+    if not is_label:
         return arr
-    return np.where(arr <= 0, np.nan, arr) if is_label else arr
+    invalid = arr == spec.ignore if spec.kind == "binary" else arr <= 0
+    return np.where(invalid, np.nan, arr)
 
 
 def sample_predictions(checkpoint: str | Path | None, path: Path, num: int = 3) -> str:
@@ -298,56 +301,61 @@ def sample_predictions(checkpoint: str | Path | None, path: Path, num: int = 3) 
     try:
         import torch
 
-        from mtlsearch.config import load_config
+        from mtlsearch.checkpoint import load_trained_model
         from mtlsearch.data.pipeline import build_datasets
-        from mtlsearch.models import build_model
+        from mtlsearch.evaluate import model_inputs
     except ImportError as err:
         return f"sample predictions skipped: {err}"
     try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        cfg = load_config(state["config"])
-        model = build_model(cfg)
-        model.load_state_dict(state["model"])
-        model.eval()
-        datasets = build_datasets(cfg)
-        val = datasets["val"] if isinstance(datasets, dict) else datasets[-1]
+        model, cfg = load_trained_model(checkpoint)
+        val = build_datasets(cfg)[1]
+        render = getattr(model, "regularizer", None) is not None
         rows = []
         with torch.no_grad():
             for i in range(min(num, len(val))):
-                sample = val[i]
-                views = sample["views"]
-                ref = views[0]
-                kwargs: dict[str, Any] = {"K": ref["K"][None]}
-                if len(views) > 1:
-                    kwargs["src_images"] = torch.stack([v["image"] for v in views[1:]])[None]
-                    kwargs["src_K"] = torch.stack([v["K"] for v in views[1:]])[None]
-                    kwargs["rel_pose"] = torch.stack([v["rel_pose"] for v in views[1:]])[None]
-                out = model(ref["image"][None], **kwargs)
-                rows.append((ref, out))
+                views = val[i]["views"]
+                batched = [{k: v[None] if torch.is_tensor(v) else v for k, v in view.items()} for view in views]
+                out = model(**model_inputs(batched, cfg, multiview=False), render=render)
+                rows.append((views[0], out))
     except Exception as err:  # noqa: BLE001 - any failure of other modules becomes a note
         return f"sample predictions skipped: {type(err).__name__}: {err}"
+    if not rows:
+        return "sample predictions skipped: the validation split is empty"
+    from mtlsearch.tasks import TASKS
+
     tasks = list(cfg.tasks)
-    cols = ["image"]
+    cols: list[tuple[str, str]] = [("image", "")]
     for t in tasks:
-        cols += [f"{t} label", f"{t} head"]
+        cols += [(f"{t} label", t), (f"{t} head", t)]
         if t in rows[0][1].get("renders", {}):
-            cols.append(f"{t} render")
+            cols.append((f"{t} render", t))
     fig, axes = plt.subplots(len(rows), len(cols), figsize=(1.9 * len(cols), 1.6 * len(rows)), squeeze=False)
     for r, (ref, out) in enumerate(rows):
         img = ref["image"].permute(1, 2, 0).numpy() * _STD + _MEAN
         panels = [img.clip(0, 1)]
+        scales: dict[str, tuple[float, float]] = {}
         for t in tasks:
-            panels.append(_to_image(t, ref["labels"][t], True))
+            label = _to_image(t, ref["labels"][t], True)
+            panels.append(label)
             panels.append(_to_image(t, out["heads"][t][0], False))
             if t in out.get("renders", {}):
                 panels.append(_to_image(t, out["renders"][t][0], False))
-        for c, (ax, panel) in enumerate(zip(axes[r], panels)):
-            cmap = "tab20" if "semseg" in cols[c] or "parts" in cols[c] else "viridis"
-            ax.imshow(panel, cmap=None if panel.ndim == 3 else cmap, interpolation="nearest")
+            kind = TASKS[t].kind
+            if kind == "classes":  # same colour per class id in label and predictions
+                scales[t] = (0.0, float(out["heads"][t].shape[1] - 1))
+            elif kind == "binary":
+                scales[t] = (0.0, 1.0)
+            elif kind == "regression" and np.isfinite(label).any():  # the label's range
+                scales[t] = (float(np.nanmin(label)), float(np.nanmax(label)))
+        for (ax, panel), (title, task) in zip(zip(axes[r], panels), cols):
+            vmin, vmax = scales.get(task, (None, None))
+            cmap = "tab20" if task and TASKS[task].kind == "classes" else "viridis"
+            ax.imshow(panel, cmap=None if panel.ndim == 3 else cmap, vmin=vmin, vmax=vmax,
+                      interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
-                ax.set_title(cols[c], fontsize=7)
+                ax.set_title(title, fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)

@@ -27,9 +27,9 @@ import numpy as np
 import pandas as pd
 
 from mtlsearch.errors import UserError
-from mtlsearch.report.collect import SEED_KEY, Search, delta_m
+from mtlsearch.metrics import METRIC_PREFIXES, delta_m
+from mtlsearch.report.collect import SEED_KEY, Search, single_task_baselines
 from mtlsearch.report.papers import (
-    METRIC_PREFIXES,
     PaperTable,
     arrow,
     direction_of,
@@ -221,7 +221,7 @@ def build_table(search: Search, group_by: list[str] | None = None,
             base_note = f"Δm vs row '{base_label}' (the space's baseline)"
         elif declared:
             notes.append(f"declared baseline {declared!r} matches {len(found)} rows; not used")
-    single = search.meta.get("single_task_baselines") or {}
+    single, _ = single_task_baselines(search.meta)
 
     primary_cols = [c for c in columns if not c.startswith(METRIC_PREFIXES)]
     base_means: dict[str, float] = {}
@@ -271,7 +271,7 @@ def build_table(search: Search, group_by: list[str] | None = None,
         if d is not None and len(means) >= 2:
             best = max(means.values()) if d == "up" else min(means.values())
             for lb, m in means.items():
-                if m == best:
+                if math.isclose(m, best, rel_tol=1e-9, abs_tol=1e-12):
                     cells[(lb, col)].best = True
         base = cells.get((base_label, col)) if base_label is not None else None
         if base is None and col == "delta_m" and has_dm and base_means:
@@ -325,7 +325,10 @@ def decimals(table: AblationTable, col: str) -> int:
 
 
 def _num(value: float, digits: int) -> str:
-    return MISSING if value is None or math.isnan(value) else f"{value:.{digits}f}"
+    if value is None or math.isnan(value):
+        return MISSING
+    text = f"{value:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
 
 
 def format_cell(table: AblationTable, label: str, col: str, style: str = "md") -> str:
