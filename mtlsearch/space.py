@@ -743,7 +743,7 @@ def load_space(
         profile_extra[pname] = extra
     if profile is not None and profile not in profile_items:
         known = ", ".join(profile_items) or "none defined"
-        raise ctx.error(profiles_map.line or raw.line_of("profiles"), "profiles",
+        raise ctx.error(raw.line_of("profiles"), "profiles",
                         f"no profile {profile!r} (known: {known})")
     static: list[tuple[str, Any]] = [(k, v) for k, v, _ in fixed]
     static_lines: dict[str, tuple[str, int, _Ctx | None]] = {

@@ -26,20 +26,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-IGNORE = 255
-
-SYNTHROOMS_CLASSES = (
-    "wall", "floor", "ceiling", "window", "picture", "door",
-    "cabinet", "bed", "table", "lamp", "bin", "ball",
+from mtlsearch.classes import (  # noqa: F401  (re-exported)
+    IGNORE,
+    NUM_CLASSES,
+    SYNTHROOMS_CLASSES,
+    SYNTHROOMS_OBJECT_CLASSES,
 )
-"""SynthRooms semantic classes (index = class id). The last six are objects (saliency)."""
-SYNTHROOMS_OBJECT_CLASSES = ("cabinet", "bed", "table", "lamp", "bin", "ball")
-
-NUM_CLASSES = {
-    "synthrooms": {"semseg": len(SYNTHROOMS_CLASSES), "parts": 7},
-    "nyud": {"semseg": 40, "parts": 7},
-    "pascal": {"semseg": 21, "parts": 7},
-}
 
 
 @dataclass(frozen=True)

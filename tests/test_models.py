@@ -52,7 +52,10 @@ def test_decoder_stride_and_backbone_families():
     hr = build_backbone(_cfg(**{"model.backbone": "hrnet_w18_small"}).model)
     assert hr.channels == [16, 32, 64, 128] and hr.reductions == [4, 8, 16, 32]
     vit = build_backbone(_cfg(**{"model.backbone": "vit_tiny_patch16_224"}).model)
-    assert len(vit.channels) == 4 and vit.reductions == [16] * 4  # blocks 2, 5, 8, 11
+    assert vit.channels == [192] * 4 and vit.reductions == [16] * 4
+    assert tuple(vit.body.feature_info.out_indices) == (2, 5, 8, 11)  # evenly spaced blocks
+    with pytest.raises(UserError, match="out_indices"):
+        build_backbone(_cfg(**{"model.out_indices": [7]}).model)
 
 
 def test_unknown_names_are_user_errors():
@@ -71,6 +74,12 @@ def test_pretrained_path_loads_local_file(tmp_path):
     got = model.backbone.body.state_dict()
     assert torch.equal(got["layer3.1.conv2.weight"], source.state_dict()["layer3.1.conv2.weight"])
     assert torch.equal(got["bn1.running_mean"], source.state_dict()["bn1.running_mean"])
+    safetensors = pytest.importorskip("safetensors.torch")
+    st = tmp_path / "r18.safetensors"
+    safetensors.save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(st))
+    model = build_model(_cfg(**{"model.pretrained_path": str(st)}))
+    got = model.backbone.body.state_dict()["layer4.0.conv1.weight"]
+    assert torch.equal(got, source.state_dict()["layer4.0.conv1.weight"])
 
 
 def test_pretrained_path_errors(tmp_path):

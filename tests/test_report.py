@@ -153,7 +153,7 @@ def test_curves_parquet_one_row_per_report(report) -> None:
     assert list(one["semseg_miou"]) == pytest.approx([44.5, 46.5, 45.5])
 
 
-def test_truncated_line_interrupted_trial_and_no_state(experiment: Path, tmp_path: Path) -> None:
+def test_truncated_line_interrupted_trial_and_no_state(experiment: Path, tmp_path: Path, monkeypatch) -> None:
     copy = tmp_path / NAME
     shutil.copytree(experiment, copy)
     res = collect(copy).results
@@ -171,7 +171,9 @@ def test_truncated_line_interrupted_trial_and_no_state(experiment: Path, tmp_pat
     row = res[res["trial_id"] == victim["trial_id"]].iloc[0]
     assert row["reports"] == 2 and row["final_semseg_miou"] == pytest.approx(45.5)  # 2nd report
     ghost_row = res[res["trial_id"] == "abcde_00099"].iloc[0]
-    assert ghost_row["status"] == "INTERRUPTED" and ghost_row["reports"] == 0
+    assert ghost_row["status"] == "RUNNING" and ghost_row["reports"] == 0  # files just written
+    monkeypatch.setattr("mtlsearch.report.collect.RECENT_S", 0.0)
+    assert collect(copy).results.set_index("trial_id").loc["abcde_00099", "status"] == "INTERRUPTED"
     assert any("unreadable result line" in n for n in search.notes)
     table = build_table(search)
     assert table.n["edge"] == 1 and table.cell("edge", "semseg_miou").n == 0

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mtlsearch.classes import NUM_CLASSES
 from mtlsearch.data.reader import (
     Reader,
     decode_binary,
@@ -32,7 +33,6 @@ from mtlsearch.data.reader import (
     read_split,
 )
 from mtlsearch.errors import UserError
-from mtlsearch.tasks import NUM_CLASSES
 
 TASK_DIRS = {
     "semseg": ("segmentation", (".png",)),

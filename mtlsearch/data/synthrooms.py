@@ -57,9 +57,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from mtlsearch.classes import SYNTHROOMS_CLASSES, SYNTHROOMS_OBJECT_CLASSES
 from mtlsearch.data.geometry import camera_rays, rotation_angle_deg
 from mtlsearch.errors import UserError
-from mtlsearch.tasks import SYNTHROOMS_CLASSES, SYNTHROOMS_OBJECT_CLASSES
 
 GENERATOR_VERSION = "1.0"
 _GENERATOR = "mtlsearch.data.synthrooms"

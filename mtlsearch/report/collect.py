@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -220,12 +221,23 @@ def _is_trial_dir(path: Path) -> bool:
     return any((path / f).exists() for f in ("params.json", "result.json", "progress.csv", "error.txt"))
 
 
-def _infer_status(has_error: bool, rows: list[dict[str, Any]], running_hint: bool) -> str:
+RECENT_S = 120.0
+"""A trial missing from Tune's state whose files changed this recently counts as RUNNING."""
+
+
+def _infer_status(has_error: bool, rows: list[dict[str, Any]], trial_dir: Path | None) -> str:
+    """Status of a trial Tune's state does not list: error.txt -> ERROR, a last report
+    with ``done: true`` -> TERMINATED, files written in the last :data:`RECENT_S`
+    seconds -> RUNNING, else INTERRUPTED."""
     if has_error:
         return "ERROR"
     if rows and rows[-1].get("done") is True:
         return "TERMINATED"
-    return "RUNNING" if running_hint else "INTERRUPTED"
+    if trial_dir is not None:
+        times = [p.stat().st_mtime for p in trial_dir.iterdir() if p.is_file()]
+        if times and time.time() - max(times) < RECENT_S:
+            return "RUNNING"
+    return "INTERRUPTED"
 
 
 def _resources(meta: dict[str, Any]) -> str:
@@ -324,9 +336,6 @@ def collect(trials_dir: str | Path) -> Search:
     for tid in state:
         entries.setdefault(tid, {"dir": None})
 
-    running_hint = bool(state) and not any(
-        s.get("status") in ("TERMINATED", "ERROR") for s in state.values()
-    )
     results_rows: list[dict[str, Any]] = []
     curve_rows: list[dict[str, Any]] = []
     metric_keys: list[str] = []
@@ -359,7 +368,7 @@ def collect(trials_dir: str | Path) -> Search:
         error_path = None
         if tdir is not None and (tdir / "error.txt").is_file():
             error_path = tdir / "error.txt"
-        status = st.get("status") or _infer_status(error_path is not None, rows, running_hint)
+        status = st.get("status") or _infer_status(error_path is not None, rows, tdir)
         error = ""
         if error_path is not None and status == "ERROR":
             error = error_summary(error_path.read_text(errors="replace"))

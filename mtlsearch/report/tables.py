@@ -371,6 +371,8 @@ def legend(table: AblationTable) -> list[str]:
     ]
     if table.baseline_note:
         lines.append(table.baseline_note + "; computed per trial, then averaged.")
+    if all(n <= 1 for n in table.n.values()):
+        lines.append("One trial per row: no seed spread, so nothing can be judged within noise.")
     lines.extend(table.notes)
     return lines
 
