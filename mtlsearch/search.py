@@ -125,8 +125,8 @@ class _Row:
         self.table = table
         self.key = key
 
-    def __call__(self, spec: Any) -> Any:
-        return self.table[spec.config[INDEX_KEY]][self.key]
+    def __call__(self, config: Any) -> Any:
+        return self.table[config[INDEX_KEY]][self.key]
 
 
 # ---------------------------------------------------------------------------

@@ -4,7 +4,7 @@ Runs the same N short trainings (seeds 0..N-1 of one tiny config) twice:
 
 1. bare: the training loop in this process, one after the other (Ray Train's local
    mode, ``TorchTrainer`` with 0 workers: ``train_loop_per_worker`` runs here with
-   no Ray cluster, no actors, no Tune);
+   no Ray cluster, no actors, no Tune; one torch thread, like a 1-CPU Ray worker);
 2. platform: ``mtlsearch search`` on a generated space (``seeds: [0..N-1]``), one
    trial at a time, each a Tune function trial that launches a one-worker
    ``TorchTrainer``.
@@ -58,6 +58,10 @@ def run_cli(args: argparse.Namespace) -> int:
     root = resolve_root(load_config(base))
     print(f"dataset: {root} ({time.time() - t0:.1f} s)", flush=True)
 
+    # Ray Train workers run with OMP_NUM_THREADS = CPUs per worker (1); match it here.
+    import torch
+
+    torch.set_num_threads(1)
     bare = []
     for seed in range(args.trials):
         cfg = load_config(base, {"train.seed": seed})

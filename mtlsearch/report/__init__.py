@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from mtlsearch.errors import UserError
-from mtlsearch.report.collect import Search, collect
+from mtlsearch.report.collect import Search
+from mtlsearch.report.collect import collect as collect_search
 from mtlsearch.report.papers import direction_of, get_table
 from mtlsearch.report.tables import (
     AblationTable,
@@ -226,7 +227,7 @@ def build_report(trials_dir: str | Path, out: str | Path | None = None,
     ``reports/<name>``), atomically. Returns what was written."""
     formats = list(FORMATS) if formats is None else formats
     log.info("reading %s", trials_dir)
-    search = collect(trials_dir)
+    search = collect_search(trials_dir)
     table = build_table(search, group_by=group_by, baseline=baseline)
     out_path = Path(out) if out is not None else Path("reports") / search.name
     report = Report(out=out_path, search=search, table=table, markdown="")

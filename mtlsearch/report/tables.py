@@ -459,13 +459,17 @@ def _csv_num(value: float) -> str:
 def to_html(table: AblationTable) -> str:
     """An HTML ``<table>`` (styles come from the page) plus its legend."""
     esc = html.escape
+    show_failed = any(table.failed.values())
     head = [_label_header(table), *(_header(c, "html") for c in table.columns), "n"]
+    if show_failed:
+        head.append("failed")
     out = ["<table class='ablation'>", "<thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr></thead>", "<tbody>"]
     for lb in table.labels:
         cls = " class='baseline'" if lb == table.baseline else ""
         name = esc(lb) + (" <i>(baseline)</i>" if lb == table.baseline else "")
         cells = "".join(f"<td>{format_cell(table, lb, c, 'html')}</td>" for c in table.columns)
-        out.append(f"<tr{cls}><td>{name}</td>{cells}<td>{table.n[lb]}</td></tr>")
+        failed = f"<td>{table.failed[lb]}</td>" if show_failed else ""
+        out.append(f"<tr{cls}><td>{name}</td>{cells}<td>{table.n[lb]}</td>{failed}</tr>")
     out.append("</tbody></table>")
     out.append("<p class='legend'>" + "<br>".join(esc(line) for line in legend(table)) + "</p>")
     return "\n".join(out)

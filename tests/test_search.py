@@ -1,0 +1,164 @@
+"""``mtlsearch search`` through Ray Tune + Train: end to end, resume, Optuna, guards.
+
+The Ray tests are few and tiny (each Tune trial launches a TorchTrainer, ~20 s of
+start-up on 2 cores); they share one ``ray.init(num_cpus=2)``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mtlsearch.cli import build_parser
+from mtlsearch.errors import UserError
+from mtlsearch.search import META_FILE, OPTUNA_DB, TRAIN_DIR, run_cli
+
+
+def tiny_base(cache: Path) -> dict:
+    return {
+        "tasks": {"semseg": 1.0, "depth": 1.0},
+        "data": {
+            "synth": {"scenes": 4, "views": 2, "size": [32, 40], "cache_dir": str(cache)},
+            "crop_size": [32, 40],
+            "num_workers": 0,
+            "max_val_images": 4,
+        },
+        "model": {"backbone": "resnet18", "decoder_width": 16},
+        "train": {"iterations": 4, "eval_every": 2, "batch_size": 2, "log_every": 2},
+        "eval": {"edge_thresholds": 5},
+    }
+
+
+def write_space(folder: Path, body: dict) -> Path:
+    path = folder / f"{body['name']}.yaml"
+    path.write_text(yaml.safe_dump(body, sort_keys=False))
+    return path
+
+
+def search(*argv: str) -> int:
+    return run_cli(build_parser().parse_args(["search", *argv]))
+
+
+def trial_dirs(exp: Path) -> dict[str, Path]:
+    return {p.parent.name: p.parent for p in exp.glob("*/params.json")}
+
+
+@pytest.fixture(scope="module")
+def ray_session(tmp_path_factory: pytest.TempPathFactory):
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield tmp_path_factory.mktemp("synth-cache")
+    ray.shutdown()
+
+
+# -- guards (no Ray) ------------------------------------------------------------
+
+
+def test_existing_search_is_never_overwritten(tmp_path: Path) -> None:
+    space = write_space(tmp_path, {"name": "guard", "space": {"data.fraction": {"grid": [0.5, 1.0]}}})
+    (tmp_path / "trials" / "guard").mkdir(parents=True)
+    with pytest.raises(UserError, match="--resume"):
+        search(str(space), "--storage", str(tmp_path / "trials"))
+    with pytest.raises(UserError, match="no search"):
+        search(str(space), "--storage", str(tmp_path / "other"), "--resume")
+    with pytest.raises(UserError, match="mtlsearch.json"):
+        search(str(space), "--storage", str(tmp_path / "trials"), "--resume")
+
+
+def test_dry_run_counts_and_starts_nothing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    space = write_space(tmp_path, {
+        "name": "dry",
+        "space": {"data.fraction": {"grid": [0.25, 0.5, 1.0]}},
+        "seeds": [0, 1],
+    })
+    assert search(str(space), "--storage", str(tmp_path / "trials"), "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert "6 trial(s)" in out and "data.fraction" in out
+    assert not (tmp_path / "trials").exists()
+
+
+# -- Ray: end to end + resume, Optuna ----------------------------------------------
+
+
+@pytest.mark.slow
+def test_grid_search_end_to_end_then_resume(
+    ray_session: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two trials, one errors (its weights file is missing); after the file appears,
+    --resume re-runs only that trial and keeps the finished one untouched."""
+    monkeypatch.chdir(tmp_path)
+    space = write_space(tmp_path, {
+        "name": "e2e",
+        "base": tiny_base(ray_session),
+        "space": {"model.pretrained_path": {"grid": ["", "weights.pt"]}},
+        "search": {"algorithm": "grid", "metric": "semseg_miou", "mode": "max"},
+        "max_concurrent_trials": 2,
+    })
+    storage = tmp_path / "trials"
+    assert search(str(space), "--storage", str(storage)) == 0
+    exp = storage / "e2e"
+    meta = json.loads((exp / META_FILE).read_text())
+    assert meta["ablated_keys"] == ["model.pretrained_path"]
+    assert meta["search"]["num_trials"] == 2 and meta["search"]["algorithm"] == "grid"
+    assert meta["tasks"]["depth"] == {"weight": 1.0, "metric": "depth_rmse", "mode": "min"}
+    trials = trial_dirs(exp)
+    assert len(trials) == 2
+    by_path = {json.loads((d / "params.json").read_text())["model.pretrained_path"]: d for d in trials.values()}
+    good, bad = by_path[""], by_path["weights.pt"]
+    assert (bad / "error.txt").is_file() and "weights file not found" in (bad / "error.txt").read_text()
+    rows = [json.loads(line) for line in (good / "result.json").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [2, 4]
+    assert 0.0 <= rows[-1]["semseg_miou"] <= 100.0 and rows[-1]["depth_rmse"] > 0
+    assert (exp / TRAIN_DIR / good.name).is_dir()  # the Train run is named by the trial id
+    assert (good / "tensorboard").is_dir()
+    good_progress = (good / "progress.csv").read_text()
+
+    import timm
+    import torch
+
+    torch.save(timm.create_model("resnet18", pretrained=False).state_dict(), tmp_path / "weights.pt")
+    assert search(str(space), "--storage", str(storage), "--resume") == 0
+    assert set(trial_dirs(exp)) == set(trials)  # same trials, none added
+    assert (good / "progress.csv").read_text() == good_progress  # not re-run
+    rows = [json.loads(line) for line in (bad / "result.json").read_text().splitlines()]
+    assert rows and rows[-1]["iteration"] == 4 and "semseg_miou" in rows[-1]
+
+
+@pytest.mark.slow
+def test_optuna_search_keeps_its_study_in_the_search_folder(
+    ray_session: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import optuna
+
+    monkeypatch.chdir(tmp_path)
+    space = write_space(tmp_path, {
+        "name": "opt",
+        "base": tiny_base(ray_session),
+        "space": {
+            "train.lr": {"loguniform": [0.0001, 0.01]},
+            "train.optimizer": {"choice": ["adam", "sgd"]},
+            "train.momentum": {"uniform": [0.5, 0.95], "when": {"train.optimizer": "sgd"}},
+        },
+        "search": {"algorithm": "optuna", "metric": ["semseg_miou", "depth_rmse"],
+                   "mode": ["max", "min"], "num_samples": 2, "seed": 3},
+        "max_concurrent_trials": 2,
+    })
+    storage = tmp_path / "trials"
+    assert search(str(space), "--storage", str(storage)) == 0
+    exp = storage / "opt"
+    assert (exp / OPTUNA_DB).is_file()
+    study = optuna.load_study(study_name="opt", storage=f"sqlite:///{exp / OPTUNA_DB}")
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 2 and all(len(t.values) == 2 for t in done)
+    params = [json.loads((d / "params.json").read_text()) for d in trial_dirs(exp).values()]
+    assert len(params) == 2
+    for p in params:
+        assert 0.0001 <= p["train.lr"] <= 0.01
+        assert (p["train.momentum"] is None) == (p["train.optimizer"] == "adam")
+    meta = json.loads((exp / META_FILE).read_text())
+    assert meta["search"]["optuna_storage"].endswith(OPTUNA_DB)
+    assert meta["space"]["search"]["algorithm"] == "optuna"
