@@ -196,7 +196,7 @@ def test_every_task_loss_falls_with_adam():
     cfg = _cfg(**{"regularizer.enabled": True, "regularizer.samples_per_ray": 16})
     model = build_model(cfg).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
-    image, labels = _structured_batch()
+    image, labels = _structured_batch(h=48, w=48)
     history: list[dict[str, float]] = []
     for _ in range(30):
         out = model(image)
