@@ -108,6 +108,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             state = load_checkpoint(folder, map_location="cpu")
         # Rank 0's RNG state is the saved one; other ranks reseed deterministically.
         step = restore(state, model=model, optimizer=optimizer, scheduler=scheduler, rng=master)
+        # The config wins over the saved schedule (a rerun may change lr or iterations).
+        factor = poly_schedule(cfg.train.iterations, cfg.train.poly_power)(step)
+        scheduler.base_lrs = [cfg.train.lr] * len(optimizer.param_groups)
+        for group in optimizer.param_groups:
+            group["initial_lr"], group["lr"] = cfg.train.lr, cfg.train.lr * factor
         if not master:
             seed_everything(cfg.train.seed + rank + 7919 * step)
         if master:
