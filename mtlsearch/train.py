@@ -122,8 +122,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     if master and loop_config.get("tensorboard_dir"):
         from torch.utils.tensorboard import SummaryWriter
 
-        # purge_step drops events a crashed run logged after its last checkpoint.
-        writer = SummaryWriter(loop_config["tensorboard_dir"], purge_step=step or None)
+        # purge_step hides what a stopped run logged after its last checkpoint.
+        writer = SummaryWriter(loop_config["tensorboard_dir"], purge_step=step + 1 if step else None)
 
     # -- train ------------------------------------------------------------------
     iterations = cfg.train.iterations

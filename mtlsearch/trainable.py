@@ -52,6 +52,7 @@ def make_trainer(
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from mtlsearch.data.pipeline import resolve_root
+    from mtlsearch.metrics import check_baselines
     from mtlsearch.train import train_loop_per_worker
 
     if workers < 0:
@@ -62,6 +63,7 @@ def make_trainer(
         )
     if not name or "/" in name:
         raise UserError(f"run name must be a non-empty string without '/', got {name!r}")
+    check_baselines({**cfg.eval.baselines, **(baselines or {})})
     root = Path(data_root) if data_root is not None else resolve_root(cfg)
     loop_config = {
         "config": cfg.to_dict(),
