@@ -73,6 +73,9 @@ class ModelConfig:
     decoder_stride: Literal[4, 8] = 4
     """Scale of the decoder's fused feature map (the heads' and regularizer's input):
     1/4 or 1/8 of the input size."""
+    depth_init: float = 2.5
+    """Initial depth prediction in metres (bias of the depth outputs' last layer), so
+    training starts from a typical indoor depth instead of 0."""
     out_indices: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
     """Backbone feature levels (timm ``out_indices``). On single-scale backbones (ViTs) they
     index transformer blocks; there the default [1, 2, 3, 4] is replaced by four evenly

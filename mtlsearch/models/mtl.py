@@ -69,6 +69,17 @@ class MultiTaskModel(nn.Module):
         self.aux_heads: nn.ModuleDict | None = (
             self.decoder.make_heads() if cfg.aux_heads.enabled else None
         )
+        self._init_depth_bias(cfg.model.depth_init)
+
+    @torch.no_grad()
+    def _init_depth_bias(self, value: float) -> None:
+        """Start every depth output (head, aux head, rendered field) at ``value`` metres."""
+        for heads in (self.decoder.heads, self.aux_heads):
+            if heads is not None and "depth" in heads:
+                heads["depth"][-1].bias.fill_(value)
+        if self.regularizer is not None and "depth" in self.regularizer.fields:
+            last = self.regularizer.fields["depth"][-1]
+            last.bias[-1].fill_(value)
 
     @property
     def tasks(self) -> list[str]:
