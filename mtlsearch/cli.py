@@ -111,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted search")
     p.add_argument("--dry-run", action="store_true", help="print the trials or space and exit")
 
+    # predict ----------------------------------------------------------------
+    p = _add(sub, "predict", "mtlsearch.predict:run_cli",
+             "single-image inference with a trained checkpoint (exported model)")
+    p.add_argument("checkpoint", help="checkpoint.pt or a checkpoint folder")
+    p.add_argument("images", nargs="+", help="image files (png/jpg)")
+    p.add_argument("--out", default="predictions", help="output folder (default predictions/)")
+
     # report -----------------------------------------------------------------
     p = _add(sub, "report", "mtlsearch.report:run_cli",
              "turn a search's trials into tables, plots and parquet")

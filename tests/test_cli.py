@@ -11,7 +11,7 @@ from mtlsearch.cli import build_parser
 
 COMMANDS = [
     ["data", "synthrooms"], ["data", "preview"], ["data", "check"], ["data", "import-colmap"],
-    ["train"], ["search"], ["report"],
+    ["train"], ["search"], ["report"], ["predict"],
     ["bench", "data"], ["bench", "model"], ["bench", "search"], ["bench", "crossview"],
 ]
 
@@ -25,7 +25,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 def test_top_level_help_lists_subcommands():
     out = _run("--help")
     assert out.returncode == 0
-    for name in ("data", "train", "search", "report", "bench"):
+    for name in ("data", "train", "search", "report", "predict", "bench"):
         assert name in out.stdout
 
 
