@@ -621,6 +621,7 @@ def metric_directions() -> dict[str, bool]:
         for name in cls.names
     }
     out["delta_m"] = True
+    out["delta_m_st"] = True  # reports: delta_m vs single-task baselines beside a row baseline
     return out
 
 

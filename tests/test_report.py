@@ -261,6 +261,11 @@ def test_single_task_baselines_and_baseline_option(experiment: Path, tmp_path: P
     assert row["delta_m"].iloc[0] == pytest.approx(want[1])
     t2 = build_table(search, baseline="all")
     assert t2.baseline == "all" and t2.labels[0] == "all"
+    # With a row baseline, delta_m vs the single-task baselines (the papers' delta_m)
+    # stays beside it, and is what the published delta_m is compared with.
+    assert t2.columns[-2:] == ["delta_m", "delta_m_st"]
+    assert t2.cell("semseg", "delta_m_st").mean == pytest.approx(sum(want) / 3)
+    assert t2.cell("all", "delta_m").mean == pytest.approx(0.0, abs=1e-9)
     assert build_table(search, baseline="tasks=depth").baseline == "depth"
     with pytest.raises(UserError, match=r"--baseline 'nope' names no row \(rows: all, depth, semseg"):
         build_table(search, baseline="nope")

@@ -22,6 +22,8 @@ from mtlsearch.metrics import DepthMetric, SegMetric
 from mtlsearch.train import LossWindow, make_optimizer, poly_schedule, tensorboard_scalars
 from mtlsearch.trainable import make_trainer, run_cli
 
+REPO = Path(__file__).resolve().parents[1]
+
 TINY = {
     "data.synth.scenes": 6,
     "data.synth.size": [48, 64],
@@ -166,6 +168,19 @@ def test_local_mode_loop_learns(cache, tmp_path, one_thread):
     majority_miou, mean_depth_rmse = constant_predictor_scores(cfg, root)
     assert metrics["semseg_miou"] > majority_miou + 5, (metrics["semseg_miou"], majority_miou)
     assert metrics["depth_rmse"] < 0.8 * mean_depth_rmse, (metrics["depth_rmse"], mean_depth_rmse)
+
+
+def test_short_cpu_run_beats_trivial_predictors_on_held_out_rooms(tmp_path, one_thread):
+    """The `cpu` profile's run (48 rooms, paper task weights, 240 iterations) beats the
+    majority class and the mean depth on the validation rooms it never saw."""
+    profile = yaml.safe_load((REPO / "search_spaces" / "profiles" / "cpu.yaml").read_text())
+    profile = {k: v for k, v in profile.items() if k not in ("resources", "max_concurrent_trials")}
+    cfg = load_config(None, {**profile, "data.synth.cache_dir": str(tmp_path / "synth")})
+    trainer = make_trainer(cfg, workers=0, storage_path=tmp_path / "trials", name="heldout")
+    metrics = trainer.fit().metrics
+    majority_miou, mean_depth_rmse = constant_predictor_scores(cfg, resolve_root(cfg))
+    assert metrics["semseg_miou"] > majority_miou + 2, (metrics["semseg_miou"], majority_miou)
+    assert metrics["depth_rmse"] < 0.9 * mean_depth_rmse, (metrics["depth_rmse"], mean_depth_rmse)
 
 
 def test_local_mode_multiview_cvm_and_cross_view(cache, tmp_path, one_thread):

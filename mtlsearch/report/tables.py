@@ -259,6 +259,15 @@ def build_table(search: Search, group_by: list[str] | None = None,
             base_note = base_note or "Δm as reported by the trials"
     if has_dm:
         columns = [*columns, "delta_m"]
+    if base_label is not None and any(
+        "delta_m" in f.columns and f["delta_m"].notna().any() for f in used.values()
+    ):
+        # The trials' own delta_m is against the single-task baselines, as the papers'
+        # delta_m is: keep it beside the row-baseline delta_m for the paper comparison.
+        for label, frame in used.items():
+            values = list(frame["delta_m"]) if "delta_m" in frame.columns else []
+            cells[(label, "delta_m_st")] = _stats(values)
+        columns = [*columns, "delta_m_st"]
 
     labels = list(rows)
     if base_label is not None:
@@ -351,9 +360,11 @@ def format_cell(table: AblationTable, label: str, col: str, style: str = "md") -
 
 
 def _header(col: str, style: str) -> str:
-    name = "Δm (%)" if col == "delta_m" else col
+    names = {"delta_m": "Δm (%)", "delta_m_st": "Δm vs single-task (%)"}
+    name = names.get(col, col)
     if style == "tex":
-        name = "$\\Delta_m$ (\\%)" if col == "delta_m" else tex_escape(col)
+        tex = {"delta_m": "$\\Delta_m$ (\\%)", "delta_m_st": "$\\Delta_m$ vs single-task (\\%)"}
+        name = tex.get(col, tex_escape(col))
         return f"{name} {arrow(col, 'latex')}".strip()
     return f"{name} {arrow(col)}".strip()
 
@@ -548,13 +559,13 @@ def compare_paper(search: Search, table: AblationTable, paper: PaperTable) -> Pa
     paper_metrics = [m for m in next(iter(paper.rows.values()), {}) if direction_of(m)]
     metrics = []
     for m in paper_metrics:
-        if any((lb, prefix + m) in table.cells and table.cells[(lb, prefix + m)].n for _, lb, prefix in pairs):
+        if any(_paper_cell(table, lb, prefix, m) for _, lb, prefix in pairs):
             metrics.append(m)
     ordering = {}
     for m in metrics:
         ours, theirs = [], []
         for prow, lb, prefix in pairs:
-            c = table.cells.get((lb, prefix + m))
+            c = _paper_cell(table, lb, prefix, m)
             if c is None or c.n == 0 or m not in paper.rows[prow]:
                 continue
             ours.append(c.mean)
@@ -570,6 +581,19 @@ def compare_paper(search: Search, table: AblationTable, paper: PaperTable) -> Pa
         unmatched_paper=[p for p in paper.rows if p not in {q for q, _, _ in pairs}],
         unmatched_ours=[lb for lb in table.labels if lb not in matched_ours],
     )
+
+
+def _paper_key(table: AblationTable, label: str, prefix: str, metric: str) -> str:
+    """Our column to put beside the paper's ``metric``: the papers' delta_m is against
+    single-task baselines, so ``delta_m_st`` stands for it when the table has one."""
+    if metric == "delta_m" and (label, prefix + "delta_m_st") in table.cells:
+        return prefix + "delta_m_st"
+    return prefix + metric
+
+
+def _paper_cell(table: AblationTable, label: str, prefix: str, metric: str) -> Cell | None:
+    cell = table.cells.get((label, _paper_key(table, label, prefix, metric)))
+    return cell if cell is not None and cell.n else None
 
 
 def _paper_num(value: float | None, metric: str) -> str:
@@ -604,7 +628,7 @@ def paper_markdown(search: Search, table: AblationTable, cmp: PaperComparison) -
         for prow, lb, prefix in cmp.pairs:
             cells = []
             for m in cmp.metrics:
-                ours = format_cell(table, lb, prefix + m, "md")
+                ours = format_cell(table, lb, _paper_key(table, lb, prefix, m), "md")
                 cells.append(f"{_paper_num(p.rows[prow].get(m), m)} / {ours}")
             shown = lb + (f" [{prefix.rstrip('_')}]" if prefix else "")
             lines.append("| " + " | ".join([prow, shown, *cells]) + " |")
@@ -642,7 +666,7 @@ def paper_latex(table: AblationTable, cmp: PaperComparison) -> str:
         cells = []
         for m in cmp.metrics:
             cells += [_paper_num(p.rows[prow].get(m), m),
-                      format_cell(table, lb, prefix + m, "tex").replace(MISSING, "--")]
+                      format_cell(table, lb, _paper_key(table, lb, prefix, m), "tex").replace(MISSING, "--")]
         out.append(" & ".join([tex_escape(prow), tex_escape(lb + (f" [{prefix.rstrip('_')}]" if prefix else "")), *cells]) + " \\\\")
     return "\n".join([*out, "\\bottomrule", "\\end{tabular}"]) + "\n"
 
@@ -657,7 +681,7 @@ def paper_html(search: Search, table: AblationTable, cmp: PaperComparison) -> st
         out.append("<table class='paper'><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr></thead><tbody>")
         for prow, lb, prefix in cmp.pairs:
             cells = "".join(
-                f"<td>{_paper_num(p.rows[prow].get(m), m)} / {format_cell(table, lb, prefix + m, 'html')}</td>"
+                f"<td>{_paper_num(p.rows[prow].get(m), m)} / {format_cell(table, lb, _paper_key(table, lb, prefix, m), 'html')}</td>"
                 for m in cmp.metrics
             )
             shown = lb + (f" [{prefix.rstrip('_')}]" if prefix else "")
