@@ -309,8 +309,13 @@ def load_config(
     items = overrides.items() if isinstance(overrides, dict) else map(parse_override, overrides or [])
     for key, value in items:
         set_dotted(tree, key, value)
-    cfg = _build(Config, tree, "")
-    _check(cfg)
+    try:
+        cfg = _build(Config, tree, "")
+        _check(cfg)
+    except UserError as err:
+        if isinstance(source, (str, Path)):
+            raise UserError(f"{source}: {err}") from None
+        raise
     return cfg
 
 
