@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mtlsearch.config import load_config
+from mtlsearch.config import config_fields, load_config, set_dotted
 from mtlsearch.errors import UserError
 from mtlsearch.space import (
     INDEX_KEY,
@@ -66,17 +66,17 @@ Tune runs trials in their own working directories."""
 
 
 def absolutize(tree: dict[str, Any], cwd: str) -> dict[str, Any]:
-    """Make the config's relative file paths absolute against ``cwd`` (in place)."""
+    """Make the config's relative file paths absolute against ``cwd`` (in place),
+    including relative defaults (``data.synth.cache_dir``) the tree does not set."""
+    defaults = config_fields()
     for dotted in PATH_KEYS:
         *parents, leaf = dotted.split(".")
-        node = tree
+        node: Any = tree
         for part in parents:
             node = node.get(part) if isinstance(node, dict) else None
-            if node is None:
-                break
-        value = node.get(leaf) if isinstance(node, dict) else None
+        value = node.get(leaf) if isinstance(node, dict) and leaf in node else defaults[dotted]
         if isinstance(value, str) and value and not os.path.isabs(value):
-            node[leaf] = os.path.normpath(os.path.join(cwd, value))
+            set_dotted(tree, dotted, os.path.normpath(os.path.join(cwd, value)))
     return tree
 
 
@@ -352,6 +352,9 @@ def _init_ray(address: str | None) -> None:
 
     if ray.is_initialized():
         return
+    # Worker processes start slowly on a busy small machine (torch imports while other
+    # trials train); Train's 60 s default would abort and retry their start.
+    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
     if address:
         ray.init(address=address)
     else:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -134,6 +135,7 @@ def run_cli(args: argparse.Namespace) -> int:
     from ray.train import TrainingFailedError
 
     if not ray.is_initialized():
+        os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
         if args.address:
             ray.init(address=args.address)
         else:

@@ -351,3 +351,16 @@ def test_cli_dry_run_prints_trials(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "6 trial(s)" in proc.stdout
     assert not (tmp_path / "trials").exists()
+
+
+def test_absolutize_resolves_relative_defaults_against_the_launch_folder() -> None:
+    """Trials run in Tune's own working folders: the default SynthRooms cache (relative)
+    must point at the launch folder, so trials reuse the driver's dataset."""
+    from mtlsearch.search import absolutize
+
+    tree = absolutize({"model": {"pretrained_path": "w/r18.pth"}}, "/launch")
+    assert tree["data"]["synth"]["cache_dir"] == "/launch/.cache/synthrooms"
+    assert tree["model"]["pretrained_path"] == "/launch/w/r18.pth"
+    assert "root" not in tree["data"]  # empty: SynthRooms is generated, nothing to resolve
+    kept = absolutize({"data": {"root": "/abs/NYUD_MT"}}, "/launch")
+    assert kept["data"]["root"] == "/abs/NYUD_MT"
