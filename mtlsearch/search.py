@@ -89,7 +89,13 @@ def trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     from mtlsearch.trainable import failure_reason, make_trainer
 
     space: Space = ctx["space"]
-    values = {k: v for k, v in config.items() if k != INDEX_KEY}
+    planned = ctx.get("planned")
+    if planned is not None and INDEX_KEY in config:
+        # The planned row, not Tune's copy: a trial still pending when a search was
+        # interrupted comes back from Tuner.restore with unresolved sample_from values.
+        values = dict(planned[config[INDEX_KEY]])
+    else:
+        values = {k: v for k, v in config.items() if k != INDEX_KEY}
     tree = absolutize(space.tree(values), ctx["cwd"])
     cfg = load_config(tree)
     tune_ctx = tune.get_context()
@@ -299,12 +305,17 @@ def dry_run(space: Space, exp_dir: Path) -> str:
 
 def summarize(results: Any, exp_dir: Path, space: Space) -> tuple[int, int]:
     """Print N finished / M errored, the best trial, where results are."""
-    finished, errored = 0, 0
+    finished, errored, unfinished = 0, 0, 0
     best = None
     metric = space.search.metric if not space.search.multi_objective else None
-    for result in results:
+    analysis = getattr(results, "_experiment_analysis", None)
+    statuses = [t.status for t in getattr(analysis, "trials", [])] or None
+    for i, result in enumerate(results):
         if result.error is not None:
             errored += 1
+            continue
+        if statuses is not None and i < len(statuses) and statuses[i] != "TERMINATED":
+            unfinished += 1
             continue
         finished += 1
         value = (result.metrics or {}).get(metric) if metric else None
@@ -312,7 +323,9 @@ def summarize(results: Any, exp_dir: Path, space: Space) -> tuple[int, int]:
             better = best is None or (value > best[0] if space.search.mode == "max" else value < best[0])
             if better:
                 best = (value, result)
-    print(f"search {exp_dir.name!r}: {finished} finished, {errored} errored; results in {exp_dir}")
+    stopped = f", {unfinished} not finished (interrupted: continue with --resume)" if unfinished else ""
+    print(f"search {exp_dir.name!r}: {finished} finished, {errored} errored{stopped}; "
+          f"results in {exp_dir}")
     if best is not None:
         cfg = {k: v for k, v in best[1].config.items() if k != INDEX_KEY}
         print(f"best {metric} = {best[0]:.4g} with " + ", ".join(f"{k}={v}" for k, v in cfg.items()))
@@ -358,7 +371,9 @@ def _init_ray(address: str | None) -> None:
     if address:
         ray.init(address=address)
     else:
-        ray.init(include_dashboard=False)
+        # Each trial's Tune driver holds 0.01 CPU while it waits on its TorchTrainer; one
+        # logical CPU of headroom lets N one-CPU trials run side by side on N cores.
+        ray.init(num_cpus=(os.cpu_count() or 1) + 1, include_dashboard=False)
 
 
 def run_search(
@@ -413,6 +428,7 @@ def run_search(
         "cwd": cwd,
         "train_storage": str(exp_dir / TRAIN_DIR),
         "baselines": baselines,
+        "planned": trials,
     }
     from ray import tune
 
