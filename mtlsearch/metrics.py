@@ -42,6 +42,7 @@ Metrics without any valid pixel report NaN. Percentages are in [0, 100].
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -63,7 +64,7 @@ average, multi-view input); the prefixed key has the direction of the plain one.
 # ---------------------------------------------------------------------------
 
 
-class Metric:
+class Metric(abc.ABC):
     """An accumulator of summable float64 statistics (see the module docstring).
 
     Subclasses declare ``names`` (the keys :meth:`compute` returns), ``higher_is_better``
@@ -77,14 +78,17 @@ class Metric:
         self.state: dict[str, torch.Tensor] = {}
         self.reset()
 
+    @abc.abstractmethod
     def _spec(self) -> dict[str, tuple[int, ...]]:
-        raise NotImplementedError
+        """Name -> shape of each summable statistic."""
 
+    @abc.abstractmethod
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        raise NotImplementedError
+        """Accumulate one batch."""
 
+    @abc.abstractmethod
     def compute(self) -> dict[str, float]:
-        raise NotImplementedError
+        """Scores over everything accumulated."""
 
     def reset(self) -> None:
         """Forget everything accumulated so far."""

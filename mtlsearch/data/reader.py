@@ -21,6 +21,7 @@ Every decode error (missing, truncated or unreadable file) is raised as a
 
 from __future__ import annotations
 
+import abc
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,7 +225,7 @@ def read_split(path: Path) -> list[str]:
 # ---------------------------------------------------------------------------
 
 
-class Reader:
+class Reader(abc.ABC):
     """A dataset folder: tasks, split ids, files and decoding of one view.
 
     Subclasses set ``layout``, ``tasks`` and implement :meth:`split_ids`,
@@ -242,18 +243,21 @@ class Reader:
         self._cameras: dict[str, Camera] | None = None
 
     # -- to implement -------------------------------------------------------
+    @abc.abstractmethod
     def split_ids(self, split: str) -> list[str]:
-        raise NotImplementedError
+        """Ids listed in ``split``."""
 
+    @abc.abstractmethod
     def image_path(self, id_: str) -> Path:
-        raise NotImplementedError
+        """The RGB file of ``id_``."""
 
+    @abc.abstractmethod
     def label_path(self, id_: str, task: str) -> Path:
         """The main file of ``task`` for ``id_`` (used by checks and error messages)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def read_label(self, id_: str, task: str) -> np.ndarray:
-        raise NotImplementedError
+        """The decoded label of ``task`` for ``id_`` (tasks.py conventions)."""
 
     # -- cameras (optional) ---------------------------------------------------
     @property

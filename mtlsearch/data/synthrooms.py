@@ -62,6 +62,8 @@ from mtlsearch.data.geometry import camera_rays, rotation_angle_deg
 from mtlsearch.errors import UserError
 
 GENERATOR_VERSION = "1.0"
+CYLINDER_SIZES = {"lamp": ((1.0, 1.8), (0.08, 0.2)), "bin": ((0.25, 0.5), (0.12, 0.25))}
+"""Height and radius ranges (metres) of the cylinder-shaped objects."""
 _GENERATOR = "mtlsearch.data.synthrooms"
 CLASS_ID = {name: i for i, name in enumerate(SYNTHROOMS_CLASSES)}
 OBJECT_CLASS_IDS = tuple(CLASS_ID[c] for c in SYNTHROOMS_OBJECT_CLASSES)
@@ -387,28 +389,10 @@ def _sample_object(
             float(ly / 2),
             float(yaw),
         )
-    if name == "lamp":
-        return Obj(
-            "cyl",
-            cls,
-            0,
-            mat,
-            float(c[0]),
-            float(c[1]),
-            rng.uniform(1.0, 1.8),
-            rng.uniform(0.08, 0.2),
-        )
-    if name == "bin":
-        return Obj(
-            "cyl",
-            cls,
-            0,
-            mat,
-            float(c[0]),
-            float(c[1]),
-            rng.uniform(0.25, 0.5),
-            rng.uniform(0.12, 0.25),
-        )
+    if name in CYLINDER_SIZES:
+        (h_lo, h_hi), (r_lo, r_hi) = CYLINDER_SIZES[name]
+        height, radius = rng.uniform(h_lo, h_hi), rng.uniform(r_lo, r_hi)
+        return Obj("cyl", cls, 0, mat, float(c[0]), float(c[1]), height, radius)
     r = rng.uniform(0.1, 0.35)
     return Obj("sphere", cls, 0, mat, float(c[0]), float(c[1]), 2 * r, r)
 

@@ -12,6 +12,7 @@ input size.
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Callable
 
@@ -52,7 +53,7 @@ def make_head(cin: int, cout: int, width: int) -> nn.Module:
     return nn.Sequential(conv_bn_relu(cin, width, 3), nn.Conv2d(width, cout, 1))
 
 
-class Decoder(nn.Module):
+class Decoder(nn.Module, abc.ABC):
     """Base MTL decoder. Subclasses implement :meth:`fuse`.
 
     Args:
@@ -91,8 +92,9 @@ class Decoder(nn.Module):
     def feature_size(self, image_size: tuple[int, int]) -> tuple[int, int]:
         return math.ceil(image_size[0] / self.stride), math.ceil(image_size[1] / self.stride)
 
+    @abc.abstractmethod
     def fuse(self, feats: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
-        raise NotImplementedError
+        """The backbone levels fused into one map of ``size``."""
 
     def features(
         self,
