@@ -374,7 +374,36 @@ def _edge_engine() -> tuple[Callable[..., Any], Callable[..., Any], Callable[...
             f"edge evaluation needs pyEdgeEval==0.2.8 with opencv-python-headless ({err}); "
             "reinstall the package: pip install -e ."
         ) from None
-    return correspond_pixels, binary_thin, fast_nms
+    reseed = _matcher_reseed()
+
+    def seeded_correspond_pixels(*args: Any, **kwargs: Any) -> Any:
+        if reseed is not None:
+            reseed(MATCHER_SEED)
+        return correspond_pixels(*args, **kwargs)
+
+    return seeded_correspond_pixels, binary_thin, fast_nms
+
+
+MATCHER_SEED = 1
+"""Seed of the BSDS matcher's random outlier edges, set before every matching."""
+
+
+def _matcher_reseed() -> Callable[[int], None] | None:
+    """``Random::rand.reseed`` of pyEdgeEval's C++ matcher (BSDS seeds it from the clock),
+    so edge scores are reproducible; ``None`` if the library does not export it."""
+    import ctypes
+    import importlib
+
+    module = importlib.import_module("pyEdgeEval._lib.correspond_pixels")
+    try:
+        lib = ctypes.CDLL(module.__file__)
+        rng = ctypes.addressof(ctypes.c_char.in_dll(lib, "_ZN6Random4randE"))
+        func = lib._ZN6Random6reseedEm
+    except (OSError, ValueError, AttributeError):
+        return None
+    func.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
+    func.restype = None
+    return lambda seed: func(rng, seed)
 
 
 def edge_thresholds(thresholds: int | Sequence[float]) -> np.ndarray:
@@ -426,8 +455,9 @@ class EdgeMetric(Metric):
     thinning are Python/Cython ports, not the MATLAB/MEX originals; ODS is not interpolated between
     thresholds (as SEISM, unlike BSDS ``edgesEvalDir``); ignore pixels do not exist in
     SEISM; the tolerance uses the evaluated tensor's diagonal (evaluate at full label
-    resolution to match); as in BSDS, the matcher's outlier edges are drawn with a
-    time-seeded random generator, so counts can differ between runs in rare ties.
+    resolution to match); BSDS draws the matcher's outlier edges with a clock-seeded
+    random generator, so its counts can differ between runs in ties; here it is reseeded
+    with :data:`MATCHER_SEED` before every matching, so scores are reproducible.
 
     Cost: one matching per image and threshold, about 20 ms at 96 x 128 and 0.2-0.8 s at
     480 x 640 on one CPU core (more for noisy maps with many candidate pixels), so the
