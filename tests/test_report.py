@@ -384,7 +384,7 @@ def test_cli_prints_table_and_user_errors(experiment: Path, tmp_path: Path, caps
     out = capsys.readouterr().out
     assert "| regularizer.tasks | semseg_miou ↑ |" in out and "wrote" in out
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == [
-        "curves.parquet", "plots", "results.parquet", "table.csv", "table.md"]
+        ".mtlsearch-report", "curves.parquet", "plots", "results.parquet", "table.csv", "table.md"]
     for argv, message in (
         (["report", str(tmp_path / "missing")], "search folder not found"),
         (["report", str(tmp_path / "r" / "plots")], "is not a search folder"),
@@ -442,3 +442,96 @@ def test_papers_and_helpers() -> None:
     assert parse_formats("md, tex") == ["md", "tex"]
     text = "Failure # 1 (occurred at x)\n\x1b[36mray::f()\x1b[39m\n  File 'a.py'\nValueError: bad value\n"
     assert error_summary(text) == "ValueError: bad value"
+
+
+# ---------------------------------------------------------------------------
+# --out never deletes what the report did not write (hand-made search, no Ray)
+# ---------------------------------------------------------------------------
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _report_cli(argv: list[str], capsys) -> tuple[int, str]:
+    from mtlsearch.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["report", *argv, "--format", "md"])
+    return exc.value.code, capsys.readouterr().err
+
+
+def test_out_new_folder_then_replaces_only_its_own_report(tmp_path: Path, capsys) -> None:
+    from tests.searchdirs import make_search
+
+    search = make_search(tmp_path / "trials")
+    out = tmp_path / "reports" / "hand"
+    code, _ = _report_cli([str(search), "--out", str(out)], capsys)
+    assert code == 0 and (out / "table.md").is_file()
+    marker = json.loads((out / ".mtlsearch-report").read_text())
+    assert marker["kind"] == "report" and "table.md" in marker["files"]
+    (out / "table.md").write_text("stale")
+    code, _ = _report_cli([str(search), "--out", str(out)], capsys)
+    assert code == 0 and (out / "table.md").read_text() != "stale"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["hand"]  # nothing left beside it
+    # A file the user added to the report folder is never deleted: refused, untouched.
+    (out / "notes.txt").write_text("mine")
+    before = _tree(tmp_path)
+    code, err = _report_cli([str(search), "--out", str(out)], capsys)
+    assert code == 2 and "notes.txt" in err and "refusing" in err and err.count("\n") == 1
+    assert _tree(tmp_path) == before
+
+
+def test_out_refuses_folders_it_did_not_write(tmp_path: Path, capsys) -> None:
+    from tests.searchdirs import make_search
+
+    search = make_search(tmp_path / "trials")
+    thesis = tmp_path / "thesis"
+    thesis.mkdir()
+    (thesis / "thesis.tex").write_text("\\documentclass{article}")
+    afile = tmp_path / "results.txt"
+    afile.write_text("keep")
+    other_kind = tmp_path / "synth"
+    other_kind.mkdir()
+    (other_kind / ".mtlsearch-synthrooms").write_text(json.dumps(
+        {"tool": "mtlsearch", "kind": "synthrooms", "files": []}))
+    link = tmp_path / "link"
+    link.symlink_to(thesis)
+    cases = [
+        (thesis, "not an mtlsearch report"),
+        (afile, "is a file"),
+        (afile / "sub", "is a file"),
+        (other_kind, "synthrooms output, not a report"),
+        (link, "symbolic link"),
+        (search, "is the search folder"),
+        (search / "a0000_00000", "inside the search folder"),
+        (search / "new", "inside the search folder"),
+        (search.parent, "contains the search folder"),
+        (tmp_path, "contains the search folder"),
+    ]
+    before = _tree(tmp_path)
+    for out, message in cases:
+        code, err = _report_cli([str(search), "--out", str(out)], capsys)
+        assert code == 2 and message in err and err.startswith("error: --out"), (out, err)
+        assert _tree(tmp_path) == before, out
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _ = _report_cli([str(search), "--out", str(empty)], capsys)
+    assert code == 0 and (empty / "table.md").is_file()
+
+
+def test_corrupt_search_metadata_is_one_error_line(tmp_path: Path, capsys) -> None:
+    from tests.searchdirs import make_search
+
+    search = make_search(tmp_path / "trials")
+    meta = search / "mtlsearch.json"
+    good = json.loads(meta.read_text())
+    for content in (b"{not json", b"\xff\xfe\x00", json.dumps([1, 2]).encode(),
+                    json.dumps({**good, "ablated_keys": 5}).encode(),
+                    json.dumps({**good, "name": "../../escape"}).encode(),
+                    json.dumps({**good, "search": "grid"}).encode(),
+                    json.dumps({**good, "tasks": ["semseg"]}).encode()):
+        meta.write_bytes(content)
+        code, err = _report_cli([str(search), "--out", str(tmp_path / "r")], capsys)
+        assert code == 2 and "mtlsearch.json" in err and err.count("\n") == 1, (content, err)
+    assert not (tmp_path / "r").exists()

@@ -4,6 +4,9 @@
 (one row per reported evaluation), ``table.md``/``table.tex``/``table.csv``/``report.html``
 (per ``--format``) and ``plots/*.png``. The folder is built beside the target and
 renamed into place at the end, so a failure midway leaves an earlier report intact.
+``--out`` follows :mod:`mtlsearch.outputs`: a new or empty folder, or an earlier report
+(marker ``.mtlsearch-report``) holding only the files it wrote; never the search folder,
+a folder inside it or one that contains it.
 """
 
 from __future__ import annotations
@@ -12,14 +15,12 @@ import argparse
 import base64
 import html
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mtlsearch.errors import UserError
+from mtlsearch.outputs import MARKER_PREFIX, check_target, output_folder
 from mtlsearch.report.collect import Search
 from mtlsearch.report.collect import collect as collect_search
 from mtlsearch.report.papers import direction_of, get_table
@@ -41,6 +42,8 @@ from mtlsearch.report.tables import (
 log = logging.getLogger("mtlsearch.report")
 
 FORMATS = ("md", "tex", "csv", "html")
+REPORT_KIND = "report"
+"""Marker kind of report folders (``.mtlsearch-report``): only such a folder is replaced."""
 PARETO_PAIRS = (("semseg_miou", "depth_rmse"), ("semseg_miou", "normals_mean_err"),
                 ("depth_rmse", "normals_mean_err"))
 
@@ -226,10 +229,14 @@ def build_report(trials_dir: str | Path, out: str | Path | None = None,
     """Read the search in ``trials_dir`` and write its report to ``out`` (default
     ``reports/<name>``), atomically. Returns what was written."""
     formats = list(FORMATS) if formats is None else formats
+    out_path = Path(out) if out is not None else None
+    if out_path is not None:
+        check_target(out_path, REPORT_KIND, protect=[trials_dir])
     log.info("reading %s", trials_dir)
     search = collect_search(trials_dir)
     table = build_table(search, group_by=group_by, baseline=baseline)
-    out_path = Path(out) if out is not None else Path("reports") / search.name
+    if out_path is None:
+        out_path = Path("reports") / search.name
     report = Report(out=out_path, search=search, table=table, markdown="")
     paper_ref = search.meta.get("paper")
     if paper_ref:
@@ -239,9 +246,7 @@ def build_report(trials_dir: str | Path, out: str | Path | None = None,
             report.notes.append(f"paper table not shown: {err}")
     report.markdown = _markdown(report)
 
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.tmp-", dir=out_path.parent))
-    try:
+    with output_folder(out_path, REPORT_KIND, protect=[search.path]) as tmp:
         results = search.results.copy()
         if table.trial_delta_m:
             results["delta_m_vs_baseline"] = results["trial_id"].astype(str).map(table.trial_delta_m)
@@ -261,18 +266,8 @@ def build_report(trials_dir: str | Path, out: str | Path | None = None,
         if "html" in formats:
             pngs = {p.name: p.read_bytes() for p in sorted((tmp / "plots").glob("*.png"))}
             (tmp / "report.html").write_text(_html_page(report, pngs))
-        os.chmod(tmp, 0o755)
-        old = None
-        if out_path.exists():
-            old = out_path.parent / f".{out_path.name}.old-{os.getpid()}"
-            out_path.rename(old)
-        tmp.rename(out_path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    report.files = sorted(p for p in out_path.rglob("*") if p.is_file())
+    report.files = sorted(p for p in out_path.rglob("*")
+                          if p.is_file() and not p.name.startswith(MARKER_PREFIX))
     return report
 
 

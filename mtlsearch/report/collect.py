@@ -89,7 +89,7 @@ def read_json_lines(path: Path) -> tuple[list[dict[str, Any]], int]:
             continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             bad += 1
             continue
         if isinstance(row, dict):
@@ -101,9 +101,50 @@ def read_json_lines(path: Path) -> tuple[list[dict[str, Any]], int]:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError, RecursionError):
         return None
+
+
+_META_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "name": ((str,), "a string"),
+    "space": ((dict,), "a mapping"),
+    "space_path": ((str,), "a string"),
+    "profile": ((str,), "a string"),
+    "overrides": ((list, dict), "a list of key=value strings or a mapping"),
+    "ablated_keys": ((list,), "a list of config keys"),
+    "baseline": ((dict, str), "a mapping or a row label"),
+    "paper": ((str,), "a paper table name"),
+    "search": ((dict,), "a mapping"),
+    "tasks": ((dict,), "a mapping of task names to weights"),
+    "static_config": ((dict,), "a mapping"),
+    "single_task_baselines": ((dict,), "a mapping"),
+}
+"""Type of every ``mtlsearch.json`` field the report reads (null allowed for each)."""
+
+
+def check_meta(meta: dict[str, Any], path: Path) -> None:
+    """Raise :class:`UserError` naming ``path`` and the field when a field of the search
+    metadata has the wrong type (a corrupt or hand-edited ``mtlsearch.json``)."""
+    for key, (types, what) in _META_TYPES.items():
+        value = meta.get(key)
+        if value is not None and not isinstance(value, types):
+            raise UserError(f"{path}: field {key!r} must be {what}, got {type(value).__name__}")
+    name = meta.get("name")
+    if name is not None and (not name.strip() or name in (".", "..")
+                             or any(c in name for c in "/\\\0")):
+        raise UserError(f"{path}: field 'name' must be a plain folder name, got {name!r}")
+    if isinstance(meta.get("ablated_keys"), list) and not all(
+            isinstance(k, str) for k in meta["ablated_keys"]):
+        raise UserError(f"{path}: field 'ablated_keys' must list config keys as strings")
+    if isinstance(meta.get("overrides"), list) and not all(
+            isinstance(k, str) for k in meta["overrides"]):
+        raise UserError(f"{path}: field 'overrides' must list key=value strings")
+    search = meta.get("search") or {}
+    for key in ("algorithm", "index_key", "optuna_storage"):
+        if search.get(key) is not None and not isinstance(search[key], str):
+            raise UserError(f"{path}: field 'search.{key}' must be a string, "
+                            f"got {type(search[key]).__name__}")
 
 
 def read_experiment_state(search_dir: Path) -> dict[str, dict[str, Any]]:
@@ -125,6 +166,8 @@ def read_experiment_state(search_dir: Path) -> dict[str, dict[str, Any]]:
             if not isinstance(trial, dict) or "trial_id" not in trial:
                 continue
             meta = meta if isinstance(meta, dict) else {}
+            logdir = trial.get("relative_logdir")
+            trial["relative_logdir"] = logdir if isinstance(logdir, str) else None
             out[str(trial["trial_id"])] = {
                 "status": trial.get("status"),
                 "relative_logdir": trial.get("relative_logdir"),
@@ -316,6 +359,7 @@ def collect(trials_dir: str | Path) -> Search:
         loaded = _read_json(meta_path)
         if not isinstance(loaded, dict):
             raise UserError(f"{meta_path}: not a JSON object (corrupt search metadata?)")
+        check_meta(loaded, meta_path)
         meta = loaded
     state = read_experiment_state(path)
     trial_dirs = sorted(p for p in path.iterdir() if _is_trial_dir(p))
@@ -360,7 +404,7 @@ def collect(trials_dir: str | Path) -> Search:
                 try:
                     frame = pd.read_csv(tdir / "progress.csv", on_bad_lines="skip")
                     rows = frame.to_dict("records")
-                except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError):
+                except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError, ValueError):
                     rows = []
         if not rows and st.get("last_result"):
             rows = [st["last_result"]]
@@ -386,7 +430,8 @@ def collect(trials_dir: str | Path) -> Search:
                 param_keys.append(key)
             row[key] = None if value is None else readable(value)
         seed = params.get(SEED_KEY)
-        row["seed"] = int(seed) if isinstance(seed, (int, float)) and not isinstance(seed, bool) else None
+        row["seed"] = (int(seed) if isinstance(seed, (int, float)) and not isinstance(seed, bool)
+                       and math.isfinite(seed) else None)
 
         series: dict[str, list[float]] = {}
         for i, r in enumerate(rows):

@@ -1,0 +1,237 @@
+"""The one rule for every command that writes a folder (or a file) given by the user.
+
+Contract:
+
+* The output is built beside the target (``.<name>.tmp-*``) and renamed into place when
+  complete, so a failure midway leaves whatever was at the target untouched.
+* A target may be a path that does not exist yet or an empty folder; or, when the
+  command replaces earlier outputs (``replace=True``: ``report --out``, ``predict --out``,
+  ``data synthrooms --force``), a folder holding an earlier mtlsearch output *of the same
+  kind*, recognised by its marker file ``.mtlsearch-<kind>`` (JSON: tool, kind, and the
+  list of files written). Such a folder is replaced only while it holds nothing but the
+  files its marker lists: a file the user added is never deleted.
+* Anything else is refused with a :class:`UserError` naming the flag and the path: an
+  existing file where a folder is expected, a symbolic link, a folder without this
+  kind's marker, a folder holding files mtlsearch did not write, a path whose parent is a
+  file, and a target that is, contains or lies inside a protected folder (the search
+  folder a report reads). ``--force`` never extends to unrelated folders.
+* Files (``data preview --out PNG``) follow the same rule: a new path, or a PNG this
+  command wrote (its ``Software`` text chunk is :func:`png_software`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from mtlsearch.errors import UserError
+
+MARKER_PREFIX = ".mtlsearch-"
+TOOL = "mtlsearch"
+
+
+def marker_name(kind: str) -> str:
+    """The marker file's name for outputs of ``kind`` (``.mtlsearch-report``)."""
+    return f"{MARKER_PREFIX}{kind}"
+
+
+def _listing(folder: Path) -> list[str]:
+    """Every file and symbolic link below ``folder`` (relative POSIX paths, sorted);
+    links are listed, never followed."""
+    out: list[str] = []
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        base = Path(root)
+        for name in files:
+            out.append((base / name).relative_to(folder).as_posix())
+        for name in dirs:
+            if (base / name).is_symlink():
+                out.append((base / name).relative_to(folder).as_posix())
+    return sorted(out)
+
+
+def read_marker(folder: Path) -> dict | None:
+    """The parsed marker of an mtlsearch output folder, whatever its kind, or None."""
+    try:
+        names = [p.name for p in folder.iterdir() if p.name.startswith(MARKER_PREFIX)]
+    except OSError:
+        return None
+    for name in sorted(names):
+        try:
+            data = json.loads((folder / name).read_bytes().decode("utf-8"))
+        except (OSError, ValueError):
+            continue
+        if (isinstance(data, dict) and data.get("tool") == TOOL
+                and name == marker_name(str(data.get("kind")))
+                and isinstance(data.get("files"), list)):
+            return data
+    return None
+
+
+def write_marker(folder: Path, kind: str) -> Path:
+    """Write ``folder/.mtlsearch-<kind>`` listing every file now in ``folder``."""
+    path = folder / marker_name(kind)
+    files = [f for f in _listing(folder) if f != path.name]
+    data = {"tool": TOOL, "kind": kind, "files": files}
+    path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    return path
+
+
+def _inside(a: Path, b: Path) -> bool:
+    """Whether ``a`` is ``b`` or lies below it (both resolved)."""
+    return a == b or b in a.parents
+
+
+def check_target(
+    out: str | Path,
+    kind: str,
+    *,
+    flag: str = "--out",
+    replace: bool = True,
+    force_hint: str | None = None,
+    protect: Sequence[str | Path] = (),
+    legacy: Callable[[Path], bool] | None = None,
+) -> Path:
+    """Check that an output folder of ``kind`` may be written at ``out``; return it
+    absolute. ``replace``: an earlier output of the same kind may be replaced (without
+    it any existing folder is refused, with ``force_hint`` as the remedy). ``protect``:
+    folders the target must neither be, contain nor lie inside. ``legacy``: recognises
+    an earlier output written before markers existed. Raises :class:`UserError`."""
+    raw = Path(out)
+    target = Path(os.path.abspath(raw))
+    shown = f"{flag} {str(raw)!r}"
+    resolved = target.resolve()
+    for folder in protect:
+        p = Path(folder).resolve()
+        if resolved == p:
+            raise UserError(f"{shown} is the search folder {str(folder)!r}; choose another folder")
+        if _inside(resolved, p):
+            raise UserError(f"{shown} lies inside the search folder {str(folder)!r}; choose a folder outside it")
+        if _inside(p, resolved):
+            raise UserError(f"{shown} contains the search folder {str(folder)!r}; choose another folder")
+    for parent in target.parents:
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                raise UserError(f"{shown}: {str(parent)!r} is a file, not a folder")
+            break
+    if target.is_symlink():
+        raise UserError(f"{shown} is a symbolic link; give a real folder")
+    if not target.exists():
+        return target
+    if not target.is_dir():
+        raise UserError(f"{shown} is a file, not a folder; refusing to replace it")
+    if not replace:
+        hint = f" (use {force_hint} to replace an earlier {kind} output)" if force_hint else ""
+        raise UserError(f"{shown} already exists{hint}")
+    present = _listing(target)
+    if not present:
+        return target
+    marker = read_marker(target)
+    if marker is None:
+        if legacy is not None and legacy(target):
+            return target
+        raise UserError(
+            f"{shown} exists and is not an mtlsearch {kind} output (no {marker_name(kind)} "
+            "marker): refusing to replace it; choose a new folder"
+        )
+    if marker.get("kind") != kind:
+        raise UserError(
+            f"{shown} holds an mtlsearch {marker.get('kind')} output, not a {kind}: "
+            "refusing to replace it; choose another folder"
+        )
+    written = {str(f) for f in marker["files"]} | {marker_name(kind)}
+    foreign = [f for f in present if f not in written]
+    if foreign:
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        raise UserError(
+            f"{shown} holds files mtlsearch did not write ({foreign[0]!r}{more}): refusing to "
+            "replace it; move them away or choose another folder"
+        )
+    return target
+
+
+def install(tmp: Path, target: Path, kind: str, **check: object) -> None:
+    """Mark ``tmp`` as a ``kind`` output and rename it to ``target``, replacing (after
+    checking it again with ``check``'s arguments) an earlier output there."""
+    write_marker(tmp, kind)
+    check_target(target, kind, **check)  # type: ignore[arg-type]
+    old = None
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        target.rename(old)
+    try:
+        tmp.rename(target)
+    except BaseException:
+        if old is not None and not target.exists():
+            old.rename(target)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def output_folder(out: str | Path, kind: str, **check: object) -> Iterator[Path]:
+    """Check ``out`` (see :func:`check_target`), yield a private folder beside it to
+    write into, then install it at ``out``; on any error the private folder is removed
+    and ``out`` is left as it was."""
+    target = check_target(out, kind, **check)  # type: ignore[arg-type]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)
+        install(tmp, target, kind, **check)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def png_software(kind: str) -> str:
+    """The PNG ``Software`` text that marks a file written by mtlsearch's ``kind``."""
+    return f"{TOOL} {kind}"
+
+
+def check_file_target(out: str | Path, kind: str, *, flag: str = "--out") -> Path:
+    """Check that a PNG file of ``kind`` may be written at ``out``: a new path, or a PNG
+    an earlier run of the same command wrote. Returns it absolute."""
+    raw = Path(out)
+    target = Path(os.path.abspath(raw))
+    shown = f"{flag} {str(raw)!r}"
+    if not target.parent.is_dir():
+        raise UserError(f"{shown}: folder {str(target.parent)!r} not found")
+    if target.is_symlink():
+        raise UserError(f"{shown} is a symbolic link; give a real file")
+    if target.is_dir():
+        raise UserError(f"{shown} is a folder, expected a PNG file name")
+    if target.exists():
+        from PIL import Image
+
+        try:
+            with Image.open(target) as im:
+                software = im.info.get("Software")
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            software = None
+        if software != png_software(kind):
+            raise UserError(
+                f"{shown} exists and was not written by mtlsearch {kind}: refusing to "
+                "overwrite it; choose a new file name"
+            )
+    return target
+
+
+__all__ = [
+    "MARKER_PREFIX",
+    "check_file_target",
+    "check_target",
+    "install",
+    "marker_name",
+    "output_folder",
+    "png_software",
+    "read_marker",
+    "write_marker",
+]
