@@ -25,14 +25,21 @@ def _add(
     return parser
 
 
+MAX_SIDE = 4096
+"""Largest image side ``HxW`` arguments accept (a 100000x100000 image would never finish)."""
+
+
 def _size(text: str) -> tuple[int, int]:
-    """Parse ``HxW`` (e.g. ``120x160``) into a pair of positive ints."""
+    """Parse ``HxW`` (e.g. ``120x160``) into a pair of positive ints of at most
+    :data:`MAX_SIDE`."""
     try:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected HxW such as 120x160, got {text!r}") from None
     if h <= 0 or w <= 0:
         raise argparse.ArgumentTypeError(f"both sides must be positive, got {text!r}")
+    if h > MAX_SIDE or w > MAX_SIDE:
+        raise argparse.ArgumentTypeError(f"each side must be at most {MAX_SIDE}, got {text!r}")
     return h, w
 
 

@@ -268,7 +268,11 @@ def test_existing_output_and_interrupted_runs(
     before = sorted(p.name for p in out.iterdir())
     with pytest.raises(UserError, match="--out"):
         sr.generate(out, **small)
+    with pytest.raises(UserError, match="keep.txt"):  # --force never deletes a file it did not write
+        sr.generate(out, **small, force=True)
     assert (out / "keep.txt").read_text() == "old"
+    (out / "keep.txt").unlink()
+    before = sorted(p.name for p in out.iterdir())
 
     real = sr._write_scene
     calls = []

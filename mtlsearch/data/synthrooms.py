@@ -60,11 +60,14 @@ from PIL import Image
 from mtlsearch.classes import SYNTHROOMS_CLASSES, SYNTHROOMS_OBJECT_CLASSES
 from mtlsearch.data.geometry import camera_rays, rotation_angle_deg
 from mtlsearch.errors import UserError
+from mtlsearch.outputs import check_target, install
 
 GENERATOR_VERSION = "1.0"
 CYLINDER_SIZES = {"lamp": ((1.0, 1.8), (0.08, 0.2)), "bin": ((0.25, 0.5), (0.12, 0.25))}
 """Height and radius ranges (metres) of the cylinder-shaped objects."""
 _GENERATOR = "mtlsearch.data.synthrooms"
+OUTPUT_KIND = "synthrooms"
+"""Marker kind (``.mtlsearch-synthrooms``): ``--force`` replaces only such a dataset."""
 CLASS_ID = {name: i for i, name in enumerate(SYNTHROOMS_CLASSES)}
 OBJECT_CLASS_IDS = tuple(CLASS_ID[c] for c in SYNTHROOMS_OBJECT_CLASSES)
 MODALITIES = (
@@ -944,12 +947,14 @@ def split_scenes(scenes: int, val_fraction: float, seed: int) -> list[int]:
 
 
 def _replaceable(out: Path) -> bool:
-    """``--force`` only replaces an empty folder or a dataset this generator wrote."""
-    if not any(out.iterdir()):
-        return True
+    """A dataset this generator wrote before output markers existed (its ``meta.json``,
+    nothing but the dataset's own folders): ``--force`` may replace it."""
     try:
         meta = json.loads((out / "meta.json").read_text())
     except (OSError, ValueError):
+        return False
+    own = {*MODALITIES, "gt_sets", "meta.json"}
+    if any(p.name not in own for p in out.iterdir()):
         return False
     return isinstance(meta, dict) and meta.get("generator") == _GENERATOR
 
@@ -993,20 +998,7 @@ def _check_args(
         raise UserError(f"--val-fraction must be in [0, 1), got {val_fraction!r}")
     if workers is not None and workers < 1:
         raise UserError(f"--workers must be a positive integer, got {workers!r}")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {str(out)!r} is a file, not a folder")
-    if out.exists() and not force:
-        raise UserError(f"--out {str(out)!r} already exists (use --force to replace it)")
-    if out.exists() and not _replaceable(out):
-        raise UserError(
-            f"--out {str(out)!r} is neither empty nor a SynthRooms dataset "
-            "(no meta.json from this generator): refusing to replace it"
-        )
-    for parent in out.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise UserError(f"--out {str(out)!r}: {str(parent)!r} is a file, not a folder")
-            break
+    check_target(out, OUTPUT_KIND, replace=force, force_hint="--force", legacy=_replaceable)
 
 
 def generate(
@@ -1062,12 +1054,7 @@ def generate(
             (tmp / "gt_sets" / f"{name}.txt").write_text("".join(f"{x}\n" for x in ids))
         meta = _meta(scenes, views, size, seed, val_fraction, results, len(val))
         (tmp / "meta.json").write_text(json.dumps(meta, sort_keys=True, indent=2) + "\n")
-        old = out.with_name(f"{out.name}.old-{os.getpid()}")
-        if out.exists():
-            out.rename(old)
-        tmp.rename(out)
-        if old.exists():
-            shutil.rmtree(old)
+        install(tmp, out, OUTPUT_KIND, replace=force, force_hint="--force", legacy=_replaceable)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
