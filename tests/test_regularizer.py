@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from mtlsearch.config import load_config
+from mtlsearch.errors import UserError
 from mtlsearch.models import TriplaneRegularizer, alpha_at, build_model, composite_weights
 
 
@@ -118,22 +119,13 @@ def test_renders_only_the_chosen_subset():
     assert set(model(torch.randn(1, 3, 64, 64), render=True)["renders"]) == {"depth", "edge"}
 
 
-def test_cross_view_identity_pose_matches_and_translation_shifts():
-    sigma = 1.0
-    reg = _probe(sigma, align_corners=True, box_size=5.0, box_center_depth=5.0)
+def test_orthographic_mode_refuses_cross_view_renders():
+    reg = _probe(1.0, align_corners=True)
     planes = _ramp_planes(17, 17, xy=(1.0, 0.0))
-    size = (72, 72)  # renders 9 x 9
-    plain = reg.render(planes, size)["depth"]
-    same = reg.render(planes, size, torch.eye(4).unsqueeze(0))["depth"]
-    assert torch.allclose(plain, same, atol=1e-6)
-    # View I' = I translated: p' = p + t, so I' pixel x samples I at x - t_x / box_size.
-    pose = torch.eye(4).unsqueeze(0).clone()
-    pose[0, 0, 3] = 1.25  # metres -> 0.25 box units
-    moved = reg.render(planes, size, pose)["depth"]
-    total = 1 - math.exp(-sigma * 2.0)
-    interior = slice(3, 9)  # columns whose shifted x stays inside the box
-    diff = (moved - plain)[..., interior]
-    assert torch.allclose(diff, torch.full_like(diff, -0.25 * total), atol=1e-4)
+    with pytest.raises(UserError, match="ray_mode: perspective"):
+        reg.render(planes, (72, 72), torch.eye(4).unsqueeze(0))
+    with pytest.raises(UserError, match="ray_mode: perspective"):
+        TriplaneRegularizer(4, {"depth": 1}, _reg_cfg(**{"cross_view.enabled": True}))
 
 
 def test_expected_depth_mode_in_metres():

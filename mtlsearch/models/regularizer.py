@@ -12,19 +12,38 @@ Pipeline, from the decoder's fused map f(I) (the heads' input, ``(B, C, h_f, w_f
    aligns with the image, e_xz (x, z), e_yz (z, y).
 3. Per-task neural field: 2-layer MLP (``hidden``, LeakyReLU 0.2) -> density + task vector.
    ``shared_density``: one density MLP for all tasks; otherwise each task MLP has its own.
-4. Orthographic camera looking at the image centre: one ray per render pixel, (x, y) on
-   the render grid in [-1, 1] (pixel centres per ``align_corners``), ``samples_per_ray``
-   mid-point samples on z in [near, far]; sigma = act(density); emission-absorption
-   compositing w_i = (1 - exp(-sigma_i d_i)) * exp(-sum_{j<i} sigma_j d_j), value = sum_i w_i v_i.
+4. Rays, sampled at ``samples_per_ray`` mid-points, composited by emission-absorption:
+   w_i = (1 - exp(-sigma_i d_i)) * exp(-sum_{j<i} sigma_j d_j), value = sum_i w_i v_i.
    Outputs follow the heads' conventions: logits composited (semseg/parts/edge/sal),
-   normals L2-normalised, depth = composited raw value (``depth_mode: raw``) or the
-   expected ray distance in metres with the leftover transmittance at ``far``
-   (``depth_mode: expected``).
+   normals L2-normalised, depth as below.
 
-Metres and the box: box point b is the camera-frame point p = box_size * b + (0, 0,
-box_center_depth) metres. A cross-view render of view I' (``pose``: I'-from-I, i.e. the
-sample's ``rel_pose`` convention) maps each I' sample point to metres, into I's frame with
-inv(pose), back to I's box, then samples I's tri-plane: view I' is rendered from f(I).
+Ray modes (``regularizer.ray_mode``), and what each assumes:
+
+* ``orthographic`` (the paper's, default): one ray per render pixel parallel to z, (x, y)
+  on the render grid in [-1, 1] (pixel centres per ``align_corners``), z in the box's
+  [near, far]; d_i in box units. It ignores the intrinsics K, so it is only meaningful
+  for rendering the input view itself: cross-view rendering is refused (a
+  :class:`UserError`). Depth is the composited raw value (``depth_mode: raw``) or the
+  expected ray depth in metres, box z mapped by box_size * z + box_center_depth
+  (``depth_mode: expected``).
+* ``perspective``: pinhole rays through the render pixels' centres with the rendered
+  view's K (pixel centres at integer coordinates of the input image: render pixel j sits
+  at input u = (j + 1/2) W / w - 1/2), samples at z-depths uniform in metres between
+  box_center_depth + box_size * near and box_center_depth + box_size * far, d_i the
+  metric length of each segment along the ray. The field lives in the reference
+  view's camera frame (``perspective_box``: ``camera`` = the metric box
+  b = (p - (0, 0, box_center_depth)) / box_size; ``frustum`` = the reference view's
+  normalised pixel coordinates and normalised z-depth, so e_xy stays aligned with the
+  image at every depth). A cross-view render of view I' with ``pose`` = I'-from-I
+  (the sample's ``rel_pose``: p' = R p + t) casts I' rays, maps each sample into I's
+  frame (p = R^T (p' - t)) and queries the field of f(I): exact for any pose. Depth is
+  the expected z-depth in the rendered view's frame (the leftover transmittance at far;
+  ``depth_mode: raw`` is allowed only without a pose) and normals, which the field
+  predicts in I's frame, are rotated into the rendered view's frame (n' = R n).
+
+The renderer (:func:`render_perspective`) takes any :data:`Field` (points in the
+reference frame -> density and values per task), so analytic scenes can be rendered
+through exactly the code path of the learned tri-plane.
 
 Rays are processed in chunks of ``chunk_rays`` (over the whole batch) to bound memory;
 each ray is independent, so the result does not depend on the chunk size.
@@ -34,45 +53,148 @@ The regularizer is training-only: ``MultiTaskModel.export`` drops it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from mtlsearch.config import Config, RegularizerConfig
+from mtlsearch.errors import UserError
 
 DEPTH_TASK = "depth"
 NORMALS_TASK = "normals"
 
+Planes = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+Field = Callable[[torch.Tensor], dict[str, tuple[torch.Tensor, torch.Tensor]]]
+"""A radiance-like field: sample points (B, r, S, 3) in the reference view's frame ->
+{task: (density (B, r, S) >= 0, values (B, r, S, C))}; normals in the reference frame."""
 
-def alpha_at(step: int, cfg: Config) -> float:
-    """Regularizer weight alpha at training ``step`` (Eq. 2), per ``regularizer.alpha``.
 
-    ``linear_ramp``: 0 -> max over ``ramp_fraction * train.iterations`` steps, then max;
-    ``cosine_ramp``: the same ramp along half a cosine; ``step``: 0 before the ramp end,
-    max from it on; ``constant``: max. A zero-length ramp gives max from step 0.
+def alpha_at(step: int, cfg: Config, task: str | None = None) -> float:
+    """Regularizer weight alpha (or alpha_t of ``task``) at training ``step`` (Eq. 2).
+
+    ``regularizer.alpha``: ``linear_ramp``: 0 -> max over ``ramp_fraction *
+    train.iterations`` steps, then max; ``cosine_ramp``: the same ramp along half a
+    cosine; ``step``: 0 before the ramp end, max from it on; ``constant``: max. A
+    zero-length ramp gives max from step 0. ``regularizer.alpha.per_task[task]``, when
+    set, replaces max for that task (same schedule).
     """
     a = cfg.regularizer.alpha
+    top = float(a.max)
+    per_task = getattr(a, "per_task", None) or {}
+    if task is not None and task in per_task:
+        top = float(per_task[task])
     ramp = a.ramp_fraction * cfg.train.iterations
     if a.schedule == "constant" or ramp <= 0:
-        return float(a.max)
+        return top
     frac = min(max(step / ramp, 0.0), 1.0)
     if a.schedule == "linear_ramp":
-        return float(a.max * frac)
+        return top * frac
     if a.schedule == "cosine_ramp":
-        return float(a.max * 0.5 * (1.0 - math.cos(math.pi * frac)))
+        return top * 0.5 * (1.0 - math.cos(math.pi * frac))
     if a.schedule == "step":
-        return float(a.max) if step >= ramp else 0.0
+        return top if step >= ramp else 0.0
     raise ValueError(f"regularizer.alpha.schedule: unknown schedule {a.schedule!r}")
 
 
-def composite_weights(sigma: torch.Tensor, delta: float) -> torch.Tensor:
+def composite_weights(sigma: torch.Tensor, delta: float | torch.Tensor) -> torch.Tensor:
     """Emission-absorption weights over the last dim: w_i = alpha_i * prod_{j<i}(1 - alpha_j),
-    alpha_i = 1 - exp(-sigma_i delta), via an exclusive cumulative sum of optical depth."""
+    alpha_i = 1 - exp(-sigma_i delta_i), via an exclusive cumulative sum of optical depth.
+    ``delta`` is a number or a tensor broadcastable to ``sigma``."""
     tau = sigma * delta
     alpha = -torch.expm1(-tau)
     before = torch.cumsum(tau, dim=-1) - tau
     return alpha * torch.exp(-before)
+
+
+# ---------------------------------------------------------------------------
+# Perspective rays and the generic renderer
+# ---------------------------------------------------------------------------
+
+
+def pixel_rays(K: torch.Tensor, image_size: tuple[int, int], render_size: tuple[int, int]) -> torch.Tensor:
+    """Camera-frame directions (B, h * w, 3), z = 1, through the centres of the render
+    pixels, rows first. ``K`` (B, 3, 3) is on the input image's pixel grid (pixel centres
+    at integers); render pixel (i, j) covers input u = (j + 1/2) W / w - 1/2."""
+    (H, W), (h, w) = image_size, render_size
+    K = K.to(torch.float64)
+    device = K.device
+    u = (torch.arange(w, device=device, dtype=torch.float64) + 0.5) * (W / w) - 0.5
+    v = (torch.arange(h, device=device, dtype=torch.float64) + 0.5) * (H / h) - 0.5
+    vv, uu = torch.meshgrid(v, u, indexing="ij")
+    pix = torch.stack([uu, vv, torch.ones_like(uu)], dim=-1).reshape(-1, 3)
+    rays = torch.einsum("bij,rj->bri", torch.linalg.inv(K), pix)
+    return (rays / rays[..., 2:3]).to(torch.float32)
+
+
+def to_reference_frame(points: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
+    """Points (B, R, S, 3) of view I' into I's frame, pose = I'-from-I (B, 4, 4):
+    p = R^T (p' - t) for the rigid map p' = R p + t."""
+    rot, trans = pose[:, :3, :3].to(points.dtype), pose[:, :3, 3].to(points.dtype)
+    return torch.einsum("brsj,bjk->brsk", points - trans[:, None, None, :], rot)
+
+
+def render_perspective(
+    field: Field,
+    K: torch.Tensor,
+    image_size: tuple[int, int],
+    render_size: tuple[int, int],
+    depth_range: tuple[float, float],
+    samples: int,
+    pose: torch.Tensor | None = None,
+    *,
+    raw_depth: bool = False,
+    chunk_rays: int = 8192,
+) -> dict[str, torch.Tensor]:
+    """Render ``field`` from a pinhole camera: {task: (B, C, h, w)}.
+
+    ``K`` (B, 3, 3): the rendered view's intrinsics on the ``image_size`` grid. Samples:
+    ``samples`` mid-points of [near, far] = ``depth_range`` in z-depth metres of the
+    rendered view. ``pose`` (B, 4, 4), rendered-from-reference (I'-from-I): the field is
+    queried in the reference frame and normals are rotated into the rendered frame.
+    Depth: the expected z-depth (leftover transmittance at far), or with ``raw_depth``
+    (only without a pose) the composited depth value. Normals are L2-normalised.
+    """
+    if pose is not None and raw_depth:
+        raise UserError(
+            "regularizer.depth_mode: raw depth is a value of the reference view; a "
+            "cross-view render needs depth_mode: expected"
+        )
+    near, far = float(depth_range[0]), float(depth_range[1])
+    if not 0.0 <= near < far:
+        raise UserError(f"perspective rays need 0 <= near < far metres, got {near}, {far}")
+    batch = K.shape[0]
+    h, w = render_size
+    dirs = pixel_rays(K, image_size, render_size)  # (B, R, 3)
+    dz = (far - near) / samples
+    z = near + (torch.arange(samples, device=K.device, dtype=torch.float32) + 0.5) * dz
+    step_len = dirs.norm(dim=-1, keepdim=True) * dz  # (B, R, 1): metres per segment
+    rot = pose[:, :3, :3].to(torch.float32) if pose is not None else None
+    rays = dirs.shape[1]
+    step = max(1, chunk_rays // batch)
+    parts: dict[str, list[torch.Tensor]] = {}
+    for start in range(0, rays, step):
+        d = dirs[:, start : start + step]
+        points = d[:, :, None, :] * z[None, None, :, None]
+        if pose is not None:
+            points = to_reference_frame(points, pose)
+        delta = step_len[:, start : start + step]
+        for task, (sigma, values) in field(points).items():
+            weights = composite_weights(sigma, delta)
+            if task == DEPTH_TASK and not raw_depth:
+                value = (weights * z).sum(-1) + (1 - weights.sum(-1)) * far
+                value = value.unsqueeze(-1)
+            else:
+                value = (weights.unsqueeze(-1) * values).sum(-2)
+                if task == NORMALS_TASK and rot is not None:
+                    value = torch.einsum("bkc,brc->brk", rot, value)
+            parts.setdefault(task, []).append(value)
+    out = {}
+    for task, chunks in parts.items():
+        value = torch.cat(chunks, dim=1).transpose(1, 2).reshape(batch, -1, h, w)
+        out[task] = F.normalize(value, dim=1) if task == NORMALS_TASK else value
+    return out
 
 
 _ACTIVATIONS = {
@@ -86,8 +208,33 @@ def _mlp(cin: int, hidden: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(cin, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, cout))
 
 
+def check_ray_settings(cfg: RegularizerConfig, tasks: list[str] | tuple[str, ...]) -> None:
+    """Raise :class:`UserError` for ray settings that cannot render what is asked:
+    cross-view rendering needs perspective rays and, when depth is rendered, the
+    expected ray depth; perspective samples must lie in front of the camera."""
+    mode = getattr(cfg, "ray_mode", "orthographic")
+    if cfg.cross_view.enabled and mode != "perspective":
+        raise UserError(
+            "regularizer.cross_view.enabled needs regularizer.ray_mode: perspective (the "
+            "orthographic rays ignore the intrinsics K, so another view's render would be "
+            "geometrically wrong)"
+        )
+    if cfg.cross_view.enabled and DEPTH_TASK in tasks and cfg.depth_mode != "expected":
+        raise UserError(
+            "regularizer.cross_view.enabled renders depth in the second view's frame: set "
+            "regularizer.depth_mode: expected (raw is a value of the input view)"
+        )
+    if mode == "perspective":
+        near = cfg.box_center_depth + cfg.box_size * cfg.near
+        if near < 0:
+            raise UserError(
+                f"regularizer.near: perspective rays start at box_center_depth + box_size * "
+                f"near = {near:g} m, behind the camera; need >= 0"
+            )
+
+
 class TriplaneRegularizer(nn.Module):
-    """Tri-plane encoder + per-task neural fields + orthographic volume renderer.
+    """Tri-plane encoder + per-task neural fields + volume renderer (see the module doc).
 
     Args:
         in_channels: channels of f(I) (the decoder's ``out_channels``).
@@ -97,6 +244,7 @@ class TriplaneRegularizer(nn.Module):
 
     def __init__(self, in_channels: int, task_channels: dict[str, int], cfg: RegularizerConfig) -> None:
         super().__init__()
+        check_ray_settings(cfg, list(task_channels))
         self.cfg = cfg
         self.task_channels = dict(task_channels)
         c3 = 3 * cfg.triplane_width
@@ -113,6 +261,10 @@ class TriplaneRegularizer(nn.Module):
         self.fields = nn.ModuleDict({t: _mlp(width, hidden, c + extra) for t, c in task_channels.items()})
         self.activation = _ACTIVATIONS[cfg.density_activation]
 
+    @property
+    def ray_mode(self) -> str:
+        return getattr(self.cfg, "ray_mode", "orthographic")
+
     # -- geometry -----------------------------------------------------------
 
     def render_size(self, image_size: tuple[int, int]) -> tuple[int, int]:
@@ -126,13 +278,18 @@ class TriplaneRegularizer(nn.Module):
         return (torch.arange(n, device=device, dtype=torch.float32) * 2 + 1) / n - 1
 
     def sample_depths(self, device: torch.device) -> tuple[torch.Tensor, float]:
-        """Mid-point samples on z in [near, far] and their spacing."""
+        """Mid-point samples on box z in [near, far] and their spacing (box units)."""
         s, near, far = self.cfg.samples_per_ray, self.cfg.near, self.cfg.far
         delta = (far - near) / s
         return near + (torch.arange(s, device=device, dtype=torch.float32) + 0.5) * delta, delta
 
+    def metric_depth_range(self) -> tuple[float, float]:
+        """The box's [near, far] as camera-frame z-depths in metres."""
+        c, s = self.cfg.box_center_depth, self.cfg.box_size
+        return c + s * self.cfg.near, c + s * self.cfg.far
+
     def ray_points(self, size: tuple[int, int], device: torch.device) -> torch.Tensor:
-        """Box-coordinate sample points of the render grid: (h * w, S, 3), rays row-major."""
+        """Orthographic box-coordinate sample points of the render grid: (h * w, S, 3)."""
         h, w = size
         ys, xs = torch.meshgrid(self._axis(h, device), self._axis(w, device), indexing="ij")
         zs, _ = self.sample_depths(device)
@@ -140,21 +297,35 @@ class TriplaneRegularizer(nn.Module):
         z = zs.view(1, -1, 1).expand(xy.shape[0], -1, 1)
         return torch.cat([xy, z], dim=-1)
 
-    def to_reference_box(self, points: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
-        """Map box points of view I' (R, S, 3) into I's box, given pose = I'-from-I (B, 4, 4)
-        (a rigid transform in metres); returns (B, R, S, 3)."""
+    def to_box(
+        self, points: torch.Tensor, K: torch.Tensor | None, image_size: tuple[int, int]
+    ) -> torch.Tensor:
+        """Reference-frame points in metres (B, r, S, 3) -> tri-plane box coordinates,
+        per ``perspective_box`` (``frustum`` needs the reference view's ``K``)."""
         cfg = self.cfg
-        centre = points.new_tensor([0.0, 0.0, cfg.box_center_depth])
-        metres = points * cfg.box_size + centre
-        rot, trans = pose[:, :3, :3].to(points.dtype), pose[:, :3, 3].to(points.dtype)
-        # p_I = R^T (p_I' - t) for the rigid pose p_I' = R p_I + t.
-        local = metres.unsqueeze(0) - trans[:, None, None, :]
-        ref = torch.einsum("brsj,bjk->brsk", local, rot)
-        return (ref - centre) / cfg.box_size
+        if getattr(cfg, "perspective_box", "camera") == "camera":
+            centre = points.new_tensor([0.0, 0.0, cfg.box_center_depth])
+            return (points - centre) / cfg.box_size
+        if K is None:
+            raise ValueError("perspective_box: frustum needs the reference view's K")
+        H, W = image_size
+        uvw = torch.einsum("bij,brsj->brsi", K.to(points.dtype), points)
+        z = points[..., 2]
+        front = z > 1e-6
+        safe = torch.where(front, uvw[..., 2], torch.ones_like(z))
+        u, v = uvw[..., 0] / safe, uvw[..., 1] / safe
+        if cfg.align_corners:
+            bx, by = 2 * u / max(W - 1, 1) - 1, 2 * v / max(H - 1, 1) - 1
+        else:
+            bx, by = 2 * (u + 0.5) / W - 1, 2 * (v + 0.5) / H - 1
+        near, far = self.metric_depth_range()
+        bz = 2 * (z - near) / (far - near) - 1
+        box = torch.stack([bx, by, bz], dim=-1)
+        return torch.where(front.unsqueeze(-1), box, torch.full_like(box, 2.0))
 
     # -- encoding and field queries -----------------------------------------
 
-    def encode(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def encode(self, f: torch.Tensor) -> Planes:
         """Tri-plane encoder: f(I) -> (e_xy, e_xz, e_yz), each (B, triplane_width, h', w')."""
         planes = self.encoder(f)
         if self.cfg.plane_scale != 1.0:
@@ -166,9 +337,7 @@ class TriplaneRegularizer(nn.Module):
         xy, xz, yz = planes.chunk(3, dim=1)
         return xy, xz, yz
 
-    def query(
-        self, planes: tuple[torch.Tensor, torch.Tensor, torch.Tensor], points: torch.Tensor
-    ) -> torch.Tensor:
+    def query(self, planes: Planes, points: torch.Tensor) -> torch.Tensor:
         """Tri-plane features of box points (B, R, S, 3) -> (B, R, S, C'), SUM-aggregated."""
         xy, xz, yz = planes
         x, y, z = points.unbind(-1)
@@ -180,59 +349,88 @@ class TriplaneRegularizer(nn.Module):
             )
         return out.permute(0, 2, 3, 1)
 
-    def _render_chunk(
-        self,
-        planes: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-        points: torch.Tensor,
-        metric_depths: torch.Tensor,
-        delta: float,
-    ) -> dict[str, torch.Tensor]:
-        """Render rays (B, r, S, 3) -> {task: (B, r, C)} (before output normalisation)."""
-        feats = self.query(planes, points)
-        shared_w = None
-        if self.density is not None:
-            shared_w = composite_weights(self.activation(self.density(feats).squeeze(-1)), delta)
-        out = {}
-        for task, field in self.fields.items():
-            raw = field(feats)
-            if shared_w is None:
-                weights = composite_weights(self.activation(raw[..., 0]), delta)
-                values = raw[..., 1:]
-            else:
-                weights, values = shared_w, raw
-            if task == DEPTH_TASK and self.cfg.depth_mode == "expected":
-                far = metric_depths[-1] + 0.5 * delta * self.cfg.box_size
-                rendered = (weights * metric_depths).sum(-1) + (1 - weights.sum(-1)) * far
-                out[task] = rendered.unsqueeze(-1)
-            else:
-                out[task] = (weights.unsqueeze(-1) * values).sum(-2)
-        return out
+    def field(self, planes: Planes, to_box: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Field:
+        """The learned :data:`Field` of ``planes``: points (mapped by ``to_box`` into box
+        coordinates; identity when None) -> activated density and values per task."""
+
+        def evaluate(points: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+            feats = self.query(planes, points if to_box is None else to_box(points))
+            shared = None
+            if self.density is not None:
+                shared = self.activation(self.density(feats).squeeze(-1))
+            out = {}
+            for task, mlp in self.fields.items():
+                raw = mlp(feats)
+                if shared is None:
+                    out[task] = (self.activation(raw[..., 0]), raw[..., 1:])
+                else:
+                    out[task] = (shared, raw)
+            return out
+
+        return evaluate
+
+    # -- rendering ------------------------------------------------------------
 
     def render(
         self,
-        planes: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        planes: Planes,
         image_size: tuple[int, int],
         pose: torch.Tensor | None = None,
+        K: torch.Tensor | None = None,
+        render_K: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Render every task at ``render_scale * image_size``: {task: (B, C, h, w)}.
 
-        ``pose`` (B, 4, 4), I'-from-I in metres: render view I' from I's tri-plane.
+        Perspective mode: ``K`` (B, 3, 3) is the input view's intrinsics on the
+        ``image_size`` grid; ``pose`` (B, 4, 4), I'-from-I in metres, renders view I'
+        (intrinsics ``render_K``, default ``K``) from I's tri-plane. Orthographic mode
+        takes neither and refuses a pose.
         """
+        if self.ray_mode == "perspective":
+            if K is None:
+                raise ValueError("regularizer.ray_mode: perspective needs the view's intrinsics K")
+            K = K.to(planes[0].device, torch.float32)
+            ref_K = K
+
+            def ref_box(points: torch.Tensor) -> torch.Tensor:
+                return self.to_box(points, ref_K, image_size)
+
+            return render_perspective(
+                self.field(planes, ref_box),
+                K if render_K is None else render_K.to(K),
+                image_size,
+                self.render_size(image_size),
+                self.metric_depth_range(),
+                self.cfg.samples_per_ray,
+                pose,
+                raw_depth=self.cfg.depth_mode == "raw",
+                chunk_rays=self.cfg.chunk_rays,
+            )
+        if pose is not None:
+            raise UserError(
+                "cross-view rendering needs regularizer.ray_mode: perspective (orthographic "
+                "rays ignore K, so they cannot render another view)"
+            )
+        return self._render_orthographic(planes, image_size)
+
+    def _render_orthographic(self, planes: Planes, image_size: tuple[int, int]) -> dict[str, torch.Tensor]:
         batch, device = planes[0].shape[0], planes[0].device
         h, w = self.render_size(image_size)
-        points = self.ray_points((h, w), device)
+        points = self.ray_points((h, w), device).unsqueeze(0).expand(batch, -1, -1, -1)
         depths, delta = self.sample_depths(device)
-        metric_depths = self.cfg.box_center_depth + self.cfg.box_size * depths
-        if pose is None:
-            points = points.unsqueeze(0).expand(batch, -1, -1, -1)
-        else:
-            points = self.to_reference_box(points, pose)
-        rays = points.shape[1]
+        metric = self.cfg.box_center_depth + self.cfg.box_size * depths
+        far = self.cfg.box_center_depth + self.cfg.box_size * self.cfg.far
+        expected = self.cfg.depth_mode == "expected"
+        field = self.field(planes)
         step = max(1, self.cfg.chunk_rays // batch)
         parts: dict[str, list[torch.Tensor]] = {t: [] for t in self.fields}
-        for start in range(0, rays, step):
-            chunk = self._render_chunk(planes, points[:, start : start + step], metric_depths, delta)
-            for task, value in chunk.items():
+        for start in range(0, points.shape[1], step):
+            for task, (sigma, values) in field(points[:, start : start + step]).items():
+                weights = composite_weights(sigma, delta)
+                if task == DEPTH_TASK and expected:
+                    value = ((weights * metric).sum(-1) + (1 - weights.sum(-1)) * far).unsqueeze(-1)
+                else:
+                    value = (weights.unsqueeze(-1) * values).sum(-2)
                 parts[task].append(value)
         out = {}
         for task, chunks in parts.items():
@@ -241,7 +439,12 @@ class TriplaneRegularizer(nn.Module):
         return out
 
     def forward(
-        self, f: torch.Tensor, image_size: tuple[int, int], pose: torch.Tensor | None = None
+        self,
+        f: torch.Tensor,
+        image_size: tuple[int, int],
+        pose: torch.Tensor | None = None,
+        K: torch.Tensor | None = None,
+        render_K: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Encode f(I) and render every task (from view I, or view I' given ``pose``)."""
-        return self.render(self.encode(f), image_size, pose)
+        return self.render(self.encode(f), image_size, pose, K, render_K)
