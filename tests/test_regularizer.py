@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import pytest
@@ -82,9 +81,9 @@ def test_chunked_rendering_equals_unchunked():
     reg.eval()
     f = torch.randn(2, 8, 12, 16)
     planes = reg.encode(f)
-    reg.cfg = dataclasses.replace(reg.cfg, chunk_rays=100_000)
+    reg.cfg = reg.cfg.model_copy(update={"chunk_rays": 100_000})
     whole = reg.render(planes, (48, 64))
-    reg.cfg = dataclasses.replace(reg.cfg, chunk_rays=7)
+    reg.cfg = reg.cfg.model_copy(update={"chunk_rays": 7})
     chunked = reg.render(planes, (48, 64))
     for task in whole:
         assert whole[task].shape == chunked[task].shape

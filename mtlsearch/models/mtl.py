@@ -7,7 +7,6 @@ Built by :func:`build_model`; :meth:`MultiTaskModel.export` returns the inferenc
 from __future__ import annotations
 
 import copy
-import dataclasses
 
 import torch
 from torch import nn
@@ -132,10 +131,11 @@ class MultiTaskModel(nn.Module):
         Its parameters and outputs equal those of the same config built with
         ``regularizer.enabled=false`` and ``aux_heads.enabled=false`` and these weights.
         """
-        cfg = dataclasses.replace(
-            self.cfg,
-            regularizer=dataclasses.replace(self.cfg.regularizer, enabled=False),
-            aux_heads=dataclasses.replace(self.cfg.aux_heads, enabled=False),
+        cfg = self.cfg.model_copy(
+            update={
+                "regularizer": self.cfg.regularizer.model_copy(update={"enabled": False}),
+                "aux_heads": self.cfg.aux_heads.model_copy(update={"enabled": False}),
+            }
         )
         reg, aux = self.regularizer, self.aux_heads
         self.regularizer, self.aux_heads = None, None

@@ -1,0 +1,129 @@
+"""Lookups in the registries that config and space values are checked against.
+
+Contract: every function reads its registry (``mtlsearch.tasks``, ``mtlsearch.metrics``,
+``mtlsearch.models.decoders``, timm) on first use and caches the answer, so importing
+``mtlsearch.config`` stays light (no torch, no timm) and ``mtlsearch --help`` fast.
+Nothing here knows a task, metric, decoder or backbone name itself.
+"""
+
+from __future__ import annotations
+
+import functools
+
+METRIC_PREFIXES = ("render_", "avg_", "mv_")
+"""Prefixes of reported metric keys: regularizer renders, head/render average, multi-view."""
+SCALAR_METRICS = ("loss", "delta_m", "alpha", "iteration")
+"""Reported keys that belong to no task."""
+
+
+@functools.cache
+def task_names() -> tuple[str, ...]:
+    """Names of the registered tasks (``mtlsearch.tasks.TASKS``), in registry order."""
+    from mtlsearch.tasks import TASKS
+
+    return tuple(TASKS)
+
+
+@functools.cache
+def metric_directions() -> dict[str, bool]:
+    """``{task}_{metric}`` -> higher is better, for every metric a task reports."""
+    from mtlsearch.metrics import metric_directions as directions
+
+    return {k: bool(v) for k, v in directions().items() if k != "delta_m"}
+
+
+def task_metrics(task: str) -> list[str]:
+    """The metric names (without the task prefix) that ``task`` reports."""
+    head = f"{task}_"
+    return [k[len(head):] for k in metric_directions() if k.startswith(head)]
+
+
+def strip_prefixes(name: str) -> str:
+    """``render_semseg_miou`` -> ``semseg_miou`` (every known prefix removed)."""
+    changed = True
+    while changed:
+        changed = False
+        for prefix in METRIC_PREFIXES:
+            if name.startswith(prefix):
+                name, changed = name[len(prefix):], True
+    return name
+
+
+def metric_problem(name: str, tasks: list[str] | None = None) -> str | None:
+    """None if ``name`` is a key the trainer reports (for the config's ``tasks`` when
+    given), else why not, listing what would be valid."""
+    if name in SCALAR_METRICS:
+        return None
+    if name.startswith("loss_"):
+        task = name[5:]
+        if task not in task_names():
+            return f"unknown task {task!r} (known: {', '.join(task_names())})"
+        if tasks is not None and task not in tasks:
+            return f"task {task!r} is not trained (tasks: {', '.join(tasks)})"
+        return None
+    bare = strip_prefixes(name)
+    task, _, metric = bare.partition("_")
+    if task not in task_names() or not metric:
+        return (
+            "expected loss, delta_m or <task>_<metric> such as semseg_miou or depth_rmse"
+            f" (tasks: {', '.join(task_names())}; prefixes: {', '.join(METRIC_PREFIXES)})"
+        )
+    if tasks is not None and task not in tasks:
+        return f"task {task!r} is not trained (tasks: {', '.join(tasks)})"
+    known = task_metrics(task)
+    if metric not in known:
+        return f"{task} reports no metric {metric!r} (known: {', '.join(known)})"
+    return None
+
+
+def metric_direction(name: str) -> str | None:
+    """``"max"`` or ``"min"`` for a reported key (prefixes allowed); None if unknown."""
+    if name == "delta_m":
+        return "max"
+    if name == "loss" or name.startswith("loss_"):
+        return "min"
+    up = metric_directions().get(strip_prefixes(name))
+    if up is None:
+        return None
+    return "max" if up else "min"
+
+
+@functools.cache
+def decoder_names() -> tuple[str, ...]:
+    """Names registered with ``@register_decoder`` (imports the models package)."""
+    import mtlsearch.models  # noqa: F401  (registers every decoder module)
+    from mtlsearch.models.decoders import list_decoders
+
+    return tuple(list_decoders())
+
+
+@functools.cache
+def is_backbone(name: str) -> bool:
+    """Whether timm knows the model ``name`` (a pretrained tag like ``.a1_in1k`` allowed)."""
+    import timm
+
+    return bool(timm.is_model(name))
+
+
+def close_backbones(name: str, n: int = 3) -> list[str]:
+    """timm model names close to ``name`` (for "did you mean" hints)."""
+    import difflib
+
+    import timm
+
+    return difflib.get_close_matches(name, timm.list_models(), n=n, cutoff=0.7)
+
+
+__all__ = [
+    "METRIC_PREFIXES",
+    "SCALAR_METRICS",
+    "close_backbones",
+    "decoder_names",
+    "is_backbone",
+    "metric_direction",
+    "metric_directions",
+    "metric_problem",
+    "strip_prefixes",
+    "task_metrics",
+    "task_names",
+]

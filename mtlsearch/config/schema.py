@@ -1,0 +1,532 @@
+"""The experiment config as pydantic models: every key, its default, its docstring, its range.
+
+Contract:
+
+* Each section is a :class:`Section` (``extra="forbid"``, ``validate_assignment=True``,
+  ``allow_inf_nan=False``): an unknown key, a wrong type, NaN/inf or a value out of
+  range is a ``ValidationError`` whose ``loc`` is the dotted key.
+* Types are strict where YAML is ambiguous: ``1`` is not ``true``, ``2.0`` is not an
+  integer, numbers are not strings; a float key takes an int or a numeric string
+  (YAML 1.1 reads ``1e-3`` as a string).
+* Names are checked against their registries (tasks, metrics, decoders, timm backbones;
+  :mod:`mtlsearch.config.registries`) only while validating, never at import.
+* A rule that spans keys raises :func:`key_error`, which names the key to blame, so
+  the error's location is always a dotted config key (see ``load.validation_error``).
+
+Defaults live here and nowhere else; YAML files and ``--set`` only override them.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    Strict,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError, core_schema
+
+from mtlsearch.config import registries
+
+SEED_MAX = 2**63 - 1
+"""Largest seed (numpy and torch take 64-bit seeds)."""
+IMAGE_SIDE_MAX = 4096
+"""Largest image side in pixels for crops, validation padding and SynthRooms."""
+
+
+def key_error(field: str, message: str) -> PydanticCustomError:
+    """A validation error blamed on ``field`` (dotted, relative to the model raising it)."""
+    return PydanticCustomError("config_rule", "{message}", {"message": message, "field": field})
+
+
+def fail(kind: str, message: str) -> PydanticCustomError:
+    """A validation error with a finished one-line ``message`` (no templating)."""
+    return PydanticCustomError(kind, "{message}", {"message": message})
+
+
+def _float_from_text(value: Any) -> Any:
+    """YAML 1.1 reads ``1e-3`` as a string: accept numeric strings for float keys."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+Int = Annotated[int, Strict()]
+PosInt = Annotated[int, Strict(), Field(gt=0)]
+NonNegInt = Annotated[int, Strict(), Field(ge=0)]
+Seed = Annotated[int, Strict(), Field(ge=0, le=SEED_MAX)]
+Float = Annotated[float, BeforeValidator(_float_from_text), Strict()]
+PosFloat = Annotated[float, BeforeValidator(_float_from_text), Strict(), Field(gt=0)]
+NonNegFloat = Annotated[float, BeforeValidator(_float_from_text), Strict(), Field(ge=0)]
+Fraction = Annotated[float, BeforeValidator(_float_from_text), Strict(), Field(gt=0, le=1)]
+Bool = Annotated[bool, Strict()]
+Str = Annotated[str, Strict()]
+Side = Annotated[int, Strict(), Field(gt=0, le=IMAGE_SIDE_MAX)]
+SideOrZero = Annotated[int, Strict(), Field(ge=0, le=IMAGE_SIDE_MAX)]
+
+
+class _RegistryName(str):
+    """A string checked against a registry while validating; its JSON Schema lists
+    the registry's names when they can be read (``mtlsearch config schema``)."""
+
+    kind = "name"
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    @classmethod
+    def check(cls, value: str) -> str:
+        known = cls.names()
+        if value not in known:
+            raise fail("unknown_name", f"unknown {cls.kind} {value!r} (known: {', '.join(known)})")
+        return value
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> Any:
+        return core_schema.no_info_after_validator_function(
+            cls.check, core_schema.str_schema(strict=True)
+        )
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, schema: Any, handler: GetJsonSchemaHandler) -> Any:
+        out = handler(schema)
+        try:
+            out["enum"] = list(cls.names())
+        except Exception:  # noqa: BLE001  (a registry that cannot load: schema stays a string)
+            out.pop("enum", None)
+        return out
+
+
+class TaskName(_RegistryName):
+    """A task of the task registry (``mtlsearch.tasks``)."""
+
+    kind = "task"
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return registries.task_names()
+
+
+class DecoderName(_RegistryName):
+    """A decoder registered in ``mtlsearch.models.decoders``."""
+
+    kind = "decoder"
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return registries.decoder_names()
+
+
+def _check_backbone(name: str) -> str:
+    if not name:
+        raise fail("backbone", "expected a timm model name, got ''")
+    if not registries.is_backbone(name):
+        close = registries.close_backbones(name)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise fail("backbone", f"{name!r} is not a timm model{hint}")
+    return name
+
+
+def _check_file(path: str) -> str:
+    if path and not Path(path).expanduser().is_file():
+        raise fail("file", f"weights file not found: {path}")
+    return path
+
+
+def _unique(values: list[Any]) -> list[Any]:
+    for i, value in enumerate(values):
+        if value in values[:i]:
+            raise fail("unique", f"{value!r} is listed twice")
+    return values
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys, NaN/inf and bad types refused."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        validate_assignment=True,
+        allow_inf_nan=False,
+        use_attribute_docstrings=True,
+    )
+
+
+class SynthConfig(Section):
+    """How to generate SynthRooms when ``data.root`` is empty."""
+
+    scenes: Annotated[int, Strict(), Field(gt=0, le=100_000)] = 24
+    views: Annotated[int, Strict(), Field(gt=0, le=256)] = 4
+    size: tuple[
+        Annotated[int, Strict(), Field(ge=8, le=IMAGE_SIDE_MAX)],
+        Annotated[int, Strict(), Field(ge=8, le=IMAGE_SIDE_MAX)],
+    ] = (96, 128)
+    """Image size (height, width), 8 to 4096 pixels per side."""
+    seed: Seed = 0
+    val_fraction: Annotated[float, BeforeValidator(_float_from_text), Strict(), Field(gt=0, lt=1)] = 0.25
+    """Fraction of the rooms in the validation split, in (0, 1)."""
+    cache_dir: Str = ".cache/synthrooms"
+
+
+class DataConfig(Section):
+    """Dataset, views per sample, augmentation and loading."""
+
+    layout: Literal["synthrooms", "nyud", "pascal"] = "synthrooms"
+    root: Str = ""
+    """Dataset folder. Empty with ``layout: synthrooms``: generate from ``data.synth``."""
+    synth: SynthConfig = Field(default_factory=SynthConfig)
+    fraction: Fraction = 1.0
+    """Fraction of the training split, in (0, 1]; nested, seeded subsets drawn by scene."""
+    fraction_seed: Seed = 0
+    num_views: Annotated[int, Strict(), Field(gt=0, le=64)] = 1
+    """Views per training sample (reference + nearest neighbours of the same scene)."""
+    source_tasks: Annotated[list[TaskName], AfterValidator(_unique)] = Field(default_factory=list)
+    """Tasks labelled on source (non-reference) views; empty = all. ``[depth]`` mimics
+    NYUv2's extra video frames, which carry depth only."""
+    crop_size: tuple[Side, Side] = (96, 128)
+    augment: Bool = True
+    scale_range: tuple[PosFloat, PosFloat] = (0.75, 1.25)
+    """Random scale factors [low, high], 0 < low <= high."""
+    flip: Bool = True
+    photometric: Bool = True
+    num_workers: Annotated[int, Strict(), Field(ge=0, le=256)] = 2
+    val_size: tuple[SideOrZero, SideOrZero] = (0, 0)
+    """Validation views are padded at the bottom/right to this size (ignore values, K
+    unchanged) so batches collate; metrics see only real pixels. (0, 0): 512x512 for
+    PASCAL, else the first validation image's size rounded up to a multiple of 32."""
+    max_val_images: NonNegInt = 0
+    """Evaluate on at most this many validation images (0 = the whole split)."""
+
+    @model_validator(mode="after")
+    def _ranges(self) -> DataConfig:
+        lo, hi = self.scale_range
+        if lo > hi:
+            raise key_error("scale_range", f"need 0 < low <= high, got [{lo}, {hi}]")
+        if (self.val_size[0] == 0) != (self.val_size[1] == 0):
+            raise key_error(
+                "val_size", f"give both sides, or [0, 0] for automatic, got {list(self.val_size)}"
+            )
+        return self
+
+
+class ModelConfig(Section):
+    """Backbone, decoder and output initialisation."""
+
+    backbone: Annotated[str, Strict(), AfterValidator(_check_backbone)] = "resnet18"
+    """Any timm model name that supports ``features_only``."""
+    pretrained_path: Annotated[str, Strict(), AfterValidator(_check_file)] = ""
+    """Local weights file (never downloaded). Empty: random initialisation."""
+    decoder: DecoderName = "hps"  # type: ignore[assignment]
+    """A registered decoder (``mtlsearch.models.decoders``)."""
+    decoder_width: Annotated[int, Strict(), Field(gt=0, le=4096)] = 64
+    decoder_stride: Literal[4, 8] = 4
+    """Scale of the decoder's fused feature map (the heads' and regularizer's input):
+    1/4 or 1/8 of the input size."""
+    depth_init: PosFloat = 2.5
+    """Initial depth prediction in metres (bias of the depth outputs' last layer), so
+    training starts from a typical indoor depth instead of 0."""
+    out_indices: Annotated[list[NonNegInt], Field(min_length=1), AfterValidator(_unique)] = Field(
+        default_factory=lambda: [1, 2, 3, 4]
+    )
+    """Backbone feature levels (timm ``out_indices``). On single-scale backbones (ViTs) they
+    index transformer blocks; there the default [1, 2, 3, 4] is replaced by four evenly
+    spaced blocks ending at the last one (DPT-style, e.g. [2, 5, 8, 11] for 12 blocks)."""
+
+
+class AlphaConfig(Section):
+    """The regularizer's weight alpha over training."""
+
+    schedule: Literal["linear_ramp", "constant", "cosine_ramp", "step"] = "linear_ramp"
+    max: NonNegFloat = 4.0
+    ramp_fraction: Annotated[float, BeforeValidator(_float_from_text), Strict(), Field(ge=0, le=1)] = 0.5
+    """Fraction of ``train.iterations`` over which alpha rises to ``max``, in [0, 1]."""
+
+
+class RegCrossViewConfig(Section):
+    """The regularizer's cross-view consistency term."""
+
+    enabled: Bool = False
+    weight_scale: NonNegFloat = 1.0
+    """alpha' = weight_scale * alpha (the paper uses alpha' = alpha)."""
+
+
+def _check_reg_tasks(value: Any) -> Any:
+    if value == "all":
+        return value
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+        known = registries.task_names()
+        for task in value:
+            if task not in known:
+                raise fail("unknown_name", f"unknown task {task!r} (known: {', '.join(known)})")
+        return _unique(list(value))
+    raise fail("reg_tasks", f"expected 'all' or a non-empty list of tasks, got {value!r}")
+
+
+RegTasks = Annotated[
+    Any,
+    BeforeValidator(_check_reg_tasks),
+    Field(json_schema_extra={"anyOf": [{"const": "all"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]}),
+]
+
+
+class RegularizerConfig(Section):
+    """The 3D-aware regularizer (tri-plane, neural task fields, volume rendering)."""
+
+    enabled: Bool = False
+    tasks: RegTasks = "all"
+    """Rendered tasks: ``all`` or a non-empty list of the config's tasks."""
+    triplane_width: PosInt = 64
+    hidden: PosInt = 64
+    dropout: Annotated[float, BeforeValidator(_float_from_text), Strict(), Field(ge=0, lt=1)] = 0.15
+    samples_per_ray: PosInt = 32
+    near: Float = -1.0
+    far: Float = 1.0
+    """Ray extent along z inside the normalised [-1, 1]^3 tri-plane box (near < far)."""
+    box_size: PosFloat = 5.0
+    """Half-extent of the tri-plane box in metres: box point b maps to camera-frame metres
+    p = box_size * b + (0, 0, box_center_depth). Used by cross-view poses and expected depth."""
+    box_center_depth: Float = 5.0
+    """Camera-frame depth (metres) of the box centre (default: the box spans z in 0..10 m)."""
+    plane_scale: PosFloat = 1.0
+    """Tri-plane resolution relative to the decoder's feature map (bilinear resize)."""
+    density_activation: Literal["softplus", "relu", "exp"] = "softplus"
+    shared_density: Bool = False
+    render_scale: Fraction = 0.125
+    """Render size relative to the input, in (0, 1]."""
+    depth_mode: Literal["raw", "expected"] = "raw"
+    label_mode: Literal["downsample", "upsample"] = "downsample"
+    align_corners: Bool = False
+    chunk_rays: PosInt = 8192
+    alpha: AlphaConfig = Field(default_factory=AlphaConfig)
+    cross_view: RegCrossViewConfig = Field(default_factory=RegCrossViewConfig)
+
+    @model_validator(mode="after")
+    def _ray_extent(self) -> RegularizerConfig:
+        if self.near >= self.far:
+            raise key_error("near", f"must be below regularizer.far ({self.far}), got {self.near}")
+        return self
+
+
+class AuxHeadsConfig(Section):
+    """Table 4 baseline: extra heads like the task heads, weighted by alpha."""
+
+    enabled: Bool = False
+
+
+class CvmConfig(Section):
+    """The cross-view module (spatial encoder, multi-view transformer, cost volume)."""
+
+    enabled: Bool = False
+    depth_planes: Annotated[int, Strict(), Field(gt=0, le=4096)] = 128
+    near: PosFloat = 0.5
+    far: PosFloat = 10.0
+    """Cost-volume depth range in metres, 0 < near < far."""
+    num_views: Annotated[int, Strict(), Field(gt=0, le=64)] = 2
+    layers: NonNegInt = 6
+    width: PosInt = 128
+    window_splits: PosInt = 2
+    heads: PosInt = 4
+    chunk_planes: PosInt = 32
+    use_cost_volume: Bool = True
+    use_features: Bool = True
+
+    @model_validator(mode="after")
+    def _depth_range(self) -> CvmConfig:
+        if self.near >= self.far:
+            raise key_error("near", f"must be below cvm.far ({self.far}), got {self.near}")
+        return self
+
+
+class TrainConfig(Section):
+    """Optimisation, evaluation and logging cadence."""
+
+    iterations: PosInt = 200
+    batch_size: PosInt = 4
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: PosFloat = 1e-3
+    weight_decay: NonNegFloat = 1e-6
+    momentum: NonNegFloat = 0.9
+    poly_power: NonNegFloat = 0.9
+    eval_every: PosInt = 50
+    checkpoint_every: NonNegInt = 0
+    """Checkpoint every N iterations (0 = at every evaluation)."""
+    log_every: PosInt = 10
+    seed: Seed = 0
+    grad_clip: NonNegFloat = 0.0
+    """Clip the gradient norm to this value (0 = no clipping)."""
+
+
+def _check_baselines(value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    for task, metrics in value.items():
+        known = registries.task_metrics(task)
+        for name in metrics:
+            if name not in known:
+                raise key_error(
+                    f"{task}.{name}",
+                    f"{task} reports no metric {name!r} (known: {', '.join(known)})",
+                )
+    return value
+
+
+class EvalConfig(Section):
+    """What is scored, how, and the single-task references of delta_m."""
+
+    outputs: Annotated[
+        list[Literal["heads", "renders", "average"]], Field(min_length=1), AfterValidator(_unique)
+    ] = Field(default_factory=lambda: ["heads"])
+    """What to score: ``heads``, ``renders`` (regularizer) and/or ``average`` (Table 5)."""
+    multiview: Bool = False
+    """Also score with multi-view input (single-view is always scored)."""
+    edge_max_dist: PosFloat = 0.011
+    edge_thresholds: Annotated[int, Strict(), Field(gt=0, le=1000)] = 21
+    baselines: Annotated[dict[TaskName, dict[Str, Float]], AfterValidator(_check_baselines)] = Field(
+        default_factory=dict
+    )
+    """Single-task reference metrics per task, e.g. ``{semseg: {miou: 40.0}}``, for delta_m."""
+
+
+class Config(Section):
+    """The whole experiment config (``mtlsearch config schema`` writes its JSON Schema)."""
+
+    name: Str = "run"
+    tasks: Annotated[dict[TaskName, NonNegFloat], Field(min_length=1)] = Field(
+        default_factory=lambda: {"semseg": 1.0, "depth": 1.0, "normals": 10.0, "edge": 50.0}
+    )
+    """Task names and their loss weights (DESIGN: NYUD semseg 1, depth 1, normals 10, edge 50)."""
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    regularizer: RegularizerConfig = Field(default_factory=RegularizerConfig)
+    aux_heads: AuxHeadsConfig = Field(default_factory=AuxHeadsConfig)
+    cvm: CvmConfig = Field(default_factory=CvmConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="after")
+    def _across_sections(self) -> Config:
+        tasks = list(self.tasks)
+        reg = self.regularizer.tasks
+        if isinstance(reg, list):
+            for task in reg:
+                if task not in tasks:
+                    raise key_error(
+                        "regularizer.tasks",
+                        f"{task!r} is not one of the config's tasks ({', '.join(tasks)})",
+                    )
+        for task in self.data.source_tasks:
+            if task not in tasks:
+                raise key_error(
+                    "data.source_tasks",
+                    f"{task!r} is not one of the config's tasks ({', '.join(tasks)})",
+                )
+        if self.cvm.enabled and self.cvm.num_views < 2:
+            raise key_error(
+                "cvm.num_views", f"the cross-view module needs >= 2 views, got {self.cvm.num_views}"
+            )
+        if self.data.layout != "synthrooms" and not self.data.root:
+            raise key_error("data.root", f"required for layout {self.data.layout!r}")
+        return self
+
+    @property
+    def task_names(self) -> list[str]:
+        """The configured tasks, in the config's order."""
+        return list(self.tasks)
+
+    @property
+    def rendered_tasks(self) -> list[str]:
+        """Tasks the regularizer renders (empty when it is disabled)."""
+        if not self.regularizer.enabled:
+            return []
+        chosen = self.regularizer.tasks
+        if chosen == "all":
+            return self.task_names
+        return [t for t in self.task_names if t in chosen]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as nested plain dicts (tuples stay tuples)."""
+        return self.model_dump()
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted-key view of the config (``{"regularizer.alpha.max": 4.0, ...}``)."""
+        from mtlsearch.config.load import flatten
+
+        return flatten(self.to_dict())
+
+
+def section_fields(loc: tuple[Any, ...]) -> list[str] | None:
+    """The keys allowed at ``loc`` (a path of field names below :class:`Config`), or
+    None when ``loc`` is not a section (for "unknown key" messages)."""
+    model: Any = Config
+    for part in loc:
+        info = model.model_fields.get(part) if isinstance(part, str) else None
+        if info is None or not (isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)):
+            return None
+        model = info.annotation
+    return list(model.model_fields)
+
+
+def _num(value: Any) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+def field_range(loc: tuple[Any, ...]) -> str | None:
+    """The allowed interval of the number field at ``loc`` (``"[0, 1]"``, ``"(0, 1]"``)
+    when it has both bounds, else None (for range messages)."""
+    import annotated_types as at
+
+    model: Any = Config
+    info = None
+    for part in loc:
+        info = model.model_fields.get(part) if isinstance(part, str) and model is not None else None
+        if info is None:
+            return None
+        ann = info.annotation
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    if info is None:
+        return None
+    lo = hi = None
+    for item in info.metadata:
+        if isinstance(item, at.Ge):
+            lo = f"[{_num(item.ge)}"
+        elif isinstance(item, at.Gt):
+            lo = f"({_num(item.gt)}"
+        elif isinstance(item, at.Le):
+            hi = f"{_num(item.le)}]"
+        elif isinstance(item, at.Lt):
+            hi = f"{_num(item.lt)})"
+    return f"{lo}, {hi}" if lo and hi else None
+
+
+def close_keys(key: str, known: list[str]) -> list[str]:
+    """Up to three of ``known`` that look like ``key`` (typo hints)."""
+    return difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+
+
+__all__ = [
+    "AlphaConfig",
+    "AuxHeadsConfig",
+    "Config",
+    "CvmConfig",
+    "DataConfig",
+    "EvalConfig",
+    "ModelConfig",
+    "RegCrossViewConfig",
+    "RegularizerConfig",
+    "Section",
+    "SynthConfig",
+    "TrainConfig",
+    "key_error",
+    "field_range",
+    "section_fields",
+]
