@@ -118,6 +118,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted search")
     p.add_argument("--dry-run", action="store_true", help="print the trials or space and exit")
 
+    # config -----------------------------------------------------------------
+    config = sub.add_parser("config", help="the config's JSON Schema, or a resolved config")
+    config_sub = config.add_subparsers(dest="config_command", metavar="CONFIG_COMMAND")
+    p = _add(config_sub, "schema", "mtlsearch.config.commands:run_cli",
+             "write the JSON Schema of config files (for editor completion and checks)")
+    p.add_argument("--out", default=None, metavar="FILE", help="file to write (default: stdout)")
+    p = _add(config_sub, "show", "mtlsearch.config.commands:run_cli",
+             "print the resolved config (defaults, CONFIG, then --set) as YAML")
+    p.add_argument("config", nargs="?", default=None, help="config YAML file (default: defaults only)")
+    _add_set(p)
+
     # predict ----------------------------------------------------------------
     p = _add(sub, "predict", "mtlsearch.predict:run_cli",
              "single-image inference with a trained checkpoint (exported model)")

@@ -68,9 +68,9 @@ PosInt = Annotated[int, Strict(), Field(gt=0)]
 NonNegInt = Annotated[int, Strict(), Field(ge=0)]
 Seed = Annotated[int, Strict(), Field(ge=0, le=SEED_MAX)]
 Float = Annotated[float, BeforeValidator(_float_from_text), Strict()]
-PosFloat = Annotated[float, BeforeValidator(_float_from_text), Strict(), Field(gt=0)]
-NonNegFloat = Annotated[float, BeforeValidator(_float_from_text), Strict(), Field(ge=0)]
-Fraction = Annotated[float, BeforeValidator(_float_from_text), Strict(), Field(gt=0, le=1)]
+PosFloat = Annotated[float, Strict(), Field(gt=0), BeforeValidator(_float_from_text)]
+NonNegFloat = Annotated[float, Strict(), Field(ge=0), BeforeValidator(_float_from_text)]
+Fraction = Annotated[float, Strict(), Field(gt=0, le=1), BeforeValidator(_float_from_text)]
 Bool = Annotated[bool, Strict()]
 Str = Annotated[str, Strict()]
 Side = Annotated[int, Strict(), Field(gt=0, le=IMAGE_SIDE_MAX)]
@@ -175,7 +175,7 @@ class SynthConfig(Section):
     ] = (96, 128)
     """Image size (height, width), 8 to 4096 pixels per side."""
     seed: Seed = 0
-    val_fraction: Annotated[float, BeforeValidator(_float_from_text), Strict(), Field(gt=0, lt=1)] = 0.25
+    val_fraction: Annotated[float, Strict(), Field(gt=0, lt=1), BeforeValidator(_float_from_text)] = 0.25
     """Fraction of the rooms in the validation split, in (0, 1)."""
     cache_dir: Str = ".cache/synthrooms"
 
@@ -250,7 +250,7 @@ class AlphaConfig(Section):
 
     schedule: Literal["linear_ramp", "constant", "cosine_ramp", "step"] = "linear_ramp"
     max: NonNegFloat = 4.0
-    ramp_fraction: Annotated[float, BeforeValidator(_float_from_text), Strict(), Field(ge=0, le=1)] = 0.5
+    ramp_fraction: Annotated[float, Strict(), Field(ge=0, le=1), BeforeValidator(_float_from_text)] = 0.5
     """Fraction of ``train.iterations`` over which alpha rises to ``max``, in [0, 1]."""
 
 
@@ -289,7 +289,7 @@ class RegularizerConfig(Section):
     """Rendered tasks: ``all`` or a non-empty list of the config's tasks."""
     triplane_width: PosInt = 64
     hidden: PosInt = 64
-    dropout: Annotated[float, BeforeValidator(_float_from_text), Strict(), Field(ge=0, lt=1)] = 0.15
+    dropout: Annotated[float, Strict(), Field(ge=0, lt=1), BeforeValidator(_float_from_text)] = 0.15
     samples_per_ray: PosInt = 32
     near: Float = -1.0
     far: Float = 1.0
