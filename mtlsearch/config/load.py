@@ -24,7 +24,7 @@ from mtlsearch.config.schema import Config, close_keys, field_range, section_fie
 from mtlsearch.errors import UserError
 from mtlsearch.yamlio import LineDict, line_of, load_mapping, plain
 
-DICT_FIELDS = ("tasks", "eval.baselines")
+DICT_FIELDS = ("tasks", "eval.baselines", "regularizer.alpha.per_task")
 """Config keys whose value is a mapping with user-chosen keys (a leaf for :func:`flatten`)."""
 
 

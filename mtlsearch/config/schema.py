@@ -178,6 +178,10 @@ class SynthConfig(Section):
     val_fraction: Annotated[float, Strict(), Field(gt=0, lt=1), BeforeValidator(_float_from_text)] = 0.25
     """Fraction of the rooms in the validation split, in (0, 1)."""
     cache_dir: Str = ".cache/synthrooms"
+    extra_views: Annotated[int, Strict(), Field(ge=0, le=256)] = 0
+    """Extra video frames per room, labelled with depth only and listed in
+    ``gt_sets/extra.txt`` (train with ``data.extra_frames: true``); 0 = none (the
+    dataset is then byte-identical to one generated without this option)."""
 
 
 class DataConfig(Section):
@@ -208,6 +212,18 @@ class DataConfig(Section):
     PASCAL, else the first validation image's size rounded up to a multiple of 32."""
     max_val_images: NonNegInt = 0
     """Evaluate on at most this many validation images (0 = the whole split)."""
+    extra_frames: Bool = False
+    """Draw source views also from the dataset's extra frames (``gt_sets/extra.txt``:
+    video frames with poses and only some labels, e.g. NYUv2's raw frames with depth);
+    only those of the training scenes. Needs ``cameras/`` and >= 2 views per sample."""
+    supervise_all_views: Annotated[bool | None, Strict()] = None
+    """Every view of a sample takes a turn as the reference, so every view with a label
+    trains the heads (and renders) for that task; missing labels add no loss. ``null``:
+    on exactly when ``extra_frames`` is on. Off: only view 0's labels train the heads."""
+    single_view_duplication: Bool = False
+    """Without ``cameras/``, let multi-view parts (cross-view module, cross-view
+    consistency) pair each view with itself at the identity pose (no geometry: the cost
+    volume is uninformative and Eq. 3 repeats Eq. 2). Off: such a config is refused."""
 
     @model_validator(mode="after")
     def _ranges(self) -> DataConfig:
@@ -231,6 +247,9 @@ class ModelConfig(Section):
     decoder: DecoderName = "hps"  # type: ignore[assignment]
     """A registered decoder (``mtlsearch.models.decoders``)."""
     decoder_width: Annotated[int, Strict(), Field(gt=0, le=4096)] = 64
+    """hps/fpn: width of the fused map and heads. invpt: the embedding width D of the
+    preliminary decoders (512 in the paper; the transformer stages use D + D/8). mtinet:
+    unused (its widths are the backbone's)."""
     decoder_stride: Literal[4, 8] = 4
     """Scale of the decoder's fused feature map (the heads' and regularizer's input):
     1/4 or 1/8 of the input size."""
@@ -243,6 +262,11 @@ class ModelConfig(Section):
     """Backbone feature levels (timm ``out_indices``). On single-scale backbones (ViTs) they
     index transformer blocks; there the default [1, 2, 3, 4] is replaced by four evenly
     spaced blocks ending at the last one (DPT-style, e.g. [2, 5, 8, 11] for 12 blocks)."""
+    shared_features: Literal["encoder", "decoder"] = "encoder"
+    """invpt/mtinet: the shared map f that the regularizer and the aux heads read, brought
+    to the render scale: ``encoder`` the shared encoder's output (InvPT: the last ViT
+    block's map; MTI-Net: the HRNet levels concatenated), ``decoder`` the decoder's final
+    task features concatenated. hps/fpn always use their fused map."""
 
 
 class AlphaConfig(Section):
@@ -252,6 +276,9 @@ class AlphaConfig(Section):
     max: NonNegFloat = 4.0
     ramp_fraction: Annotated[float, Strict(), Field(ge=0, le=1), BeforeValidator(_float_from_text)] = 0.5
     """Fraction of ``train.iterations`` over which alpha rises to ``max``, in [0, 1]."""
+    per_task: dict[TaskName, NonNegFloat] = Field(default_factory=dict)
+    """alpha_t of Eq. 2: per-task overrides of ``max`` (same schedule), e.g. ``{depth: 2.0}``;
+    tasks not named use ``max``."""
 
 
 class RegCrossViewConfig(Section):
@@ -294,9 +321,21 @@ class RegularizerConfig(Section):
     near: Float = -1.0
     far: Float = 1.0
     """Ray extent along z inside the normalised [-1, 1]^3 tri-plane box (near < far)."""
+    ray_mode: Literal["orthographic", "perspective"] = "orthographic"
+    """``orthographic``: the paper's rays, parallel, K ignored; single-view renders only.
+    ``perspective``: pinhole rays through the render pixels with the view's K, samples at
+    metric z-depths in [box_center_depth + box_size * near, box_center_depth + box_size *
+    far]; cross-view renders are exact (needed by ``cross_view.enabled``)."""
+    perspective_box: Literal["camera", "frustum"] = "camera"
+    """Perspective mode's tri-plane coordinates in the input view's camera frame:
+    ``camera`` = the metric box (box_size, box_center_depth); ``frustum`` = normalised
+    pixel coordinates and z-depth (e_xy stays aligned with the image at every depth)."""
+    render_task_weights: Bool = True
+    """Multiply the render (and cross-view) losses by the task weight w_t as well as
+    alpha_t (on), or by alpha_t only (off; Eq. 2 read literally)."""
     box_size: PosFloat = 5.0
     """Half-extent of the tri-plane box in metres: box point b maps to camera-frame metres
-    p = box_size * b + (0, 0, box_center_depth). Used by cross-view poses and expected depth."""
+    p = box_size * b + (0, 0, box_center_depth). Used by expected depth and perspective rays."""
     box_center_depth: Float = 5.0
     """Camera-frame depth (metres) of the box centre (default: the box spans z in 0..10 m)."""
     plane_scale: PosFloat = 1.0
@@ -317,6 +356,14 @@ class RegularizerConfig(Section):
         if self.near >= self.far:
             raise key_error("near", f"must be below regularizer.far ({self.far}), got {self.near}")
         return self
+
+
+class LossConfig(Section):
+    """Options of the task losses (their weights are ``tasks``)."""
+
+    edge_pos_weight: Annotated[float, Strict(), Field(gt=0, lt=1), BeforeValidator(_float_from_text)] = 0.95
+    """Positive weight w of the balanced edge BCE (negatives weigh 1 - w), in (0, 1):
+    0.95 in InvPT / MTI-Net's PASCAL setting, 0.8 in ATRC's NYUD setting."""
 
 
 class AuxHeadsConfig(Section):
@@ -366,6 +413,9 @@ class TrainConfig(Section):
     seed: Seed = 0
     grad_clip: NonNegFloat = 0.0
     """Clip the gradient norm to this value (0 = no clipping)."""
+    intermediate_supervision: Bool = True
+    """Deep supervision of invpt/mtinet: every intermediate prediction is a loss term
+    (``loss_inter_<task>``) weighted like its task, as both papers train."""
 
 
 def _check_baselines(value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -390,7 +440,13 @@ class EvalConfig(Section):
     multiview: Bool = False
     """Also score with multi-view input (single-view is always scored)."""
     edge_max_dist: PosFloat = 0.011
+    """Boundary matching tolerance as a fraction of the unpadded image's diagonal (SEISM:
+    0.011 NYUD, 0.0075 PASCAL)."""
     edge_thresholds: Annotated[int, Strict(), Field(gt=0, le=1000)] = 21
+    """Number T of boundary thresholds, linspace(1/(T+1), 1 - 1/(T+1), T). 99 is the
+    0.01..0.99 grid MTL-PyTorch / ATRC / InvPT pass to SEISM; SEISM's own 101-point grid
+    adds 0 and 1, which select every pixel or none and never give the optimum, so 99
+    reproduces it. 21 (default) is a CPU-friendly approximation (ODS can be slightly lower)."""
     baselines: Annotated[dict[TaskName, dict[Str, Float]], AfterValidator(_check_baselines)] = Field(
         default_factory=dict
     )
@@ -408,6 +464,7 @@ class Config(Section):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     regularizer: RegularizerConfig = Field(default_factory=RegularizerConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
     aux_heads: AuxHeadsConfig = Field(default_factory=AuxHeadsConfig)
     cvm: CvmConfig = Field(default_factory=CvmConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -429,6 +486,26 @@ class Config(Section):
                 raise key_error(
                     "data.source_tasks",
                     f"{task!r} is not one of the config's tasks ({', '.join(tasks)})",
+                )
+        for task in self.regularizer.alpha.per_task:
+            if task not in tasks:
+                raise key_error(
+                    "regularizer.alpha.per_task",
+                    f"{task!r} is not one of the config's tasks ({', '.join(tasks)})",
+                )
+        reg_cfg = self.regularizer
+        if reg_cfg.enabled and reg_cfg.cross_view.enabled:
+            if reg_cfg.ray_mode != "perspective":
+                raise key_error(
+                    "regularizer.ray_mode",
+                    "cross_view.enabled needs perspective (orthographic rays ignore K, so "
+                    "another view's render would be geometrically wrong)",
+                )
+            if "depth" in self.rendered_tasks and reg_cfg.depth_mode != "expected":
+                raise key_error(
+                    "regularizer.depth_mode",
+                    "cross_view.enabled renders depth in the second view's frame: set "
+                    "expected (raw is a value of the input view)",
                 )
         if self.cvm.enabled and self.cvm.num_views < 2:
             raise key_error(
@@ -520,6 +597,7 @@ __all__ = [
     "CvmConfig",
     "DataConfig",
     "EvalConfig",
+    "LossConfig",
     "ModelConfig",
     "RegCrossViewConfig",
     "RegularizerConfig",
