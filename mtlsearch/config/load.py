@@ -20,12 +20,14 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from mtlsearch.config.schema import Config, close_keys, field_range, section_fields
+from mtlsearch.config.errors import dict_fields, first_error, show
+from mtlsearch.config.schema import Config
 from mtlsearch.errors import UserError
 from mtlsearch.yamlio import LineDict, line_of, load_mapping, plain
 
-DICT_FIELDS = ("tasks", "eval.baselines", "regularizer.alpha.per_task")
-"""Config keys whose value is a mapping with user-chosen keys (a leaf for :func:`flatten`)."""
+DICT_FIELDS = tuple(dict_fields(Config))
+"""Config keys whose value is a mapping with user-chosen keys (``tasks``,
+``eval.baselines``, ...): leaves for :func:`flatten`, read from the schema."""
 
 
 class ConfigError(UserError):
@@ -109,90 +111,16 @@ def config_fields() -> dict[str, Any]:
 # ---------------------------------------------------------------------------
 
 
-def _show(value: Any) -> str:
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, (list, tuple, dict)):
-        text = repr(plain(value))
-        return text if len(text) <= 80 else text[:77] + "..."
-    return repr(value)
-
-
-def _reason(err: dict[str, Any], loc: tuple[Any, ...]) -> str:
-    """A short message for one pydantic error (the key is added by the caller)."""
-    kind = err["type"]
-    ctx = err.get("ctx") or {}
-    got = _show(err.get("input"))
-    bounds = {
-        "greater_than": (">", "gt"), "greater_than_equal": (">=", "ge"),
-        "less_than": ("<", "lt"), "less_than_equal": ("<=", "le"),
-    }
-    if kind in bounds:
-        interval = field_range(loc)
-        if interval:
-            return f"must be in {interval}, got {got}"
-        op, name = bounds[kind]
-        return f"must be {op} {ctx.get(name)}, got {got}"
-    if kind == "finite_number":
-        return f"must be a finite number, got {got}"
-    if kind in ("int_type", "int_parsing", "int_from_float"):
-        return f"expected an integer, got {got}"
-    if kind in ("float_type", "float_parsing"):
-        return f"expected a number, got {got}"
-    if kind in ("bool_type", "bool_parsing"):
-        return f"expected true/false, got {got}"
-    if kind in ("string_type",):
-        return f"expected a string, got {got}"
-    if kind == "literal_error":
-        return f"{got} is not one of {ctx.get('expected')}"
-    if kind in ("dict_type", "model_type", "model_attributes_type"):
-        return f"expected a mapping, got {got}"
-    if kind in ("list_type", "tuple_type"):
-        return f"expected a list, got {got}"
-    if kind in ("too_long", "too_short"):
-        if ctx.get("field_type") == "Tuple":
-            return f"expected a list of {ctx.get('max_length', ctx.get('min_length'))} values, got {got}"
-        if kind == "too_short":
-            return f"needs at least {ctx.get('min_length')} item(s), got {got}"
-        return f"takes at most {ctx.get('max_length')} item(s), got {got}"
-    if kind == "extra_forbidden":
-        known = section_fields(loc[:-1]) or []
-        close = close_keys(str(loc[-1]), known)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
-        return f"unknown config key ({hint}known: {', '.join(known)})"
-    if "message" in ctx:
-        return str(ctx["message"])
-    message = str(err.get("msg", ""))
-    return message.removeprefix("Value error, ")
-
-
-def _dotted(loc: tuple[Any, ...]) -> str:
-    text = ""
-    for part in loc:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        elif part == "[key]" or "[" in str(part) or "-" in str(part):
-            continue  # pydantic's tags for dict keys, unions and validator functions
-        else:
-            text += f".{part}" if text else str(part)
-    return text
-
-
 def validation_error(err: ValidationError) -> ConfigError:
     """The first error of a pydantic ``ValidationError`` as a :class:`ConfigError`."""
-    first = err.errors(include_url=False)[0]
-    loc = tuple(first["loc"])
-    key = _dotted(loc)
-    field = (first.get("ctx") or {}).get("field") if first["type"] == "config_rule" else None
-    if field:
-        key = f"{key}.{field}" if key else str(field)
-    return ConfigError(key or "config", _reason(first, loc))
+    key, _, reason = first_error(err, Config)
+    return ConfigError(key or "config", reason)
 
 
 def validate_tree(tree: Any) -> Config:
     """Validate a nested mapping into a :class:`Config` (ConfigError on a bad value)."""
     if not isinstance(tree, dict):
-        raise ConfigError("config", f"expected a mapping, got {_show(tree)}")
+        raise ConfigError("config", f"expected a mapping, got {show(tree)}")
     try:
         return Config.model_validate(tree)
     except ValidationError as err:

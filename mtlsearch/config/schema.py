@@ -18,7 +18,6 @@ Defaults live here and nowhere else; YAML files and ``--set`` only override them
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -541,55 +540,6 @@ class Config(Section):
         return flatten(self.to_dict())
 
 
-def section_fields(loc: tuple[Any, ...]) -> list[str] | None:
-    """The keys allowed at ``loc`` (a path of field names below :class:`Config`), or
-    None when ``loc`` is not a section (for "unknown key" messages)."""
-    model: Any = Config
-    for part in loc:
-        info = model.model_fields.get(part) if isinstance(part, str) else None
-        if info is None or not (isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)):
-            return None
-        model = info.annotation
-    return list(model.model_fields)
-
-
-def _num(value: Any) -> str:
-    return str(value) if isinstance(value, int) else f"{value:g}"
-
-
-def field_range(loc: tuple[Any, ...]) -> str | None:
-    """The allowed interval of the number field at ``loc`` (``"[0, 1]"``, ``"(0, 1]"``)
-    when it has both bounds, else None (for range messages)."""
-    import annotated_types as at
-
-    model: Any = Config
-    info = None
-    for part in loc:
-        info = model.model_fields.get(part) if isinstance(part, str) and model is not None else None
-        if info is None:
-            return None
-        ann = info.annotation
-        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
-    if info is None:
-        return None
-    lo = hi = None
-    for item in info.metadata:
-        if isinstance(item, at.Ge):
-            lo = f"[{_num(item.ge)}"
-        elif isinstance(item, at.Gt):
-            lo = f"({_num(item.gt)}"
-        elif isinstance(item, at.Le):
-            hi = f"{_num(item.le)}]"
-        elif isinstance(item, at.Lt):
-            hi = f"{_num(item.lt)})"
-    return f"{lo}, {hi}" if lo and hi else None
-
-
-def close_keys(key: str, known: list[str]) -> list[str]:
-    """Up to three of ``known`` that look like ``key`` (typo hints)."""
-    return difflib.get_close_matches(key, known, n=3, cutoff=0.6)
-
-
 __all__ = [
     "AlphaConfig",
     "AuxHeadsConfig",
@@ -605,6 +555,4 @@ __all__ = [
     "SynthConfig",
     "TrainConfig",
     "key_error",
-    "field_range",
-    "section_fields",
 ]
