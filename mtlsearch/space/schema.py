@@ -1,0 +1,150 @@
+"""The pydantic schema of a search-space file (its structure and ranges).
+
+Contract: :class:`SpaceFile` validates the top level of a space file with the chosen
+profile's ``search`` / ``scheduler`` / ``resources`` / ``max_concurrent_trials`` merged in:
+unknown keys, wrong types, NaN/inf and out-of-range numbers are refused, and
+``mtlsearch.config.errors.first_error`` turns the error into a dotted key and a reason.
+What needs the config (config keys, distributions, metric names against the trained
+tasks, every trial's config) is checked by :mod:`mtlsearch.space.load`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict
+from pydantic_core import PydanticCustomError
+
+SEED_MAX = 2**63 - 1
+MAX_SAMPLES = 1_000_000
+"""Most ``search.num_samples`` (random and grid searches are also bounded by
+:data:`mtlsearch.space.expand.MAX_TRIALS`)."""
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+"""A search name is a folder name: letters, digits, ``_ . -``; no ``/``."""
+
+
+def _fail(message: str) -> PydanticCustomError:
+    return PydanticCustomError("space_rule", "{message}", {"message": message})
+
+
+def _path_or_mapping(what: str) -> Any:
+    def check(value: Any) -> Any:
+        if value is None or isinstance(value, (str, dict)):
+            return value
+        raise _fail(f"expected {what}, got {value!r}")
+
+    return BeforeValidator(check)
+
+
+def _mapping(value: Any) -> Any:
+    if value is None or isinstance(value, dict):
+        return value
+    raise _fail(f"expected a mapping, got {value!r}")
+
+
+def _seeds(value: Any) -> Any:
+    if value is None:
+        return None
+    seeds = [value] if isinstance(value, int) and not isinstance(value, bool) else value
+    if (
+        not isinstance(seeds, list) or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+        or len(set(seeds)) != len(seeds)
+    ):
+        raise _fail(f"expected a list of distinct integers, got {value!r}")
+    for s in seeds:
+        if not 0 <= s <= SEED_MAX:
+            raise _fail(f"seeds must lie in [0, 2^63), got {s}")
+    return seeds
+
+
+def _folder_name(value: Any) -> Any:
+    if value is None:
+        return value
+    if not isinstance(value, str) or not re.match(NAME_PATTERN, value):
+        raise _fail(f"expected a folder-safe name ([A-Za-z0-9_.-], no '/'), got {value!r}")
+    return value
+
+
+def _names(value: Any) -> Any:
+    """A metric name or a non-empty list of them; ``mode`` likewise."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return value
+    raise _fail(f"expected a name or a non-empty list of names, got {value!r}")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class SearchSection(_Section):
+    """``search:``: the algorithm, what it optimises, how many trials, its seed."""
+
+    algorithm: Literal["grid", "random", "optuna"] | None = None
+    """Default: grid when every key is discrete, else random."""
+    metric: Annotated[Any, BeforeValidator(_names)] = None
+    """A reported metric (``loss``, ``delta_m``, ``<task>_<metric>``) or a list (optuna)."""
+    mode: Annotated[Any, BeforeValidator(_names)] = None
+    """``max`` / ``min`` (or a list, one per metric); default: the metric's direction."""
+    num_samples: Annotated[int, Strict(), Field(ge=1, le=MAX_SAMPLES)] | None = None
+    seed: Annotated[int, Strict(), Field(ge=0, le=SEED_MAX)] | None = None
+    max_failures: Annotated[int, Strict(), Field(ge=0, le=1000)] | None = None
+    """Retries of a trial after a node or worker failure (user errors fail once)."""
+
+
+class SchedulerSection(_Section):
+    """``scheduler:``: ASHA early stopping, in evaluations."""
+
+    type: Literal["asha"] = "asha"
+    max_t: Annotated[int, Strict(), Field(ge=1)] | None = None
+    grace_period: Annotated[int, Strict(), Field(ge=1)] | None = None
+    reduction_factor: Annotated[int, Strict(), Field(ge=2)] | None = None
+
+
+class ResourcesSection(_Section):
+    """``resources:``: what one trial reserves."""
+
+    workers: Annotated[int, Strict(), Field(ge=1, le=4096)] = 1
+    cpus_per_worker: Annotated[float, Strict(), Field(gt=0, le=4096)] = 1.0
+    gpus_per_worker: Annotated[float, Strict(), Field(ge=0, le=64)] = 0.0
+
+
+class SpaceFile(_Section):
+    """The top level of a search-space file (search_spaces/README.md)."""
+
+    name: Annotated[Any, BeforeValidator(_folder_name)] = None
+    """Search name -> ``trials/<name>/`` (default: the file name)."""
+    description: Annotated[str, Strict()] | None = None
+    paper: Annotated[str, Strict(), Field(pattern=r"^[^/]+/[^/]+$")] | None = None
+    """``paper/table`` such as ``3dmtl/table6_render_tasks``."""
+    base: Annotated[Any, _path_or_mapping("a config file path or a mapping")] = None
+    fixed: Annotated[Any, BeforeValidator(_mapping)] = None
+    space: Annotated[Any, BeforeValidator(_mapping)] = None
+    seeds: Annotated[Any, BeforeValidator(_seeds)] = None
+    baseline: Annotated[Any, _path_or_mapping("a row label or a mapping of config keys")] = None
+    baselines: Literal["single_task"] | None = None
+    search: SearchSection | None = None
+    scheduler: SchedulerSection | None = None
+    resources: ResourcesSection | None = None
+    max_concurrent_trials: Annotated[int, Strict(), Field(ge=1, le=100_000)] | None = None
+    profiles: Annotated[Any, BeforeValidator(_mapping)] = None
+
+
+PROFILE_SECTIONS = ("resources", "max_concurrent_trials", "search", "scheduler")
+"""Non-config keys a profile may also set (merged over the space's own)."""
+TOP_KEYS = tuple(SpaceFile.model_fields)
+
+
+__all__ = [
+    "MAX_SAMPLES",
+    "NAME_PATTERN",
+    "PROFILE_SECTIONS",
+    "TOP_KEYS",
+    "ResourcesSection",
+    "SchedulerSection",
+    "SearchSection",
+    "SpaceFile",
+]
