@@ -55,13 +55,32 @@ def baseline_groups(space: Space, trials: list[dict[str, Any]] | None) -> dict[s
 def read_cache(folder: Path) -> dict[str, Any]:
     """The cached ``baselines.json`` of one setting (empty structure when absent)."""
     path = folder / BASELINES_FILE
-    if not path.is_file():
+    if not path.exists():
         return {"config": None, "tasks": {}}
+
+    def corrupt(why: str) -> UserError:
+        return UserError(f"{path}: corrupt baselines file ({why}); delete it to retrain")
+
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise UserError(f"{path}: corrupt baselines file ({err}); delete it to retrain") from None
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as err:
+        raise UserError(f"cannot read {path}: {err}") from None
+    except UnicodeDecodeError as err:
+        raise corrupt(f"not UTF-8: {err.reason} at byte {err.start}") from None
+    except (ValueError, RecursionError) as err:
+        raise corrupt(str(err) or type(err).__name__) from None
+    if not isinstance(data, dict):
+        raise corrupt(f"a JSON {type(data).__name__}, not an object")
     data.setdefault("tasks", {})
+    if not isinstance(data["tasks"], dict):
+        raise corrupt("'tasks' is not a mapping")
+    for task, entry in data["tasks"].items():
+        metrics = entry.get("metrics") if isinstance(entry, dict) else None
+        if task not in TASKS or not isinstance(metrics, dict):
+            raise corrupt(f"entry {task!r} is not a task with its metrics")
+        value = metrics.get(primary_metric(task))
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            raise corrupt(f"entry {task!r} has no numeric {primary_metric(task)}")
     return data
 
 

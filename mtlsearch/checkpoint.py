@@ -90,14 +90,55 @@ def save_checkpoint(
     return path
 
 
+def _type_name(value: Any) -> str:
+    return type(value).__name__
+
+
+def check_state(state: Any, path: str | Path, keys: tuple[str, ...] = ("model", "config")) -> dict[str, Any]:
+    """``state`` if it is a checkpoint dict with ``keys`` of the right types (``model``: a
+    state dict of tensors, ``config``: a mapping, ``step``: an int, ``num_classes``: task
+    -> positive int), else a :class:`UserError` naming ``path`` and the entry."""
+    if not isinstance(state, dict):
+        raise UserError(f"{path}: not an mtlsearch checkpoint (a {_type_name(state)}, not a dict)")
+    missing = [k for k in keys if k not in state]
+    if missing:
+        raise UserError(f"{path}: not an mtlsearch checkpoint (no {', '.join(missing)!s} entry)")
+    model = state.get("model")
+    if "model" in state and (not isinstance(model, dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items())):
+        raise UserError(f"{path}: checkpoint entry 'model' is not a state dict of tensors")
+    if "config" in state and not isinstance(state["config"], dict):
+        raise UserError(f"{path}: checkpoint entry 'config' must be a mapping, got "
+                        f"{_type_name(state['config'])}")
+    step = state.get("step")
+    if "step" in state and (isinstance(step, bool) or not isinstance(step, int) or step < 0):
+        raise UserError(f"{path}: checkpoint entry 'step' must be a non-negative int, got {step!r}")
+    classes = state.get("num_classes")
+    if classes is not None and (not isinstance(classes, dict) or not all(
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 65536
+            for k, v in classes.items())):
+        raise UserError(f"{path}: checkpoint entry 'num_classes' must map tasks to class counts")
+    for key in ("optimizer", "scheduler", "rng"):
+        if key in keys and not isinstance(state.get(key), dict):
+            raise UserError(f"{path}: checkpoint entry {key!r} must be a mapping")
+    return state
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint file, or ``checkpoint.pt`` inside a checkpoint directory."""
+    """Read a checkpoint file, or ``checkpoint.pt`` inside a checkpoint directory, with
+    ``torch.load(weights_only=True)``; an unreadable file (garbage, empty, truncated, a
+    pickle of anything but tensors and plain containers) is a :class:`UserError` naming it."""
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_FILE
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises many types for a corrupt file
+        reason = (str(err).strip().splitlines() or [""])[0][:200]
+        raise UserError(f"{path}: not a readable checkpoint ({_type_name(err)}: {reason})") from None
+    return check_state(state, path, keys=())
 
 
 def restore(
@@ -108,8 +149,13 @@ def restore(
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     rng: bool = True,
 ) -> int:
-    """Load a checkpoint's state into the given objects; return the completed step."""
-    unwrap(model).load_state_dict(state["model"])
+    """Load a checkpoint's state into the given objects; return the completed step.
+    Weights that do not fit ``model`` are a :class:`UserError`."""
+    try:
+        unwrap(model).load_state_dict(state["model"])
+    except RuntimeError as err:
+        reason = str(err).strip().splitlines()[0][:300]
+        raise UserError(f"checkpoint weights do not fit the model its config describes: {reason}") from None
     if optimizer is not None:
         optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None:
@@ -128,15 +174,20 @@ def load_trained_model(path: str | Path, map_location: str | torch.device = "cpu
     from mtlsearch.models import build_model
 
     state = load_checkpoint(path, map_location)
-    cfg = load_config(state["config"])
-    model = build_model(cfg, state.get("num_classes") or None)
-    restore(state, model=model, rng=False)
+    check_state(state, path, keys=("model", "config"))
+    try:
+        cfg = load_config(state["config"])
+        model = build_model(cfg, state.get("num_classes") or None)
+        restore(state, model=model, rng=False)
+    except UserError as err:
+        raise UserError(f"checkpoint {path}: {err}") from None
     model.eval()
     return model, cfg
 
 
 __all__ = [
     "CHECKPOINT_FILE",
+    "check_state",
     "load_checkpoint",
     "load_trained_model",
     "restore",

@@ -95,12 +95,14 @@ def check_target(
     replace: bool = True,
     force_hint: str | None = None,
     protect: Sequence[str | Path] = (),
+    protect_label: str = "search folder",
     legacy: Callable[[Path], bool] | None = None,
 ) -> Path:
     """Check that an output folder of ``kind`` may be written at ``out``; return it
     absolute. ``replace``: an earlier output of the same kind may be replaced (without
     it any existing folder is refused, with ``force_hint`` as the remedy). ``protect``:
-    folders the target must neither be, contain nor lie inside. ``legacy``: recognises
+    inputs (named ``protect_label`` in messages) the target must neither be, contain nor
+    lie inside. ``legacy``: recognises
     an earlier output written before markers existed. Raises :class:`UserError`."""
     raw = Path(out)
     target = Path(os.path.abspath(raw))
@@ -108,12 +110,13 @@ def check_target(
     resolved = target.resolve()
     for folder in protect:
         p = Path(folder).resolve()
+        what = f"the {protect_label} {str(folder)!r}"
         if resolved == p:
-            raise UserError(f"{shown} is the search folder {str(folder)!r}; choose another folder")
+            raise UserError(f"{shown} is {what}; choose another folder")
         if _inside(resolved, p):
-            raise UserError(f"{shown} lies inside the search folder {str(folder)!r}; choose a folder outside it")
+            raise UserError(f"{shown} lies inside {what}; choose a folder outside it")
         if _inside(p, resolved):
-            raise UserError(f"{shown} contains the search folder {str(folder)!r}; choose another folder")
+            raise UserError(f"{shown} contains {what}; choose another folder")
     for parent in target.parents:
         if parent.exists() or parent.is_symlink():
             if not parent.is_dir():
@@ -191,6 +194,27 @@ def output_folder(out: str | Path, kind: str, **check: object) -> Iterator[Path]
         raise
 
 
+def check_run_folder(storage: str | Path, name: str | None, *, name_flag: str = "--name",
+                     storage_flag: str = "--storage") -> Path:
+    """``storage/name`` absolute, for a run or search folder: ``name`` (unless None) must
+    be a plain folder name (letters, digits, ``-``, ``_``, ``.``; not ``.`` or ``..``) and
+    ``storage`` must not be, or lie inside, a file. Checked before any data is generated
+    or Ray starts."""
+    text = "" if name is None else str(name)
+    plain = text.replace("-", "").replace("_", "").replace(".", "")
+    if name is not None and (not plain.isascii() or not plain.isalnum() or len(text) > 200):
+        raise UserError(f"{name_flag}: expected a folder name of letters, digits, '-', '_' or '.', "
+                        f"got {text!r}")
+    root = Path(os.path.abspath(storage))
+    for folder in (root, *root.parents):
+        if folder.exists() or folder.is_symlink():
+            if not folder.is_dir():
+                where = "" if folder == root else f" ({str(folder)!r} is a file)"
+                raise UserError(f"{storage_flag} {str(storage)!r} is not a folder{where}")
+            break
+    return root / text
+
+
 def png_software(kind: str) -> str:
     """The PNG ``Software`` text that marks a file written by mtlsearch's ``kind``."""
     return f"{TOOL} {kind}"
@@ -227,6 +251,7 @@ def check_file_target(out: str | Path, kind: str, *, flag: str = "--out") -> Pat
 __all__ = [
     "MARKER_PREFIX",
     "check_file_target",
+    "check_run_folder",
     "check_target",
     "install",
     "marker_name",

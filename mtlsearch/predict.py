@@ -4,7 +4,9 @@ The checkpoint's model is exported (no regularizer, no auxiliary heads) and run 
 image alone, as the papers evaluate: a cross-view model trained on multi-view batches
 receives the image duplicated with the identity pose. Each image gives
 ``<stem>.npz`` (semseg/parts class maps, depth in metres, unit normals, edge and saliency
-probabilities) and ``<stem>.png`` (the image beside every task's prediction).
+probabilities) and ``<stem>.png`` (the image beside every task's prediction), written
+into ``--out`` by the rule of :mod:`mtlsearch.outputs` (a new folder, or earlier
+predictions replaced).
 """
 
 from __future__ import annotations
@@ -15,22 +17,28 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 
 from mtlsearch.errors import UserError
+
+PREDICTIONS_KIND = "predictions"
+"""Marker kind (``.mtlsearch-predictions``): ``--out`` replaces only earlier predictions."""
 
 STRIDE = 32
 """Images are padded to a multiple of the backbone's total stride, then cropped back."""
 
 
 def read_image(path: Path) -> np.ndarray:
-    """An RGB uint8 array (H, W, 3); a missing or unreadable file is a UserError."""
+    """An RGB uint8 array (H, W, 3); a missing or unreadable file, or one larger than
+    :data:`mtlsearch.data.reader.MAX_PIXELS` (decompression bomb), is a UserError."""
+    from mtlsearch.data.reader import open_image
+
     if not path.is_file():
         raise UserError(f"image not found: {path}")
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             return np.array(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as err:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise UserError(f"cannot read image {path}: {err}") from None
 
 
@@ -87,25 +95,30 @@ def draw(rgb: np.ndarray, preds: dict[str, np.ndarray], path: Path) -> None:
 
 def run_cli(args: argparse.Namespace) -> int:
     from mtlsearch.checkpoint import load_trained_model
+    from mtlsearch.outputs import check_target, output_folder
 
+    out = Path(args.out)
+    protect = [Path(args.checkpoint), *(Path(p) for p in args.images)]
+    check_target(out, PREDICTIONS_KIND, protect=protect, protect_label="input")
     images = [Path(p) for p in args.images]
+    stems = [p.stem for p in images]
+    if len(set(stems)) != len(stems):
+        raise UserError("images: two images share a file stem, their outputs would collide: "
+                        + ", ".join(sorted({s for s in stems if stems.count(s) > 1})))
     rgbs = [read_image(p) for p in images]
     model, cfg = load_trained_model(args.checkpoint)
     model = model.export()
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, expected a folder")
-    out.mkdir(parents=True, exist_ok=True)
     mode = "cross-view module, single view (duplicated, identity pose)" if cfg.cvm.enabled else "single view"
     print(f"model {cfg.model.backbone}/{cfg.model.decoder}, tasks {', '.join(cfg.tasks)}; {mode}")
-    for path, rgb in zip(images, rgbs):
-        preds = predict(model, cfg, rgb)
-        np.savez_compressed(out / f"{path.stem}.npz", **preds)
-        draw(rgb, preds, out / f"{path.stem}.png")
-        summary = ", ".join(
-            f"depth {preds['depth'].min():.2f}-{preds['depth'].max():.2f} m" if t == "depth"
-            else f"{t} {len(np.unique(v))} classes" if t in ("semseg", "parts") else t
-            for t, v in preds.items()
-        )
-        print(f"{path.name}: {summary} -> {out / path.stem}.npz, .png")
+    with output_folder(out, PREDICTIONS_KIND, protect=protect, protect_label="input") as tmp:
+        for path, rgb in zip(images, rgbs):
+            preds = predict(model, cfg, rgb)
+            np.savez_compressed(tmp / f"{path.stem}.npz", **preds)
+            draw(rgb, preds, tmp / f"{path.stem}.png")
+            summary = ", ".join(
+                f"depth {preds['depth'].min():.2f}-{preds['depth'].max():.2f} m" if t == "depth"
+                else f"{t} {len(np.unique(v))} classes" if t in ("semseg", "parts") else t
+                for t, v in preds.items()
+            )
+            print(f"{path.name}: {summary} -> {out / path.stem}.npz, .png")
     return 0

@@ -40,6 +40,7 @@ from typing import Any
 
 from mtlsearch.config import config_fields, load_config, set_dotted
 from mtlsearch.errors import UserError
+from mtlsearch.outputs import check_run_folder
 from mtlsearch.space import (
     INDEX_KEY,
     SEED_KEY,
@@ -346,7 +347,17 @@ def _load_for_resume(args: argparse.Namespace, exp_dir: Path) -> Space:
     meta_path = exp_dir / META_FILE
     if not meta_path.is_file():
         raise UserError(f"--resume: {exp_dir} holds no {META_FILE}; not an mtlsearch search")
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError, RecursionError) as err:
+        raise UserError(f"--resume: {meta_path} is unreadable ({type(err).__name__}); not resumable") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"--resume: {meta_path} is not a JSON object; not resumable")
+    stored = meta.get("overrides")
+    if stored is not None and not (isinstance(stored, list) and all(isinstance(o, str) for o in stored)):
+        raise UserError(f"--resume: {meta_path}: 'overrides' must be a list of key=value strings")
+    if meta.get("profile") is not None and not isinstance(meta["profile"], str):
+        raise UserError(f"--resume: {meta_path}: 'profile' must be a string")
     profile = args.profile if args.profile is not None else meta.get("profile")
     overrides = args.overrides or meta.get("overrides") or []
     space = load_space(args.space, profile, overrides)
@@ -472,6 +483,7 @@ def run_cli(args: argparse.Namespace) -> int:
         exp_dir = storage / name
     if args.name is not None and not args.name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise UserError(f"--name: expected letters, digits, '-', '_' or '.', got {args.name!r}")
+    exp_dir = check_run_folder(storage, name, name_flag="--name" if args.name else f"{args.space}: name")
     if args.dry_run:
         print(dry_run(space, exp_dir))
         return 0

@@ -22,6 +22,7 @@ from typing import Any
 
 from mtlsearch.config import Config, load_config
 from mtlsearch.errors import UserError
+from mtlsearch.outputs import check_run_folder
 
 TENSORBOARD_SUBDIR = "tensorboard"
 """Where ``mtlsearch train`` writes TensorBoard events: ``<storage>/<name>/tensorboard``."""
@@ -120,12 +121,13 @@ def run_cli(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     if args.workers < 1:
         raise UserError(f"--workers: expected >= 1, got {args.workers}")
-    if args.cpus_per_worker <= 0:
-        raise UserError(f"--cpus-per-worker: expected > 0, got {args.cpus_per_worker}")
-    if args.gpus_per_worker < 0:
-        raise UserError(f"--gpus-per-worker: expected >= 0, got {args.gpus_per_worker}")
+    if not 0 < args.cpus_per_worker < math.inf:
+        raise UserError(f"--cpus-per-worker: expected a finite number > 0, got {args.cpus_per_worker}")
+    if not 0 <= args.gpus_per_worker < math.inf:
+        raise UserError(f"--gpus-per-worker: expected a finite number >= 0, got {args.gpus_per_worker}")
     name = args.name or Path(args.config).stem
     storage = Path(args.storage).resolve()
+    check_run_folder(storage, args.name)
 
     from mtlsearch.data.pipeline import resolve_root
 

@@ -63,8 +63,9 @@ def test_import_writes_cameras(tmp_path: Path, capsys: pytest.CaptureFixture) ->
         main(["data", "import-colmap", str(tmp_path / "sparse"), "--out", str(out), "--scale", "2.0"])
     assert exit_info.value.code == 0
     assert "wrote 3 camera files" in capsys.readouterr().out
-    assert sorted(p.name for p in out.iterdir()) == ["frame9.json", "img_001.json", "img_002.json"]
-    cams = {p.stem: json.loads(p.read_text()) for p in out.iterdir()}
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".mtlsearch-cameras", "frame9.json", "img_001.json", "img_002.json"]
+    cams = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
     # Intrinsics: COLMAP pixel centres at +0.5 -> cx - 0.5.
     assert np.allclose(cams["img_002"]["K"], [[500, 0, 319.5], [0, 510, 239.5], [0, 0, 1]])
     assert np.allclose(cams["img_001"]["K"], [[250, 0, 160.0], [0, 250, 120.0], [0, 0, 1]])

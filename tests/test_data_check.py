@@ -66,3 +66,20 @@ def test_report_object(tmp_path: Path) -> None:
     assert not report.ok and len(report.problems) == 1
     assert "human_parts/p2.mat" in report.problems[0]
     assert report.splits == {"train": 2, "val": 1}
+
+
+def test_hostile_files_are_listed_as_problems(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from tests.fuzz_cases import BOMB_PNG
+
+    make_nyud_tree(tmp_path)
+    np.save(tmp_path / "depth" / "a.npy", np.array(["x", "y"]))
+    (tmp_path / "segmentation" / "b.png").write_bytes(BOMB_PNG)
+    (tmp_path / "cameras" / "c.json").write_bytes(b"\xff\xfe")
+    code, out = _run(capsys, str(tmp_path))
+    assert code == 1
+    assert "depth/a.npy: expected a numeric array" in out
+    assert "segmentation/b.png: image too large" in out
+    assert "c.json" in out
+    (tmp_path / "gt_sets" / "val.txt").write_bytes(b"\xff\x00")
+    code, out = _run(capsys, str(tmp_path))
+    assert code == 1 and "val.txt: not a UTF-8 text file" in out

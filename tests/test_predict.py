@@ -74,3 +74,61 @@ def test_missing_image_is_a_user_error(checkpoint, tmp_path, capsys):
         main(["predict", str(path), str(tmp_path / "nope.png"), "--out", str(tmp_path / "p")])
     assert exc.value.code == 2
     assert "nope.png" in capsys.readouterr().err
+
+
+def _predict(capsys, *argv: str) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(["predict", *argv])
+    return exc.value.code, capsys.readouterr().err
+
+
+def test_bad_checkpoints_are_one_error_line(checkpoint, tmp_path, capsys):
+    path, _, _ = checkpoint
+    image = tmp_path / "room.png"
+    Image.new("RGB", (40, 30)).save(image)
+    state = torch.load(path, weights_only=True)
+    good = path.read_bytes()
+    bad = tmp_path / "bad.pt"
+    first = next(iter(state["model"]))
+    cases = [
+        (b"", "not a readable checkpoint"),
+        (b"\x00garbage" * 50, "not a readable checkpoint"),
+        (good[: len(good) // 2], "not a readable checkpoint"),
+        ([1, 2], "not an mtlsearch checkpoint"),
+        ({k: v for k, v in state.items() if k != "model"}, "no model entry"),
+        ({**state, "model": {**state["model"], first: torch.zeros(1)}}, "do not fit the model"),
+        ({**state, "config": {**state["config"], "train": {"lr": "fast"}}}, "train.lr"),
+        ({**state, "num_classes": {"semseg": -1}}, "num_classes"),
+    ]
+    for content, message in cases:
+        if isinstance(content, bytes):
+            bad.write_bytes(content)
+        else:
+            torch.save(content, bad)
+        code, err = _predict(capsys, str(bad), str(image), "--out", str(tmp_path / "p"))
+        assert code == 2 and message in err and str(bad) in err and err.count("\n") == 1, err
+    assert not (tmp_path / "p").exists()
+
+
+def test_out_rule_and_decompression_bomb(checkpoint, tmp_path, capsys):
+    from tests.fuzz_cases import BOMB_PNG
+
+    path, _, _ = checkpoint
+    image = tmp_path / "room.png"
+    Image.new("RGB", (40, 30)).save(image)
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(BOMB_PNG)
+    code, err = _predict(capsys, str(path), str(bomb), "--out", str(tmp_path / "p"))
+    assert code == 2 and "bomb.png" in err
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "room.npz").write_bytes(b"my own file")
+    code, err = _predict(capsys, str(path), str(image), "--out", str(mine))
+    assert code == 2 and "not an mtlsearch predictions output" in err
+    assert (mine / "room.npz").read_bytes() == b"my own file"
+    code, err = _predict(capsys, str(path), str(image), "--out", str(tmp_path))
+    assert code == 2 and "contains the input" in err
+    out = tmp_path / "pred"
+    assert _predict(capsys, str(path), str(image), "--out", str(out))[0] == 0
+    assert _predict(capsys, str(path), str(image), "--out", str(out))[0] == 0  # replaces its own
+    assert sorted(p.name for p in out.iterdir()) == [".mtlsearch-predictions", "room.npz", "room.png"]

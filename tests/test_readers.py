@@ -283,3 +283,48 @@ def test_pascal_edges_from_label_map(tmp_path: Path) -> None:
     assert np.array_equal(e, context_edges(raw["p1"]["labelmap"]))
     # The person box boundary and the wall/sky boundary carry edges; the interior does not.
     assert e[15:17].sum() > 0 and e[4:10, 4:12].sum() > 0 and e[25:, :].sum() == 0
+
+
+# ---------------------------------------------------------------------------
+# Hostile files: one UserError naming the file, never a traceback or a huge allocation
+# ---------------------------------------------------------------------------
+
+
+def test_hostile_arrays_images_and_split_lists(tmp_path: Path) -> None:
+    from tests.fuzz_cases import BOMB_PNG, LARGE_PNG
+
+    make_nyud_tree(tmp_path)
+    reader = NyudReader(tmp_path)
+    depth = tmp_path / "depth" / "a.npy"
+    for array in (np.array(["a", "bb"]), np.zeros((H, W), np.complex64),
+                  np.zeros(3, dtype=[("x", "f4")])):
+        np.save(depth, array)
+        with pytest.raises(UserError, match="a.npy: expected a numeric array"):
+            reader.read_label("a", "depth")
+    np.save(depth, np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(UserError, match="a.npy"):
+        reader.read_label("a", "depth")
+    np.save(depth, np.zeros((H, W), np.float32))
+    depth.write_bytes(depth.read_bytes()[:200])
+    with pytest.raises(UserError, match="a.npy: truncated"):
+        reader.read_label("a", "depth")
+    image = tmp_path / "images" / "a.png"
+    for content, message in ((BOMB_PNG, "image too large"), (LARGE_PNG, "decompression bomb")):
+        image.write_bytes(content)
+        with pytest.raises(UserError, match=message):
+            reader.read_image("a")
+    split = tmp_path / "gt_sets" / "train.txt"
+    split.write_bytes(b"\xff\xfe\x00a\x00")
+    with pytest.raises(UserError, match="train.txt: not a UTF-8 text file"):
+        reader.split_ids("train")
+    for bad in (b"a\n../../etc/passwd\n", b"a\nb\x00c\n", b"sub/a\n"):
+        split.write_bytes(bad)
+        with pytest.raises(UserError, match="train.txt, line "):
+            reader.split_ids("train")
+    split.write_bytes("\ufeffa\nb\n".encode())
+    assert reader.split_ids("train") == ["a", "b"]
+    camera = tmp_path / "cameras" / "a.json"
+    camera.write_text(json.dumps({"K": np.eye(3).tolist(), "cam2world": np.eye(4).tolist(),
+                                  "frame": 1e999}))
+    with pytest.raises(UserError, match="a.json"):
+        NyudReader(tmp_path).camera("a")

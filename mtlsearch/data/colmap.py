@@ -22,6 +22,10 @@ from typing import Any
 import numpy as np
 
 from mtlsearch.errors import UserError
+from mtlsearch.outputs import check_target, output_folder
+
+CAMERAS_KIND = "cameras"
+"""Marker kind (``.mtlsearch-cameras``): ``--out`` replaces only an earlier import."""
 
 # model name -> indices of (fx, fy, cx, cy) in its parameter list (fy = fx when equal).
 _INTRINSICS = {
@@ -188,13 +192,11 @@ def cameras_from_model(model_dir: str | Path, scale: float = 1.0) -> dict[str, d
 
 def import_colmap(model_dir: str | Path, out: str | Path, scale: float = 1.0) -> int:
     """Write ``out/<id>.json`` for every image of the model; returns how many."""
+    check_target(out, CAMERAS_KIND)
     cameras = cameras_from_model(model_dir, scale)
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    for id_, cam in cameras.items():
-        (out / f"{id_}.json").write_text(json.dumps(cam, sort_keys=True) + "\n")
+    with output_folder(out, CAMERAS_KIND) as tmp:
+        for id_, cam in cameras.items():
+            (tmp / f"{id_}.json").write_text(json.dumps(cam, sort_keys=True) + "\n")
     return len(cameras)
 
 

@@ -7,15 +7,19 @@ split file or image is a :class:`UserError` naming it.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
+from mtlsearch.data.reader import read_npy, read_png, read_split
 from mtlsearch.errors import UserError
+from mtlsearch.outputs import check_file_target, png_software
 
 COLUMNS = ("RGB", "depth", "normals", "segmentation", "edges", "saliency")
+PREVIEW_KIND = "data preview"
+"""``--out`` may overwrite only a PNG whose ``Software`` chunk says this command wrote it."""
 
 
 def _find(folder: Path, vid: str, exts: tuple[str, ...]) -> Path | None:
@@ -31,27 +35,34 @@ def _load(root: Path, vid: str) -> list[np.ndarray | None]:
     img_path = _find(root / "images", vid, (".png", ".jpg", ".jpeg"))
     if img_path is None:
         raise UserError(f"image of {vid!r} not found in {str(root / 'images')!r}")
-    rgb = np.asarray(Image.open(img_path).convert("RGB"))
+    rgb = read_png(img_path, "RGB")
     panels: list[np.ndarray | None] = [rgb]
     p = _find(root / "depth", vid, (".npy",))
-    panels.append(np.load(p).astype(np.float32).squeeze() if p else None)
+    panels.append(_map(p, read_npy(p).astype(np.float32).squeeze(), (2,)) if p else None)
     p = _find(root / "normals", vid, (".png", ".npy"))
     if p is None:
         panels.append(None)
     elif p.suffix == ".npy":
-        n = np.load(p).astype(np.float32)
-        n = n.transpose(1, 2, 0) if n.shape[0] == 3 and n.shape[-1] != 3 else n
-        panels.append(np.clip((n + 1) / 2, 0, 1))
+        n = read_npy(p).astype(np.float32)
+        n = n.transpose(1, 2, 0) if n.ndim == 3 and n.shape[0] == 3 and n.shape[-1] != 3 else n
+        panels.append(_map(p, np.clip((n + 1) / 2, 0, 1), (3,)))
     else:
-        panels.append(np.asarray(Image.open(p).convert("RGB")))
+        panels.append(read_png(p, "RGB"))
     for folder in ("segmentation", "edge", "saliency"):
         p = _find(root / folder, vid, (".png", ".npy"))
         if p is None:
             panels.append(None)
         else:
-            arr = np.load(p) if p.suffix == ".npy" else np.asarray(Image.open(p))
-            panels.append(np.asarray(arr).squeeze())
+            arr = read_npy(p) if p.suffix == ".npy" else read_png(p)
+            panels.append(_map(p, np.asarray(arr).squeeze(), (2, 3)))
     return panels
+
+
+def _map(path: Path, arr: np.ndarray, ndims: tuple[int, ...]) -> np.ndarray:
+    """``arr`` if it is a drawable (H, W) or (H, W, 3) map, else a UserError naming ``path``."""
+    if arr.ndim not in ndims or (arr.ndim == 3 and arr.shape[2] not in (3, 4)) or 0 in arr.shape:
+        raise UserError(f"{path}: cannot draw an array of shape {arr.shape}")
+    return arr
 
 
 def draw_preview(root: str | Path, out: str | Path, num: int = 4, split: str = "train") -> Path:
@@ -69,11 +80,10 @@ def draw_preview(root: str | Path, out: str | Path, num: int = 4, split: str = "
     split_file = root / "gt_sets" / f"{split}.txt"
     if not split_file.is_file():
         raise UserError(f"split file {str(split_file)!r} not found (--split {split})")
-    ids = [line.strip() for line in split_file.read_text().splitlines() if line.strip()][:num]
+    ids = read_split(split_file)[:num]
     if not ids:
         raise UserError(f"split file {str(split_file)!r} lists no views")
-    if out.parent and not out.parent.is_dir():
-        raise UserError(f"--out folder {str(out.parent)!r} not found")
+    out = check_file_target(out, PREVIEW_KIND)
 
     rows = [_load(root, vid) for vid in ids]
     fig, axes = plt.subplots(
@@ -105,8 +115,13 @@ def draw_preview(root: str | Path, out: str | Path, num: int = 4, split: str = "
             else:
                 ax.imshow(img, interpolation="nearest")
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}.png")
+    try:
+        fig.savefig(tmp, dpi=100, metadata={"Software": png_software(PREVIEW_KIND)})
+        tmp.replace(out)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
     return out
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import abc
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,23 +96,61 @@ def _fail(path: Path, err: Exception | str) -> UserError:
     return UserError(f"cannot read {path}: {err}")
 
 
+MAX_PIXELS = 1 << 26
+"""Largest image (about 67 megapixels, 8192 x 8192) any reader decodes: a bigger one is a
+decompression bomb or not a dataset image."""
+
+
+def open_image(path: Path) -> Image.Image:
+    """``Image.open`` with the size checked before any pixel is decoded (decompression
+    bombs): a :class:`UserError` naming the file. Use as a context manager."""
+    try:
+        with warnings.catch_warnings():  # the size is checked below, whatever PIL's limit
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+    except Image.DecompressionBombError as err:
+        raise UserError(f"{path}: image too large ({err})") from None
+    except (OSError, ValueError, SyntaxError) as err:
+        raise _fail(path, err) from None
+    w, h = img.size
+    if w * h > MAX_PIXELS:
+        img.close()
+        raise UserError(f"{path}: {w}x{h} image is larger than {MAX_PIXELS} pixels "
+                        "(decompression bomb?)")
+    return img
+
+
 def read_png(path: Path, mode: str | None = None) -> np.ndarray:
     """Decode an image file into a numpy array (``mode`` converts, e.g. ``"RGB"``)."""
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             if mode is not None and img.mode != mode:
                 img = img.convert(mode)
             arr = np.array(img)
-    except (OSError, ValueError, SyntaxError) as err:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         raise _fail(path, err) from None
+    if arr.dtype.kind not in "biuf" or arr.ndim not in (2, 3):
+        raise UserError(f"{path}: not a plain image (decoded as {arr.dtype} {arr.shape})")
     return arr
 
 
 def read_npy(path: Path) -> np.ndarray:
-    """Load a ``.npy`` array without pickles."""
+    """Load a ``.npy`` array without pickles: numeric (bool, int or float) dtypes only,
+    the header's size checked against the file's before anything is read."""
     try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read_header(fh)
+            offset = fh.tell()
+        if dtype.hasobject or dtype.kind not in "biuf" or dtype.fields is not None:
+            raise UserError(f"{path}: expected a numeric array, got dtype {dtype}")
+        size = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        if size > path.stat().st_size - offset:
+            raise UserError(f"{path}: truncated (header {shape} {dtype} needs {size} bytes)")
         return np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as err:
+    except (OSError, ValueError, EOFError, SyntaxError, TypeError) as err:
         raise _fail(path, err) from None
 
 
@@ -202,7 +241,7 @@ def read_camera(path: Path) -> Camera:
         c2w = np.asarray(data["cam2world"], dtype=np.float64)
         scene = str(data.get("scene", ""))
         frame = int(data.get("frame", 0))
-    except (KeyError, TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as err:
         raise UserError(f"{path}: camera file needs K (3x3) and cam2world (4x4): {err}") from None
     if K.shape != (3, 3) or c2w.shape != (4, 4):
         raise UserError(f"{path}: K must be 3x3 and cam2world 4x4, got {K.shape} and {c2w.shape}")
@@ -212,12 +251,26 @@ def read_camera(path: Path) -> Camera:
 
 
 def read_split(path: Path) -> list[str]:
-    """Ids listed one per line (blank lines skipped)."""
+    """Ids listed one per line (blank lines skipped), UTF-8; an id is a file stem, so
+    path separators, control characters and ``..`` are refused, naming the line."""
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except OSError as err:
         raise _fail(path, err) from None
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not a UTF-8 text file of ids ({err.reason} at byte {err.start})") from None
+    ids = []
+    for number, line in enumerate(text.splitlines(), 1):
+        id_ = line.strip()
+        if not id_:
+            continue
+        if (id_ in (".", "..") or any(c in id_ for c in "/\\") or len(id_) > 255
+                or any(ord(c) < 32 or ord(c) == 127 for c in id_)):
+            raise UserError(f"{path}, line {number}: {id_[:40]!r} is not a file id")
+        ids.append(id_)
+    return ids
 
 
 # ---------------------------------------------------------------------------
