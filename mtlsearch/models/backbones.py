@@ -5,23 +5,30 @@ in a :class:`Backbone` that returns a list of feature maps with known ``channels
 ``reductions`` (input stride of each map). Family-specific choices:
 
 * HRNets use ``feature_location=""``: the raw multi-resolution branch outputs
-  (18/36/72/144 channels for W18), the features the multi-task literature fuses,
-  rather than timm's classification "incre" features.
-* ViTs (single-scale backbones) are built with ``dynamic_img_size=True`` so any input
-  size divisible by the patch size works; their ``out_indices`` index transformer blocks,
-  and the config default ``[1, 2, 3, 4]`` becomes four evenly spaced blocks ending at the
-  last one.
+  (18/36/72/144 channels for W18, 48/96/192/384 for W48), the features the multi-task
+  literature fuses, rather than timm's classification "incre" features. Their fixed x2
+  fusions need sizes that are multiples of 32: other inputs are zero-padded at the
+  bottom/right to the next multiple and the features cropped to ceil(size / stride), so
+  every level stays aligned with the image's top-left corner.
+* ViTs (single-scale backbones) are built with ``dynamic_img_size=True`` and
+  ``dynamic_img_pad=True``, so any input size works (padded to a multiple of the patch
+  size; the position embedding is interpolated); their ``out_indices`` index transformer
+  blocks, and the config default ``[1, 2, 3, 4]`` becomes four evenly spaced blocks
+  ending at the last one (InvPT's and DPT's choice, e.g. [5, 11, 17, 23] for ViT-L).
 
 Pretrained weights come only from ``model.pretrained_path``, a local file
-(``.safetensors`` or a torch checkpoint read with ``weights_only=True``).
+(``.safetensors`` or a torch checkpoint read with ``weights_only=True``); a position
+embedding of another grid size is resampled.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mtlsearch.config import ModelConfig
@@ -44,11 +51,21 @@ class Backbone(nn.Module):
         info = model.feature_info
         self.channels: list[int] = list(info.channels())
         self.reductions: list[int] = list(info.reduction())
+        self.size_multiple = 32 if name.startswith("hrnet") else 1
+        """Inputs are padded to multiples of this (features cropped back)."""
 
     def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
+        h, w = image.shape[-2:]
+        pad_h, pad_w = -h % self.size_multiple, -w % self.size_multiple
+        if pad_h or pad_w:
+            image = F.pad(image, (0, pad_w, 0, pad_h))
         feats = self.body(image)
         if isinstance(feats, dict):
             feats = list(feats.values())
+        if pad_h or pad_w:
+            feats = [
+                x[..., : math.ceil(h / r), : math.ceil(w / r)] for x, r in zip(feats, self.reductions)
+            ]
         return list(feats)
 
 
@@ -59,11 +76,15 @@ def _create(name: str, out_indices: tuple[int, ...]) -> nn.Module:
     kwargs["out_indices"] = out_indices
     if name.startswith("hrnet"):
         kwargs["feature_location"] = ""
-    try:
-        # ViT-style models accept dynamic_img_size; CNNs reject it with a TypeError.
-        return timm.create_model(name, dynamic_img_size=True, **kwargs)
-    except TypeError:
-        return timm.create_model(name, **kwargs)
+    # ViT-style models accept dynamic_img_size (most also dynamic_img_pad); CNNs reject
+    # them with a TypeError.
+    for extra in ({"dynamic_img_size": True, "dynamic_img_pad": True}, {"dynamic_img_size": True}, {}):
+        try:
+            return timm.create_model(name, **extra, **kwargs)
+        except TypeError:
+            if not extra:
+                raise
+    raise AssertionError("unreachable")
 
 
 def build_backbone(cfg: ModelConfig) -> Backbone:
@@ -136,17 +157,38 @@ def _remap(source: dict[str, torch.Tensor], target: set[str]) -> dict[str, torch
     return max(candidates, key=lambda c: len(target.intersection(c)))
 
 
+def _resample_pos_embed(model: nn.Module, key: str, value: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """A ViT position embedding ``value`` (1, prefix + h*w, C) resampled to ``target``'s grid."""
+    from timm.layers import resample_abs_pos_embed
+
+    inner = getattr(model, "model", model)
+    prefix = 0 if getattr(inner, "no_embed_class", False) else int(getattr(inner, "num_prefix_tokens", 1))
+    src, dst = value.shape[1] - prefix, target.shape[1] - prefix
+    grid = getattr(getattr(inner, "patch_embed", None), "grid_size", None)
+    side = round(src**0.5)
+    if side * side != src or grid is None or grid[0] * grid[1] != dst:
+        return value
+    return resample_abs_pos_embed(value, list(grid), old_size=[side, side], num_prefix_tokens=prefix)
+
+
 def load_pretrained(model: nn.Module, path: str | Path) -> None:
-    """Load backbone weights from a local file; extra keys (a classifier) are ignored,
-    missing keys or shape mismatches raise :class:`UserError` naming the file and keys."""
+    """Load backbone weights from a local file; extra keys (a classifier) are ignored, a
+    ViT position embedding of another grid is resampled, missing keys or shape mismatches
+    raise :class:`UserError` naming the file, the first missing and unexpected keys."""
     own = model.state_dict()
     weights = _remap(read_state_dict(path), set(own))
     missing = [k for k in own if k not in weights]
     if missing:
+        unexpected = [k for k in weights if k not in own]
+        shown = ", ".join(unexpected[:5]) if unexpected else "none"
         raise UserError(
-            f"model.pretrained_path: {path} lacks {len(missing)} of the backbone's "
-            f"{len(own)} keys, e.g. {', '.join(missing[:5])}"
+            f"model.pretrained_path: {path} does not fit the backbone: it lacks {len(missing)} of "
+            f"its {len(own)} keys, first missing: {', '.join(missing[:5])}; first unexpected "
+            f"({len(unexpected)}): {shown}"
         )
+    for k in own:
+        if k.endswith("pos_embed") and weights[k].dim() == 3 and weights[k].shape != own[k].shape:
+            weights[k] = _resample_pos_embed(model, k, weights[k], own[k])
     bad = [k for k in own if tuple(weights[k].shape) != tuple(own[k].shape)]
     if bad:
         k = bad[0]

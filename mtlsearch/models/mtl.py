@@ -1,6 +1,10 @@
 """The multi-task model: backbone -> (cross-view module) -> decoder -> task heads,
 plus the training-only 3D-aware regularizer and Table-4 auxiliary heads.
 
+The decoder (``model.decoder``: hps, fpn, invpt, mtinet) returns the task predictions,
+the shared feature map f that the regularizer and the auxiliary heads read, and, for
+invpt and mtinet, intermediate predictions (deep supervision, ``out["inter"]``).
+
 Built by :func:`build_model`; :meth:`MultiTaskModel.export` returns the inference model.
 """
 
@@ -15,6 +19,7 @@ from mtlsearch.config import Config
 from mtlsearch.errors import UserError
 from mtlsearch.models.backbones import build_backbone
 from mtlsearch.models.decoders import build_decoder
+from mtlsearch.models.decoders.base import last_conv
 from mtlsearch.models.regularizer import TriplaneRegularizer
 from mtlsearch.tasks import NUM_CLASSES, get_task
 
@@ -58,6 +63,8 @@ class MultiTaskModel(nn.Module):
             cfg.model.decoder_width,
             cfg.model.decoder_stride,
             extra,
+            shared_features=cfg.model.shared_features,
+            shared_scale=cfg.regularizer.render_scale,
         )
         self.regularizer: TriplaneRegularizer | None = None
         rendered = cfg.rendered_tasks
@@ -72,10 +79,15 @@ class MultiTaskModel(nn.Module):
 
     @torch.no_grad()
     def _init_depth_bias(self, value: float) -> None:
-        """Start every depth output (head, aux head, rendered field) at ``value`` metres."""
-        for heads in (self.decoder.heads, self.aux_heads):
-            if heads is not None and "depth" in heads:
-                heads["depth"][-1].bias.fill_(value)
+        """Start every depth output (heads, intermediate predictions, aux head, rendered
+        field) at ``value`` metres."""
+        if "depth" not in self.task_channels:
+            return
+        layers = self.decoder.prediction_layers("depth")
+        if self.aux_heads is not None:
+            layers.append(last_conv(self.aux_heads["depth"]))
+        for layer in layers:
+            layer.bias.fill_(value)
         if self.regularizer is not None and "depth" in self.regularizer.fields:
             last = self.regularizer.fields["depth"][-1]
             last.bias[-1].fill_(value)
@@ -93,14 +105,19 @@ class MultiTaskModel(nn.Module):
         src_K: torch.Tensor | None = None,
         rel_pose: torch.Tensor | None = None,
         render_poses: torch.Tensor | None = None,
+        render_K: torch.Tensor | None = None,
         render: bool | None = None,
     ) -> dict[str, dict[str, torch.Tensor]]:
         """Predict every task for ``image`` (B, 3, H, W).
 
-        Returns ``{"heads": {task: (B, C, H, W)}}`` plus, when the regularizer exists,
+        Returns ``{"heads": {task: (B, C, H, W)}}``, ``"inter"`` (the decoder's
+        intermediate predictions ``{"<task>@<stride>": (B, C, H / stride, W / stride)}``, when
+        it has them) plus, when the regularizer exists,
         ``"renders"`` (if ``render``, default ``self.training``) and ``"renders_xview"``
-        (if ``render_poses`` (B, 4, 4), the second view's I'-from-I pose, is given), and
-        ``"aux"`` when auxiliary heads exist.
+        (if ``render_poses`` (B, 4, 4), the second view's I'-from-I pose, is given, with
+        that view's intrinsics ``render_K``, default ``K``), and ``"aux"`` when auxiliary
+        heads exist. ``K`` is also the renders' intrinsics (``regularizer.ray_mode:
+        perspective``).
         """
         if image.dim() != 4 or image.shape[1] != 3:
             raise ValueError(f"image must be (B, 3, H, W), got {tuple(image.shape)}")
@@ -109,8 +126,10 @@ class MultiTaskModel(nn.Module):
         if self.cvm is not None:
             extra = self.cvm(image, src_images, K, src_K, rel_pose)
         feats = self.backbone(image)
-        heads, f = self.decoder(feats, size, extra)
+        heads, f, inter = self.decoder(feats, size, extra)
         out: dict[str, dict[str, torch.Tensor]] = {"heads": heads}
+        if inter:
+            out["inter"] = inter
         if self.aux_heads is not None:
             out["aux"] = self.decoder.apply_heads(self.aux_heads, f, size)
         if render_poses is not None and self.regularizer is None:
@@ -120,9 +139,11 @@ class MultiTaskModel(nn.Module):
             if want or render_poses is not None:
                 planes = self.regularizer.encode(f)
                 if want:
-                    out["renders"] = self.regularizer.render(planes, size)
+                    out["renders"] = self.regularizer.render(planes, size, K=K)
                 if render_poses is not None:
-                    out["renders_xview"] = self.regularizer.render(planes, size, render_poses)
+                    out["renders_xview"] = self.regularizer.render(
+                        planes, size, render_poses, K=K, render_K=render_K
+                    )
         return out
 
     def export(self) -> MultiTaskModel:
