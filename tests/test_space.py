@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
+from mtlsearch.config.registries import metric_directions, task_metrics, task_names
 from mtlsearch.errors import UserError
-from mtlsearch.space import INDEX_KEY, SEED_KEY, load_space
+from mtlsearch.space import DISTRIBUTIONS, INDEX_KEY, MAX_TRIALS, SEED_KEY, load_space
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACES = sorted((ROOT / "search_spaces").glob("*.yaml"))
@@ -364,3 +367,164 @@ def test_absolutize_resolves_relative_defaults_against_the_launch_folder() -> No
     assert "root" not in tree["data"]  # empty: SynthRooms is generated, nothing to resolve
     kept = absolutize({"data": {"root": "/abs/NYUD_MT"}}, "/launch")
     assert kept["data"]["root"] == "/abs/NYUD_MT"
+
+
+# -- the registries: every distribution, every task ----------------------------
+
+DIST_CASES = {
+    # name: (config key, arguments, check of a drawn value)
+    "grid": ("regularizer.triplane_width", [16, 32], lambda v: v in (16, 32)),
+    "choice": ("regularizer.tasks", [["semseg"], "all"], lambda v: v in (["semseg"], "all")),
+    "uniform": ("train.lr", [0.001, 0.01], lambda v: isinstance(v, float) and 0.001 <= v <= 0.01),
+    "loguniform": ("regularizer.alpha.max", [0.5, 8], lambda v: isinstance(v, float) and 0.5 <= v <= 8),
+    "randint": ("regularizer.hidden", [16, 20], lambda v: isinstance(v, int) and 16 <= v < 20),
+    "quniform": ("regularizer.samples_per_ray", [8, 64, 8], lambda v: isinstance(v, int) and v % 8 == 0),
+}
+
+
+def test_every_distribution_has_a_case() -> None:
+    assert set(DIST_CASES) == set(DISTRIBUTIONS)
+
+
+@pytest.mark.parametrize("name", list(DISTRIBUTIONS))
+def test_every_distribution_samples_suggests_and_becomes_a_tune_domain(tmp_path: Path, name: str) -> None:
+    import numpy as np
+    import optuna
+    from ray import tune
+
+    key, args, ok = DIST_CASES[name]
+    algorithm = "grid" if DISTRIBUTIONS[name].discrete else "random"
+    path = write(tmp_path, f"space:\n  {key}: {{{name}: {json.dumps(args)}}}\nsearch: {{algorithm: {algorithm}, num_samples: 1}}\n"
+                 if algorithm == "random" else f"space:\n  {key}: {{{name}: {json.dumps(args)}}}\n")
+    space = load_space(path)
+    (param,) = space.params
+    assert param.kind == name and param.describe().startswith(name)
+    rng = np.random.default_rng(0)
+    assert all(ok(param.sample(rng)) for _ in range(20))
+    assert all(ok(v) for v in param.dist.candidates())
+    domain = param.to_tune()
+    if name == "grid":
+        assert isinstance(domain, tune.search.sample.Categorical)
+    assert all(ok(domain.sample()) for _ in range(5))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(0))
+    for _ in range(5):
+        value = param.suggest(study.ask())
+        assert ok(value), value
+        space.trial_config({key: value})
+    assert len(space.expand()) == space.count_trials()
+
+
+BAD_ARGS = [
+    ("uniform", "train.lr", "[0.1, .inf]", "finite low < high"),
+    ("uniform", "train.lr", "[.nan, 1]", "finite low < high"),
+    ("loguniform", "train.lr", "[-1, 1]", "bounds must be positive"),
+    ("loguniform", "train.lr", "[1, -.inf]", "finite low < high"),
+    ("randint", "regularizer.hidden", "[1, 9223372036854775808]", "[-2^63, 2^63)"),
+    ("randint", "regularizer.hidden", "[1.5, 4]", "must be integers"),
+    ("quniform", "train.lr", "[0, 1, 0]", "q > 0"),
+    ("quniform", "regularizer.hidden", "[8, 64, 0.5]", "must be integers"),
+    ("grid", "regularizer.hidden", "[8, null]", "null is not a value"),
+    ("choice", "regularizer.hidden", "[8, 8]", "listed twice"),
+    ("grid", "regularizer.hidden", "[]", "non-empty list"),
+    ("uniform", "regularizer.hidden", "[8, 64]", "is an integer"),
+]
+
+
+@pytest.mark.parametrize(("name", "key", "args", "fragment"), BAD_ARGS)
+def test_bad_distribution_arguments(tmp_path: Path, name: str, key: str, args: str, fragment: str) -> None:
+    msg = error_of(write(tmp_path, f"space:\n  {key}: {{{name}: {args}}}\n"))
+    assert "line 2" in msg and f"space.{key}" in msg and fragment in msg
+
+
+@pytest.mark.parametrize("task", task_names())
+def test_every_task_metric_is_a_search_metric(tmp_path: Path, task: str) -> None:
+    for metric in task_metrics(task):
+        for prefix in ("", "render_", "avg_", "mv_"):
+            name = f"{prefix}{task}_{metric}"
+            space = load_space(write(tmp_path, f"fixed: {{tasks: {{{task}: 1}}}}\nsearch: {{metric: {name}}}\n"))
+            assert space.search.mode == ("max" if metric_directions()[f"{task}_{metric}"] else "min")
+    other = "depth" if task != "depth" else "semseg"
+    msg = error_of(write(tmp_path, f"fixed: {{tasks: {{{other}: 1}}}}\nsearch: {{metric: {task}_{task_metrics(task)[0]}}}\n"))
+    assert "not trained" in msg and f"'{task}'" in msg
+    msg = error_of(write(tmp_path, f"fixed: {{tasks: {{{task}: 1}}}}\nsearch: {{metric: {task}_nosuch}}\n"))
+    assert f"{task} reports no metric 'nosuch'" in msg
+
+
+# -- robustness: ranges, limits and who is blamed -----------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "fragments"),
+    [
+        ("search: {seed: -1}\n", ["line 1", "search.seed", "must be >= 0, got -1"]),
+        ("search: {metric: semseg_mIoU}\n", ["search.metric", "semseg reports no metric 'mIoU'"]),
+        ("search: {metric: depth_rsme}\n", ["search.metric", "known: rmse"]),
+        ("search: {max_failures: -1}\n", ["search.max_failures", "must be >= 0"]),
+        ("search: {num_samples: 0}\n", ["search.num_samples", "must be >= 1"]),
+        ("resources: {cpus_per_worker: .inf}\n", ["resources.cpus_per_worker", "finite"]),
+        ("resources: {gpus_per_worker: -1}\n", ["resources.gpus_per_worker", "must be in [0, 64], got -1"]),
+        ("resources: {workers: 0}\n", ["resources.workers", "must be in [1, 4096], got 0"]),
+        ("resources: {wrokers: 2}\n", ["resources.wrokers", "did you mean workers"]),
+        ("seeds: [0, -1]\n", ["seeds", "[0, 2^63)"]),
+        ("seeds: [1, 1]\n", ["seeds", "distinct"]),
+        ("max_concurrent_trials: 0\n", ["max_concurrent_trials", ">= 1"]),
+        ("name: a/b\n", ["line 1", "name", "folder-safe"]),
+        ("scheduler: {reduction_factor: 1}\n", ["scheduler.reduction_factor", ">= 2"]),
+        ("search: 5\n", ["line 1", "search", "expected a mapping, got 5"]),
+        ("fixed: {data.synth.size: [100000, 5]}\n", ["line 1", "fixed.data.synth.size[0]", "[8, 4096]"]),
+        ("fixed: {data.synth.scenes: 0}\n", ["fixed.data.synth.scenes", "got 0"]),
+        ("space:\n  data.synth.views: {grid: [2, 0]}\n", ["line 2", "space.data.synth.views", "data.synth.views"]),
+        ("base: {train: {lr: -1}}\n", ["line 1", "base.train.lr", "must be > 0"]),
+    ],
+)
+def test_bad_space_values_name_key_and_line(tmp_path: Path, text: str, fragments: list[str]) -> None:
+    msg = error_of(write(tmp_path, text))
+    for fragment in fragments:
+        assert fragment in msg, (fragment, msg)
+
+
+def test_profile_sections_blame_the_profile(tmp_path: Path) -> None:
+    msg = error_of(write(tmp_path, "space:\n  data.fraction: {grid: [0.5]}\nprofiles:\n  cpu: {search: 5}\n"),
+                   profile="cpu")
+    assert "line 4" in msg and "profiles.cpu.search" in msg and "got 5" in msg
+    write(tmp_path, "train.iterations: 10\nsearch: 5\n", "prof.yaml")
+    msg = error_of(write(tmp_path, "profiles:\n  cpu: prof.yaml\n"), profile="cpu")
+    assert "prof.yaml line 2: search: expected a mapping, got 5" in msg
+    write(tmp_path, "search: {num_samples: 2}\n", "prof.yaml")
+    path = write(tmp_path, "space:\n  train.lr: {uniform: [0.001, 0.1]}\nsearch: {num_samples: -1}\n"
+                           "profiles:\n  cpu: {extends: prof.yaml, resources: {workers: -2}}\n")
+    msg = error_of(path)  # no profile: the space's own section is wrong
+    assert "space.yaml line 3: search.num_samples" in msg
+    msg = error_of(path, profile="cpu")  # the profile's num_samples wins; its resources are wrong
+    assert "space.yaml line 5: profiles.cpu.resources.workers: must be in [1, 4096], got -2" in msg
+    space = load_space(write(tmp_path, "space:\n  train.lr: {uniform: [0.001, 0.1]}\n"
+                                       "profiles:\n  cpu: {extends: prof.yaml}\n"), profile="cpu")
+    assert space.search.num_samples == 2
+
+
+def test_set_overrides_are_blamed_on_set(tmp_path: Path) -> None:
+    path = write(tmp_path, "fixed: {train.lr: 0.1}\n")
+    assert error_of(path, overrides=["train.lr=-2"]) == "--set train.lr: must be > 0, got -2"
+    assert error_of(path, overrides=["nosuch.key=1"]).startswith("--set nosuch.key: unknown config key")
+
+
+def test_oversized_searches_are_refused_before_expansion(tmp_path: Path) -> None:
+    values = ", ".join(str(i) for i in range(1, 102))
+    msg = error_of(write(tmp_path, f"space:\n  regularizer.hidden: {{grid: [{values}]}}\n"
+                                   f"  regularizer.triplane_width: {{grid: [{values}]}}\n"))
+    assert f"{101 * 101} trials" in msg and str(MAX_TRIALS) in msg
+    start = time.monotonic()
+    msg = error_of(write(tmp_path, "space:\n  train.lr: {uniform: [0.001, 0.1]}\n"
+                                   "search: {algorithm: random, num_samples: 1000000}\nseeds: [0, 1]\n"))
+    assert "2000000 trials" in msg and time.monotonic() - start < 10
+    optuna = load_space(write(tmp_path, "space:\n  train.lr: {uniform: [0.001, 0.1]}\n"
+                                        "search: {algorithm: optuna, num_samples: 1000000}\n"))
+    assert optuna.search.num_samples == 1000000
+
+
+@pytest.mark.parametrize("path", SPACES, ids=[p.stem for p in SPACES])
+def test_counted_trials_match_the_expansion(path: Path) -> None:
+    space = load_space(path, "cpu")
+    if space.search.algorithm != "optuna":
+        assert space.count_trials() == len(space.expand())
+    assert space.tree() == space.tree({}) and space.static_config() == space.trial_config({})

@@ -18,6 +18,17 @@ from pydantic import BaseModel, ValidationError
 _TAGS = {"str", "int", "float", "bool", "none", "dict", "list", "tuple", "[key]"}
 
 
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model of a field annotated ``Model`` or ``Model | None``."""
+    import typing
+
+    options = [annotation, *typing.get_args(annotation)]
+    for option in options:
+        if isinstance(option, type) and issubclass(option, BaseModel):
+            return option
+    return None
+
+
 def _walk(root: type[BaseModel], loc: tuple[Any, ...]) -> tuple[type[BaseModel] | None, Any]:
     """(model holding the last part of ``loc``, its FieldInfo), or (None, None)."""
     model: Any = root
@@ -28,9 +39,8 @@ def _walk(root: type[BaseModel], loc: tuple[Any, ...]) -> tuple[type[BaseModel] 
         info = model.model_fields.get(part)
         if info is None:
             return None, None
-        ann = info.annotation
         holder = model
-        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        model = _model_of(info.annotation)
     return (holder if info is not None else None), info
 
 
@@ -40,9 +50,9 @@ def section_fields(root: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | N
     model: Any = root
     for part in loc:
         info = model.model_fields.get(part) if isinstance(part, str) else None
-        if info is None or not (isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)):
+        model = _model_of(info.annotation) if info is not None else None
+        if model is None:
             return None
-        model = info.annotation
     return list(model.model_fields)
 
 
@@ -63,16 +73,40 @@ def _num(value: Any) -> str:
     return str(value) if isinstance(value, int) else f"{value:g}"
 
 
+def _metadata(root: type[BaseModel], loc: tuple[Any, ...]) -> list[Any]:
+    """Constraint objects of the field at ``loc``, also of an item of a tuple/list field
+    (``data.crop_size[0]``)."""
+    import typing
+
+    from pydantic.fields import FieldInfo
+
+    n = len(loc)
+    while n and isinstance(loc[n - 1], int):
+        n -= 1
+    _, info = _walk(root, loc[:n])
+    if info is None:
+        return []
+    if n == len(loc):
+        return list(info.metadata)
+    args = typing.get_args(info.annotation)
+    index = loc[n]
+    if not args:
+        return []
+    item = args[index] if len(args) > index and args[-1] is not Ellipsis else args[0]
+    out: list[Any] = []
+    for meta in typing.get_args(item)[1:]:
+        out += list(meta.metadata) if isinstance(meta, FieldInfo) else [meta]
+    return out
+
+
 def field_range(root: type[BaseModel], loc: tuple[Any, ...]) -> str | None:
     """The interval of the number field at ``loc`` (``"[0, 1]"``, ``"(0, 1]"``) when it
     has both bounds, else None."""
     import annotated_types as at
 
-    _, info = _walk(root, loc)
-    if info is None:
-        return None
+    metadata = _metadata(root, loc)
     lo = hi = None
-    for item in info.metadata:
+    for item in metadata:
         if isinstance(item, at.Ge):
             lo = f"[{_num(item.ge)}"
         elif isinstance(item, at.Gt):

@@ -38,6 +38,10 @@ class ConfigError(UserError):
         self.reason = reason
         super().__init__(f"{key}: {reason}" if key else reason)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Ray copies and pickles exceptions raised in trials and workers.
+        return (type(self), (self.key, self.reason))
+
 
 # ---------------------------------------------------------------------------
 # Dotted keys

@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from mtlsearch.config import ConfigError, config_fields, parse_override, validate_tree
+from mtlsearch.config import Config, ConfigError, config_fields, parse_override, validate_tree
 from mtlsearch.config.errors import first_error
 from mtlsearch.config.load import DICT_FIELDS, touches
 from mtlsearch.config.registries import metric_direction, metric_problem
@@ -226,10 +226,6 @@ def _schema_check(doc: dict[str, Any], sections: Sections, file: Origin) -> Spac
         raise sections.origin(loc, file).error(loc, reason, key) from None
 
 
-def _raise(err: UserError) -> Any:
-    raise err
-
-
 def _paper_tables() -> dict[str, Any] | None:
     try:
         text = resources.files("mtlsearch").joinpath("paper/tables.yaml").read_text(encoding="utf-8")
@@ -309,20 +305,23 @@ def _params(file: Origin, space_map: dict[str, Any] | None) -> list[Param]:
     return params
 
 
-def _static_check(space: Space, items: list[Item], base_origin: Origin) -> Any:
-    """The static config; a bad value blames the last override that set its key."""
+def _static_check(space: Space, items: list[Item], base_origin: Origin) -> Config:
+    """The static config; a bad value blames the last override that set its key, else
+    the base config."""
     try:
         return validate_tree(space.tree())
     except ConfigError as err:
-        for item in reversed(items):
-            if touches(err.key, item.key):
-                return _raise(item.error(err.reason if err.key == item.key else str(err)))
+        blamed = next((item for item in reversed(items) if touches(err.key, item.key)), None)
+        if blamed is not None:
+            if err.key.startswith((blamed.key + ".", blamed.key + "[")) or err.key == blamed.key:
+                raise blamed.origin.error(blamed.loc, err.reason, err.key) from None
+            raise blamed.error(str(err)) from None
         loc = tuple(err.key.replace("[", ".").replace("]", "").split("."))
-        return _raise(base_origin.error(loc, err.reason, err.key))
+        raise base_origin.error(loc, err.reason, err.key) from None
 
 
 def _search(file: Origin, doc: SpaceFile, sections: Sections, params: list[Param], seeds: list[int],
-            static_cfg: Any, baselines: str | None) -> SearchSettings:
+            static_cfg: Config, baselines: str | None) -> SearchSettings:
     sec = doc.search
 
     def error(key: str, message: str) -> UserError:
@@ -380,7 +379,7 @@ def _search(file: Origin, doc: SpaceFile, sections: Sections, params: list[Param
 
 
 def _scheduler(file: Origin, doc: SpaceFile, sections: Sections, search: SearchSettings,
-               static_cfg: Any) -> SchedulerSettings | None:
+               static_cfg: Config) -> SchedulerSettings | None:
     sec = doc.scheduler
     if sec is None:
         return None
