@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from mtlsearch.config import config_fields, load_config, set_dotted
-from mtlsearch.errors import UserError
+from mtlsearch.errors import NonFiniteLossError, UserError
 from mtlsearch.outputs import check_run_folder
 from mtlsearch.space import (
     INDEX_KEY,
@@ -56,6 +56,9 @@ from mtlsearch.tasks import TASKS
 META_FILE = "mtlsearch.json"
 TRAIN_DIR = "_train"
 OPTUNA_DB = "optuna.db"
+FATAL_FILE = "fatal_error.txt"
+"""Written in a trial's folder when it fails for a reason a retry cannot fix."""
+DEFAULT_MAX_FAILURES = 2
 PATH_KEYS = ("data.root", "data.synth.cache_dir", "model.pretrained_path")
 """Config paths made absolute (relative to the launch folder) before trials run, since
 Tune runs trials in their own working directories."""
@@ -81,13 +84,23 @@ def absolutize(tree: dict[str, Any], cwd: str) -> dict[str, Any]:
     return tree
 
 
+def in_process(space: Space) -> bool:
+    """Whether trials run the loop in their own process (Train's local mode).
+
+    Single-worker trials do: nothing is started per trial beyond the Tune actor, which
+    reserves the worker's CPUs/GPUs itself, so a trial a scheduler stops releases
+    everything with its actor. Multi-worker trials launch a ``TorchTrainer``.
+    """
+    return space.resources.workers == 1
+
+
 def trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
-    """One Tune trial: build the config, run its TorchTrainer, report through Tune."""
+    """One Tune trial: build the config, run its training, report through Tune."""
     from ray import tune
     from ray.train import TrainingFailedError
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from mtlsearch.trainable import failure_reason, make_trainer
+    from mtlsearch.trainable import failure_reason, make_trainer, run_in_process
 
     space: Space = ctx["space"]
     planned = ctx.get("planned")
@@ -97,27 +110,59 @@ def trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
         values = dict(planned[config[INDEX_KEY]])
     else:
         values = {k: v for k, v in config.items() if k != INDEX_KEY}
-    tree = absolutize(space.tree(values), ctx["cwd"])
-    cfg = load_config(tree)
     tune_ctx = tune.get_context()
     trial_id = tune_ctx.get_trial_id()
+    # In the search folder itself (shared storage), not Tune's node-local trial staging.
+    fatal = Path(ctx["exp_dir"]) / trial_id / FATAL_FILE
+    if fatal.is_file():
+        # A retry after a user error or a NaN loss would fail the same way: fail at once.
+        raise RuntimeError(fatal.read_text().strip())
+    if os.path.isdir(ctx["cwd"]):
+        # Tune starts trials in their own folder; the space's relative paths (weights,
+        # data roots) mean what they meant where the search was launched.
+        os.chdir(ctx["cwd"])
+    tree = absolutize(space.tree(values), ctx["cwd"])
+    cfg = load_config(tree)
     cfg.name = f"{space.name}/{trial_id}"
     baselines = ctx["baselines"].get(baseline_hash(space.baseline_config(values))) or None
-    trainer = make_trainer(
-        cfg,
-        workers=space.resources.workers,
-        cpus_per_worker=space.resources.cpus_per_worker,
-        gpus_per_worker=space.resources.gpus_per_worker,
-        storage_path=ctx["train_storage"],
-        name=trial_id,
-        callbacks=[TuneReportCallback()],
-        tensorboard_dir=Path(tune_ctx.get_trial_dir()) / "tensorboard",
-        baselines=baselines,
-    )
+    tensorboard_dir = Path(tune_ctx.get_trial_dir()) / "tensorboard"
     try:
-        trainer.fit()
+        if in_process(space):
+            run_in_process(cfg, tensorboard_dir=tensorboard_dir, baselines=baselines)
+        else:
+            make_trainer(
+                cfg,
+                workers=space.resources.workers,
+                cpus_per_worker=space.resources.cpus_per_worker,
+                gpus_per_worker=space.resources.gpus_per_worker,
+                storage_path=ctx["train_storage"],
+                name=trial_id,
+                callbacks=[TuneReportCallback()],
+                tensorboard_dir=tensorboard_dir,
+                baselines=baselines,
+            ).fit()
     except TrainingFailedError as err:
-        raise RuntimeError(f"trial {trial_id} failed: {failure_reason(err)}") from err
+        message = f"trial {trial_id} failed: {failure_reason(err)}"
+        if _is_deterministic(err):
+            _write_fatal(fatal, message)
+        raise RuntimeError(message) from None
+    except (UserError, NonFiniteLossError) as err:
+        message = f"trial {trial_id} failed: {type(err).__name__}: {err}"
+        _write_fatal(fatal, message)
+        raise RuntimeError(message) from None
+
+
+def _write_fatal(path: Path, message: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(message + "\n")
+
+
+def _is_deterministic(err: BaseException) -> bool:
+    """Whether a Train failure comes from the user's config or the loss (not a node)."""
+    failures = getattr(err, "worker_failures", None) or {}
+    causes = [getattr(exc, "cause", None) or exc for exc in failures.values()]
+    names = {"UserError", "NonFiniteLossError"}
+    return bool(causes) and all(type(c).__name__ in names for c in causes)
 
 
 def _trial_dirname(t: Any) -> str:
@@ -202,7 +247,8 @@ def build_tuner(
     run_config = tune.RunConfig(
         name=exp_dir.name,
         storage_path=str(exp_dir.parent),
-        failure_config=tune.FailureConfig(max_failures=0),
+        failure_config=tune.FailureConfig(max_failures=max_failures(space)),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         progress_reporter=_reporter(space),
         verbose=1,
     )
@@ -210,9 +256,23 @@ def build_tuner(
 
 
 def _trainable(ctx: dict[str, Any]) -> Any:
+    """The Tune trainable with its reservation: the whole worker for in-process trials,
+    a sliver of CPU for drivers that launch a multi-worker ``TorchTrainer``."""
     from ray import tune
 
-    return tune.with_resources(tune.with_parameters(trial, ctx=ctx), {"cpu": 0.01})
+    res = ctx["space"].resources
+    if in_process(ctx["space"]):
+        resources = {"cpu": float(res.cpus_per_worker), "gpu": float(res.gpus_per_worker)}
+    else:
+        resources = {"cpu": 0.01}
+    return tune.with_resources(tune.with_parameters(trial, ctx=ctx), resources)
+
+
+def max_failures(space: Space) -> int:
+    """Retries of a trial after an infrastructure failure (a node or worker died); user
+    errors and NaN losses fail once (:data:`FATAL_FILE`)."""
+    value = getattr(space.search, "max_failures", None)
+    return DEFAULT_MAX_FAILURES if value is None else int(value)
 
 
 def _scheduler(space: Space) -> Any:
@@ -371,20 +431,16 @@ def _load_for_resume(args: argparse.Namespace, exp_dir: Path) -> Space:
     return space
 
 
-def _init_ray(address: str | None) -> None:
-    import ray
+def _init_ray(address: str | None, space: Space) -> None:
+    """Start local Ray (dashboard on localhost) or join the cluster at ``address``."""
+    from mtlsearch.cluster import connect
 
-    if ray.is_initialized():
-        return
-    # Worker processes start slowly on a busy small machine (torch imports while other
-    # trials train); Train's 60 s default would abort and retry their start.
-    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
-    if address:
-        ray.init(address=address)
-    else:
-        # Each trial's Tune driver holds 0.01 CPU while it waits on its TorchTrainer; one
-        # logical CPU of headroom lets N one-CPU trials run side by side on N cores.
-        ray.init(num_cpus=(os.cpu_count() or 1) + 1, include_dashboard=False)
+    # Drivers of multi-worker trials hold 0.01 CPU each while their TorchTrainer runs;
+    # one logical CPU of headroom lets N one-CPU workers run side by side on N cores.
+    headroom = 0 if in_process(space) else 1
+    url = connect(address, num_cpus=None if address else (os.cpu_count() or 1) + headroom)
+    if url:
+        print(f"Ray dashboard: {url}", flush=True)
 
 
 def run_search(
@@ -399,7 +455,7 @@ def run_search(
         return absolutize(tree, cwd)
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's trial table (CLIReporter)
-    _init_ray(address)
+    _init_ray(address, space)
 
     # Generate datasets once here rather than in concurrent trials.
     from mtlsearch.data.pipeline import resolve_root
@@ -437,6 +493,7 @@ def run_search(
     ctx = {
         "space": space,
         "cwd": cwd,
+        "exp_dir": str(exp_dir),
         "train_storage": str(exp_dir / TRAIN_DIR),
         "baselines": baselines,
         "planned": trials,
@@ -446,6 +503,9 @@ def run_search(
     start = time.time()
     try:
         if resume:
+            # The user may have fixed what failed them: errored trials get a new chance.
+            for marker in exp_dir.glob(f"*/{FATAL_FILE}"):
+                marker.unlink()
             tuner = tune.Tuner.restore(
                 str(exp_dir), trainable=_trainable(ctx), resume_unfinished=True, resume_errored=True
             )
@@ -484,6 +544,11 @@ def run_cli(args: argparse.Namespace) -> int:
     if args.name is not None and not args.name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise UserError(f"--name: expected letters, digits, '-', '_' or '.', got {args.name!r}")
     exp_dir = check_run_folder(storage, name, name_flag="--name" if args.name else f"{args.space}: name")
+    from mtlsearch.cluster import check_address, check_gpus
+
+    check_address(args.address)
+    res = space.resources
+    check_gpus(res.gpus_per_worker, res.workers, args.address)
     if args.dry_run:
         print(dry_run(space, exp_dir))
         return 0

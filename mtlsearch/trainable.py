@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 from mtlsearch.config import Config, load_config
 from mtlsearch.errors import UserError
 from mtlsearch.outputs import check_run_folder
+from mtlsearch.session import BACKEND_KEY
 
 TENSORBOARD_SUBDIR = "tensorboard"
 """Where ``mtlsearch train`` writes TensorBoard events: ``<storage>/<name>/tensorboard``."""
@@ -41,6 +41,7 @@ def make_trainer(
     baselines: dict[str, dict[str, float]] | None = None,
     data_root: str | Path | None = None,
     max_failures: int = 0,
+    report_to: str = "train",
 ):
     """Build the ``TorchTrainer`` that trains ``cfg`` on ``workers`` DDP workers.
 
@@ -48,7 +49,9 @@ def make_trainer(
     cluster), useful for debugging. ``data_root`` defaults to ``resolve_root(cfg)``
     (which generates SynthRooms if needed). ``baselines`` ({task: {metric: value}})
     add ``delta_m`` to every report. ``max_failures`` > 0 lets Train restart failed
-    workers from the latest checkpoint.
+    workers from the latest checkpoint. ``report_to`` picks the loop's
+    :class:`mtlsearch.session.Session`: ``"tune"`` for a local-mode run inside a
+    Tune trial (the trial then persists checkpoints and reports), else ``"train"``.
     """
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -72,6 +75,7 @@ def make_trainer(
         "tensorboard_dir": str(tensorboard_dir) if tensorboard_dir is not None else None,
         "data_root": str(root.resolve()),
         "baselines": baselines or {},
+        BACKEND_KEY: report_to,
     }
     resources: dict[str, float] = {"CPU": float(cpus_per_worker)}
     if gpus_per_worker > 0:
@@ -91,6 +95,31 @@ def make_trainer(
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
         ),
     )
+
+
+def run_in_process(
+    cfg: Config,
+    *,
+    tensorboard_dir: str | Path | None = None,
+    baselines: dict[str, dict[str, float]] | None = None,
+    data_root: str | Path | None = None,
+) -> None:
+    """Run the training loop of ``cfg`` in this process, inside a Tune trial.
+
+    The trial reserved one worker's resources; the loop reports to Tune and resumes
+    from Tune's checkpoint (:class:`mtlsearch.session.Session`, back end ``tune``).
+    """
+    from mtlsearch.data.pipeline import resolve_root
+    from mtlsearch.train import train_loop_per_worker
+
+    root = Path(data_root) if data_root is not None else resolve_root(cfg)
+    train_loop_per_worker({
+        "config": cfg.to_dict(),
+        "tensorboard_dir": str(tensorboard_dir) if tensorboard_dir is not None else None,
+        "data_root": str(root.resolve()),
+        "baselines": baselines or {},
+        BACKEND_KEY: "tune",
+    })
 
 
 def failure_reason(err: BaseException) -> str:
@@ -128,20 +157,20 @@ def run_cli(args: argparse.Namespace) -> int:
     name = args.name or Path(args.config).stem
     storage = Path(args.storage).resolve()
     check_run_folder(storage, args.name)
+    from mtlsearch.cluster import check_address, check_gpus, connect
+
+    check_address(args.address)
+    check_gpus(args.gpus_per_worker, args.workers, args.address)
 
     from mtlsearch.data.pipeline import resolve_root
 
     root = resolve_root(cfg)
 
-    import ray
     from ray.train import TrainingFailedError
 
-    if not ray.is_initialized():
-        os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
-        if args.address:
-            ray.init(address=args.address)
-        else:
-            ray.init(include_dashboard=False)
+    url = connect(args.address)
+    if url:
+        print(f"Ray dashboard: {url}", flush=True)
     trainer = make_trainer(
         cfg,
         workers=args.workers,

@@ -50,7 +50,7 @@ def trial_dirs(exp: Path) -> dict[str, Path]:
 def ray_session(tmp_path_factory: pytest.TempPathFactory):
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
     yield tmp_path_factory.mktemp("synth-cache")
     ray.shutdown()
 
@@ -88,9 +88,10 @@ def test_dry_run_counts_and_starts_nothing(tmp_path: Path, capsys: pytest.Captur
 def test_grid_search_end_to_end_then_resume(
     ray_session: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two trials, one errors (its weights file is missing); after the file appears,
-    --resume re-runs only that trial and keeps the finished one untouched."""
+    """Two trials, one errors (its weights file is not a checkpoint); after the file is
+    fixed, --resume re-runs only that trial and keeps the finished one untouched."""
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "weights.pt").write_bytes(b"not a checkpoint")
     space = write_space(tmp_path, {
         "name": "e2e",
         "base": tiny_base(ray_session),
@@ -109,11 +110,15 @@ def test_grid_search_end_to_end_then_resume(
     assert len(trials) == 2
     by_path = {json.loads((d / "params.json").read_text())["model.pretrained_path"]: d for d in trials.values()}
     good, bad = by_path[""], by_path["weights.pt"]
-    assert (bad / "error.txt").is_file() and "weights file not found" in (bad / "error.txt").read_text()
+    error = (bad / "error.txt").read_text()
+    assert "weights.pt" in error and "UserError" in error
+    # A user error is not retried: it failed once, and says so.
+    assert (bad / "fatal_error.txt").is_file()
     rows = [json.loads(line) for line in (good / "result.json").read_text().splitlines()]
     assert [r["iteration"] for r in rows] == [2, 4]
     assert 0.0 <= rows[-1]["semseg_miou"] <= 100.0 and rows[-1]["depth_rmse"] > 0
-    assert (exp / TRAIN_DIR / good.name).is_dir()  # the Train run is named by the trial id
+    # One-worker trials train in the Tune trial's process: Tune keeps their checkpoints.
+    assert sorted(p.name for p in good.glob("checkpoint_*")) == ["checkpoint_000000", "checkpoint_000001"]
     assert (good / "tensorboard").is_dir()
     good_progress = (good / "progress.csv").read_text()
 
@@ -162,3 +167,69 @@ def test_optuna_search_keeps_its_study_in_the_search_folder(
     meta = json.loads((exp / META_FILE).read_text())
     assert meta["search"]["optuna_storage"].endswith(OPTUNA_DB)
     assert meta["space"]["search"]["algorithm"] == "optuna"
+
+
+def _wait_for_released_cpus(timeout: float = 30.0) -> tuple[float, float, list]:
+    """(available CPU, total CPU, live placement groups) once Ray has freed everything."""
+    import time
+
+    import ray
+    from ray.util import placement_group_table
+
+    deadline = time.time() + timeout
+    while True:
+        total = ray.cluster_resources().get("CPU", 0.0)
+        free = ray.available_resources().get("CPU", 0.0)
+        live = [pg for pg in placement_group_table().values() if pg["state"] != "REMOVED"]
+        if (free == total and not live) or time.time() > deadline:
+            return free, total, live
+        time.sleep(0.5)
+
+
+@pytest.mark.slow
+def test_asha_stops_trials_while_others_wait_and_frees_everything(
+    ray_session: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """6 trials, room for 2 at a time: ASHA stops the weak ones (a learning rate too small
+    to move the loss) while trials are still pending; every trial still ends and Ray
+    holds no reserved CPU afterwards (the Train-inside-Tune leak hung this search)."""
+    import signal
+    import threading
+    import time
+
+    monkeypatch.chdir(tmp_path)
+    base = tiny_base(ray_session)
+    base["train"].update({"iterations": 6, "eval_every": 2, "log_every": 2})
+    space = write_space(tmp_path, {
+        "name": "asha",
+        "base": base,
+        "space": {"train.lr": {"grid": [0.003, 1e-9, 1e-10]}},
+        "seeds": [0, 1],
+        "search": {"algorithm": "grid", "metric": "loss", "mode": "min"},
+        "scheduler": {"type": "asha", "max_t": 3, "grace_period": 1, "reduction_factor": 2},
+        "resources": {"workers": 1, "cpus_per_worker": 1},
+        "max_concurrent_trials": 2,
+    })
+    # A hang fails the test (Tune stops on SIGINT) instead of blocking the suite.
+    watchdog = threading.Timer(480, signal.raise_signal, args=(signal.SIGINT,))
+    watchdog.start()
+    start = time.time()
+    try:
+        code = search(str(space), "--storage", str(tmp_path / "trials"))
+    finally:
+        watchdog.cancel()
+    elapsed = time.time() - start
+    assert code == 0 and elapsed < 480
+    exp = tmp_path / "trials" / "asha"
+    trials = trial_dirs(exp)
+    assert len(trials) == 6
+    reports = {}
+    for name, folder in trials.items():
+        assert not (folder / "error.txt").exists(), (folder / "error.txt").read_text()
+        rows = [json.loads(line) for line in (folder / "result.json").read_text().splitlines()]
+        reports[name] = [r["iteration"] for r in rows]
+    stopped = [its for its in reports.values() if its[-1] < 6]
+    assert len(stopped) >= 2, reports
+    assert all(its == [2, 4, 6][: len(its)] for its in reports.values()), reports
+    free, total, live = _wait_for_released_cpus()
+    assert free == total and not live, (free, total, live)

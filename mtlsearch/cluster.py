@@ -1,0 +1,134 @@
+"""Connecting to Ray: a local instance with its dashboard on localhost, or a cluster.
+
+Contract:
+
+* :func:`check_address` runs before any long work (data generation, Ray start): an
+  address nobody answers at is a :class:`UserError` within seconds, not Ray's minutes
+  of retries.
+* :func:`connect` starts (or joins) Ray once per process. Locally the dashboard is
+  started, bound to ``127.0.0.1`` unless ``dashboard_host`` says otherwise: Ray
+  Train's placement-group cleaner and the State API need it, and users get Ray's
+  dashboard, whose address is printed. Joining a cluster maps Ray's authentication
+  failures to one ``error:`` line that says how to pass the token (never printing it).
+* Ray's own repeated warnings are kept off the terminal (``log_to_driver`` stays on,
+  so trial output is still shown; Ray's logger is raised to ERROR).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+from mtlsearch.errors import UserError
+
+CONNECT_TIMEOUT_S = 5.0
+TOKEN_HELP = (
+    "this cluster uses token authentication: set RAY_AUTH_MODE=token and give the token "
+    "with RAY_AUTH_TOKEN_PATH=<file> (default ~/.ray/auth_token on the head node) or "
+    "RAY_AUTH_TOKEN"
+)
+
+
+def parse_address(address: str) -> tuple[str, int] | None:
+    """``host:port`` of a GCS address (``None`` for ``auto`` and ``ray://`` client URLs)."""
+    if address == "auto" or "://" in address:
+        return None
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UserError(f"--address: expected HOST:PORT (e.g. 127.0.0.1:6379), got {address!r}")
+    return host, int(port)
+
+
+def check_address(address: str | None, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Refuse an address where no Ray head listens (a TCP connect, seconds at most)."""
+    if not address:
+        return
+    target = parse_address(address)
+    if target is None:
+        return
+    try:
+        with socket.create_connection(target, timeout=timeout):
+            pass
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise UserError(
+            f"--address {address}: no Ray cluster answers there ({reason}); start one with "
+            "`ray start --head` and pass the address it prints, or drop --address to run locally"
+        ) from None
+
+
+def quiet_ray_logs() -> None:
+    """Keep Ray's repeated warnings (State API, deprecations) off the user's terminal."""
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    os.environ.setdefault("RAY_TRAIN_ENABLE_CONTROLLER_STRUCTURED_LOGGING", "0")
+    for name in ("ray", "ray.tune", "ray.train", "ray.data"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def connect(
+    address: str | None = None,
+    *,
+    num_cpus: int | None = None,
+    dashboard_host: str = "127.0.0.1",
+    dashboard: bool = True,
+) -> str | None:
+    """Start or join Ray (once per process); return the dashboard URL, if any."""
+    import ray
+
+    if ray.is_initialized():
+        return None
+    quiet_ray_logs()
+    # Worker processes start slowly on a busy small machine (torch imports while other
+    # trials train); Train's 60 s default would abort and retry their start.
+    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
+    # Inside `ray job submit` the job's cluster is in RAY_ADDRESS; otherwise a run
+    # without --address starts its own local instance, whatever else runs here.
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        check_address(address)
+        try:
+            context = ray.init(address=address, logging_level=logging.ERROR)
+        except Exception as err:  # Ray raises several types for a refused client
+            text = f"{type(err).__name__}: {err}"
+            if "uthenticat" in text or "token" in text.lower():
+                raise UserError(f"--address {address}: {TOKEN_HELP}") from None
+            first = text.splitlines()[0] if text else type(err).__name__
+            raise UserError(f"--address {address}: cannot join the cluster ({first})") from None
+    else:
+        context = ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            include_dashboard=dashboard,
+            dashboard_host=dashboard_host,
+            logging_level=logging.ERROR,
+        )
+    url = getattr(context, "dashboard_url", None)
+    return f"http://{url}" if url and "://" not in url else url
+
+
+def check_gpus(per_worker: float, workers: int, address: str | None) -> None:
+    """Refuse a GPU request the cluster (or this machine) cannot ever satisfy, instead of
+    leaving its trials pending forever. Joins the cluster at ``address`` to read it."""
+    if per_worker <= 0:
+        return
+    if address:
+        import ray
+
+        connect(address)
+        have = float(ray.cluster_resources().get("GPU", 0.0))
+        where = f"the cluster at {address}"
+    else:
+        import torch
+
+        have = float(torch.cuda.device_count())
+        where = "this machine"
+    need = per_worker * max(workers, 1)
+    if have < need:
+        raise UserError(
+            f"resources.gpus_per_worker: {workers} worker(s) x {per_worker} GPU need {need:g} "
+            f"GPU(s), but {where} has {have:g}; set resources.gpus_per_worker=0 to train on CPUs"
+        )
+
+
+__all__ = ["CONNECT_TIMEOUT_S", "check_address", "check_gpus", "connect", "parse_address", "quiet_ray_logs"]
