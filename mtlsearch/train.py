@@ -60,19 +60,17 @@ from mtlsearch.evaluate import (
 from mtlsearch.metrics import check_baselines
 from mtlsearch.models import build_model, compute_losses
 from mtlsearch.models.regularizer import alpha_at
+from mtlsearch.session import Session, open_session
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Train one config on this worker (see the module docstring for the protocol)."""
-    import ray.train
-    import ray.train.torch
-
     # -- config, worker identity, seeds ---------------------------------------
     cfg = load_config(loop_config["config"])
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    session = open_session(loop_config)
+    rank, world = session.identity()
     master = rank == 0
-    device = ray.train.torch.get_device()
+    device = session.device()
     baselines = {**cfg.eval.baselines, **(loop_config.get("baselines") or {})}
     check_baselines(baselines)
     seed_everything(cfg.train.seed)
@@ -89,11 +87,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     # -- model, optimizer, LR schedule -------------------------------------------
     model = build_model(cfg, info.num_classes)
-    # Unused-parameter detection: a step may leave parts of the model without gradient
-    # (e.g. a rendered task whose labels are all missing on some views).
-    model = ray.train.torch.prepare_model(
-        model, parallel_strategy_kwargs={"find_unused_parameters": True}
-    )
+    model = session.prepare_model(model)
     optimizer = make_optimizer(model, cfg.train)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, poly_schedule(cfg.train.iterations, cfg.train.poly_power)
@@ -102,7 +96,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     # -- resume from Train's latest checkpoint ------------------------------------
     step = 0
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint = session.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             state = load_checkpoint(folder, map_location="cpu")
@@ -188,7 +182,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                     model, val_loader, cfg, info, device, baselines, step, report_window.pop(),
                     alpha, lr, writer, master,
                     checkpoint_state=(optimizer, scheduler) if want_checkpoint else None,
-                    multiview=multiview_eval,
+                    multiview=multiview_eval, session=session,
                 )
                 reported_at = step
                 if want_checkpoint:
@@ -201,6 +195,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             evaluate_and_report(
                 model, val_loader, cfg, info, device, baselines, step, report_window.pop(),
                 alpha, lr, writer, master, checkpoint_state=None, multiview=multiview_eval,
+                session=session,
             )
     finally:
         if writer is not None:
@@ -222,11 +217,11 @@ def evaluate_and_report(
     master: bool,
     checkpoint_state: tuple[torch.optim.Optimizer, Any] | None,
     multiview: bool,
+    session: Session | None = None,
 ) -> dict[str, Any]:
-    """Evaluate, log, and ``ray.train.report`` (with a checkpoint from rank 0 when
+    """Evaluate, log, and report through ``session`` (with a checkpoint from rank 0 when
     ``checkpoint_state`` = (optimizer, scheduler) is given); returns the reported dict."""
-    import ray.train
-
+    session = session or Session()
     scores = evaluate(model, val_loader, cfg, info, device, cfg.eval.outputs, multiview=multiview)
     scores = with_delta_m(scores, baselines)
     metrics: dict[str, Any] = {"iteration": step, **losses, "alpha": alpha, "lr": lr, **scores}
@@ -243,9 +238,9 @@ def evaluate_and_report(
                 folder, model=model, optimizer=optimizer, scheduler=scheduler, step=step,
                 config=cfg.to_dict(), num_classes=dict(info.num_classes),
             )
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+            session.report(metrics, checkpoint_dir=folder)
     else:
-        ray.train.report(metrics)
+        session.report(metrics)
     return metrics
 
 
