@@ -20,6 +20,7 @@ import io
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import struct
@@ -34,7 +35,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 SPACES = REPO / "search_spaces"
-TIME_LIMIT_S = 4.0
+TIME_LIMIT_S = 10.0
+"""Per case; the slowest good case (a report with its plots) takes about 2 s."""
 
 
 class Reached(BaseException):
@@ -79,6 +81,8 @@ class Case:
     through every check to a guarded entry point."""
     may_replace: tuple[str, ...] = ()
     """Folders (relative) holding an earlier mtlsearch output the case may replace."""
+    mentions: str | None = None
+    """Text the error must contain (the key, file or flag at fault)."""
 
 
 @dataclass
@@ -88,6 +92,7 @@ class Outcome:
     ``reached`` (a guarded entry point), ``unclean`` (non-zero exit without a message)."""
     code: int | None = None
     stderr: str = ""
+    stdout: str = ""
     detail: str = ""
     changed: list[str] = field(default_factory=list)
 
@@ -127,6 +132,9 @@ def build_fixtures(root: Path) -> Fixtures:
     ckpt = save_checkpoint(root / "ckpt", model=model, optimizer=opt, scheduler=sched, step=3,
                            config=cfg.to_dict())
     search = make_search(root / "trials", "hand")
+    from mtlsearch.report import build_report
+
+    build_report(search, out=root / "warm-up-report", formats=["md"])  # imports, font cache
     config = root / "config.yaml"
     config.write_text("tasks: {semseg: 1.0, depth: 1.0}\ndata: {layout: synthrooms}\n"
                       "train: {iterations: 10, eval_every: 5}\n")
@@ -301,12 +309,16 @@ def _space_cases(rng: random.Random) -> list[Case]:
 
     fixed_values = [(k, v) for k, v in BAD_VALUES if k not in CPU_PROFILE_KEYS]
     for name in SPACE_NAMES:
+        cases.append(Case("control", f"{name}: round trip", _space_case(name, lambda t: t), "ok"))
         picks = rng.sample(fixed_values, 3)
         for key, value in picks:
             add(name, f"fixed {key}={value}", lambda t, k=key, v=value: _set(t, "fixed", k, _value(v)))
         key, value = rng.choice(BAD_VALUES)
         add(name, f"grid {key}: [{value}]",
             lambda t, k=key, v=value: _set(t, "space", k, {"grid": [_value(v)]}))
+    # The cpu profile sets resources and max_concurrent_trials itself: cases on those
+    # keys run without a profile, so the bad value is the one that would be used.
+    no_profile = {"profile": None}
     structural: list[tuple[str, Callable[[dict[str, Any]], Any], dict[str, Any]]] = [
         ("unknown top-level key", lambda t: {**t, "nosuchkey": 1}, {}),
         ("top level is a list", lambda t: "- a\n- b\n", {}),
@@ -344,12 +356,12 @@ def _space_cases(rng: random.Random) -> list[Case]:
         ("empty seeds", lambda t: {**t, "seeds": []}, {}),
         ("negative seed", lambda t: {**t, "seeds": [-1]}, {}),
         ("seeds a string", lambda t: {**t, "seeds": "abc"}, {}),
-        ("zero workers", lambda t: {**t, "resources": {"workers": 0}}, {}),
-        ("infinite cpus_per_worker", lambda t: {**t, "resources": {"cpus_per_worker": float("inf")}}, {}),
-        ("negative gpus_per_worker", lambda t: {**t, "resources": {"gpus_per_worker": -1}}, {}),
-        ("NaN cpus_per_worker", lambda t: {**t, "resources": {"cpus_per_worker": float("nan")}}, {}),
-        ("zero max_concurrent_trials", lambda t: {**t, "max_concurrent_trials": 0}, {}),
-        ("negative max_concurrent_trials", lambda t: {**t, "max_concurrent_trials": -1}, {}),
+        ("zero workers", lambda t: {**t, "resources": {"workers": 0}}, no_profile),
+        ("infinite cpus_per_worker", lambda t: {**t, "resources": {"cpus_per_worker": float("inf")}}, no_profile),
+        ("negative gpus_per_worker", lambda t: {**t, "resources": {"gpus_per_worker": -1}}, no_profile),
+        ("NaN cpus_per_worker", lambda t: {**t, "resources": {"cpus_per_worker": float("nan")}}, no_profile),
+        ("zero max_concurrent_trials", lambda t: {**t, "max_concurrent_trials": 0}, no_profile),
+        ("negative max_concurrent_trials", lambda t: {**t, "max_concurrent_trials": -1}, no_profile),
         ("baseline on an unknown key", lambda t: {**t, "baseline": {"train.nosuch": 1}}, {}),
         ("when on an unknown key", lambda t: _set(t, "space", "train.lr", {
             "grid": [0.1, 0.01], "when": {"train.nosuch": 1}}), {}),
@@ -427,11 +439,14 @@ def _profile_cases(rng: random.Random) -> list[Case]:
     """Mutations of the shipped profile files (the space is left as shipped)."""
     cases: list[Case] = []
 
-    def profile_case(profile: str, label: str, edit: Callable[[str], str | bytes]) -> None:
+    def profile_case(profile: str, label: str, edit: Callable[[str], str | bytes],
+                     expect: str = "error", mentions: str | None = None) -> None:
         def build(d: Path, fx: Fixtures) -> list[str]:
             spaces = _spaces(d, fx)
             path = spaces / "profiles" / f"{profile}.yaml"
-            new = edit(path.read_text())
+            # The paper profile asks for a GPU per trial: without one that error would hide
+            # the mutation, so the profile starts from CPU-only resources.
+            new = edit(path.read_text().replace("gpus_per_worker: 1", "gpus_per_worker: 0"))
             if isinstance(new, bytes):
                 path.write_bytes(new)
             else:
@@ -442,7 +457,11 @@ def _profile_cases(rng: random.Random) -> list[Case]:
             return _dry(str(spaces / f"{space}.yaml"), "--profile", profile)
 
         rng_space = rng.choice(SPACE_NAMES)
-        cases.append(Case("profile", f"{profile} ({rng_space}): {label}", build))
+        category = "profile" if expect == "error" else "control"
+        cases.append(Case(category, f"{profile} ({rng_space}): {label}", build, expect, mentions=mentions))
+
+    profile_case("cpu", "unchanged", lambda text: text, "ok")
+    profile_case("paper", "unchanged (no GPU)", lambda text: text, "ok")
 
     for key, value in rng.sample(BAD_VALUES, 24):
         profile_case("cpu", f"{key}: {value}", lambda text, k=key, v=value: f"{text}\n{k}: {v}\n")
@@ -459,11 +478,11 @@ def _profile_cases(rng: random.Random) -> list[Case]:
         ("extends missing file", lambda text: "extends: nosuch.yaml\n" + text),
         ("extends itself", lambda text: "extends: loop.yaml\n" + text),
         ("max_concurrent_trials -3", lambda text: text + "\nmax_concurrent_trials: -3\n"),
-        ("workers 0", lambda text: text.replace("workers: 1", "workers: 0")),
-        ("gpus_per_worker .inf", lambda text: text.replace("gpus_per_worker: 0", "gpus_per_worker: .inf")),
+        ("workers 0", lambda text: re.sub(r"\bworkers: \d+", "workers: 0", text)),
+        ("gpus_per_worker .inf", lambda text: re.sub(r"gpus_per_worker: \d+", "gpus_per_worker: .inf", text)),
     ]:
-        profile_case("cpu", label, edit)
-        profile_case("paper", label, edit)
+        profile_case("cpu", label, edit, mentions="cpu.yaml")
+        profile_case("paper", label, edit, mentions="paper.yaml")
     return cases
 
 
@@ -502,6 +521,7 @@ def _config_cases(rng: random.Random) -> list[Case]:
     for key, value in rng.sample(BAD_VALUES, 24):
         text = _dump(_merge(good, _nest(key, _value(value))))
         cases.append(Case("config", f"file {key}: {value}", _config_file(text)))
+    cases.append(Case("control", "config file unchanged", _config_file(base), "reached"))
     for label, text in [
         ("non-UTF-8", b"tasks: {semseg: 1.0}\ntrain: {lr: \xff\xfe}\n"),
         ("UTF-16", (base + "train: {lr: 0.1}\n").encode("utf-16")),
@@ -534,7 +554,8 @@ def _train_set_cases(rng: random.Random) -> list[Case]:
         return build
 
     for key, value in BAD_VALUES:
-        cases.append(Case("train-set", f"--set {key}={value}", build_for(["--set", f"{key}={value}"])))
+        cases.append(Case("train-set", f"--set {key}={value}", build_for(["--set", f"{key}={value}"]),
+                          mentions=key))
     for extra in (["--set", "noequals"], ["--set", "=1"], ["--set", "train..lr=1"],
                   ["--workers", "0"], ["--workers", "-2"], ["--cpus-per-worker", "0"],
                   ["--cpus-per-worker", "inf"], ["--cpus-per-worker", "nan"],
@@ -696,7 +717,8 @@ def _search_folder_cases(rng: random.Random) -> list[Case]:
             edit(s)
             return ["report", str(s), "--out", str(d / "rep"), "--format", "md"]
 
-        return Case("folder-search", "", build, expect)
+        return Case("folder-search", "", build, expect,
+                    mentions="mtlsearch.json" if expect == "error" else None)
 
     def meta_bytes(content: bytes) -> Callable[[Path], None]:
         return lambda s: (s / "mtlsearch.json").write_bytes(content)
@@ -821,6 +843,7 @@ def _search_folder_cases(rng: random.Random) -> list[Case]:
 
         return edit
 
+    cases.append(Case("control", "--resume of a good search", resume(lambda p: None), "reached"))
     for label, edit in [
         ("garbage", lambda p: p.write_bytes(b"{garbage")),
         ("empty", lambda p: p.write_bytes(b"")),
@@ -835,7 +858,8 @@ def _search_folder_cases(rng: random.Random) -> list[Case]:
         ("profile a list", field("profile", ["cpu"])),
         ("missing", lambda p: p.unlink()),
     ]:
-        items.append((f"--resume, mtlsearch.json {label}", Case("folder-resume", "", resume(edit))))
+        items.append((f"--resume, mtlsearch.json {label}", Case("folder-resume", "", resume(edit),
+                                                               mentions="mtlsearch.json")))
 
     def baselines(content: bytes) -> Callable[[Path, Fixtures], list[str]]:
         def build(d: Path, fx: Fixtures) -> list[str]:
@@ -847,6 +871,8 @@ def _search_folder_cases(rng: random.Random) -> list[Case]:
 
         return build
 
+    cases.append(Case("control", "good baselines.json", baselines(json.dumps({"tasks": {
+        "semseg": {"metrics": {"semseg_miou": 40.0}}}}).encode()), "ok"))
     for label, content in [
         ("garbage", b"{garbage"), ("empty", b""), ("non-UTF-8", b"\xff\xfe{}"), ("a list", b"[1]"),
         ("tasks a list", b'{"tasks": [1]}'), ("task without metrics", b'{"tasks": {"semseg": {}}}'),
@@ -854,11 +880,12 @@ def _search_folder_cases(rng: random.Random) -> list[Case]:
         ("unknown task", b'{"tasks": {"nosuch": {"metrics": {}}}}'),
         ("nested 100000", b"[" * 100000 + b"]" * 100000),
     ]:
-        items.append((f"baselines.json {label}", Case("folder-baselines", "", baselines(content))))
+        items.append((f"baselines.json {label}", Case("folder-baselines", "", baselines(content),
+                                                      mentions="baselines.json")))
     for label, case in items:
         case.name = label
         cases.append(case)
-    return cases
+    return cases  # controls appended above keep their own names
 
 
 def _dataset_cases(rng: random.Random) -> list[Case]:
@@ -980,7 +1007,8 @@ def _checkpoint_cases() -> list[Case]:
             Image.new("RGB", (24, 20), (100, 90, 80)).save(image)
             return ["predict", str(path), str(image), "--out", str(d / "pred")]
 
-        cases.append(Case("folder-checkpoint", label, build))
+        cases.append(Case("folder-checkpoint", label, build,
+                          mentions="ckdir" if label.startswith("a folder") else "c.pt"))
 
     def raw(content: bytes) -> Callable[[Path, Fixtures], Path]:
         def make(d: Path, fx: Fixtures) -> Path:
@@ -1151,6 +1179,7 @@ def run_case(case: Case, folder: Path, fx: Fixtures, limit: float = TIME_LIMIT_S
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
         outcome.stderr = err.getvalue()[-400:]
+        outcome.stdout = out.getvalue()[-2000:]
         after = snapshot(folder)
         outcome.changed = sorted(p for p, h in before.items() if after.get(p) != h
                                  and not p.startswith(tuple(f"{r}/" for r in case.may_replace)))
@@ -1171,6 +1200,9 @@ def verdict(case: Case, outcome: Outcome) -> str | None:
         return f"{outcome.kind}: {outcome.detail}"
     if outcome.kind in ("exit0", "reached") and case.expect == "error":
         return f"accepted ({outcome.kind} {outcome.detail})"
+    if (outcome.kind == "clean" and case.mentions is not None
+            and case.mentions not in outcome.stderr + outcome.stdout):
+        return f"unclear message (does not name {case.mentions!r}): {outcome.stderr.strip()}"
     return None
 
 
