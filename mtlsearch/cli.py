@@ -54,11 +54,22 @@ def _add_set(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _version() -> str:
+    """The installed package's version (package metadata), or ``unknown``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mtlsearch")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mtlsearch",
         description="Hyperparameter and ablation search for 3D-aware multi-task dense prediction.",
     )
+    parser.add_argument("--version", action="version", version=f"mtlsearch {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     # data -------------------------------------------------------------------
@@ -75,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=0.2, help="fraction of scenes in val (default 0.2)")
     p.add_argument("--workers", type=int, default=None, help="generation processes (default: all cores)")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
+    p.add_argument("--extra-views", type=int, default=0,
+                   help="extra video frames per room with depth only, listed in gt_sets/extra.txt (default 0)")
 
     p = _add(data_sub, "preview", "mtlsearch.data.preview:run_cli",
              "draw a grid of views with all their labels into a PNG")
@@ -97,14 +110,16 @@ def build_parser() -> argparse.ArgumentParser:
     # train ------------------------------------------------------------------
     p = _add(sub, "train", "mtlsearch.trainable:run_cli",
              "train one config as a Ray Train run (TorchTrainer)")
-    p.add_argument("config", help="config YAML file")
+    p.add_argument("config", nargs="?", default=None,
+                   help="config YAML file (default: the defaults, configs/default.yaml)")
     _add_set(p)
     p.add_argument("--workers", type=int, default=1, help="DDP workers (default 1)")
     p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per worker (default 1)")
     p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per worker (default 0)")
     p.add_argument("--address", default=None, help="join a Ray cluster ('auto' or host:port)")
     p.add_argument("--storage", default="trials", help="storage folder (default trials/)")
-    p.add_argument("--name", default=None, help="run name (default: the config file's stem)")
+    p.add_argument("--name", default=None,
+                   help="run name (default: the config file's stem, or 'run' without one)")
 
     # search -----------------------------------------------------------------
     p = _add(sub, "search", "mtlsearch.search:run_cli",
@@ -117,6 +132,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=None, help="join a Ray cluster ('auto' or host:port)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted search")
     p.add_argument("--dry-run", action="store_true", help="print the trials or space and exit")
+    p.add_argument("--num-samples", type=int, default=None, metavar="N",
+                   help="override search.num_samples (random: draws per grid point; optuna: trials)")
+    p.add_argument("--max-concurrent-trials", type=int, default=None, metavar="K",
+                   help="override max_concurrent_trials")
+    p.add_argument("--seed", type=int, default=None, metavar="S",
+                   help="override search.seed (the sampler's seed; trial seeds are 'seeds')")
+    p.add_argument("--tracking", default=None, metavar="LIST",
+                   help="comma-separated trackers, e.g. tensorboard,mlflow,wandb (overrides the space's)")
+
+    # best / status -------------------------------------------------------------
+    p = _add(sub, "best", "mtlsearch.best:run_cli",
+             "the best finished trial of a search (Pareto set if multi-objective), its full config")
+    p.add_argument("search_dir", metavar="SEARCH", help="search folder, e.g. trials/demo")
+    p.add_argument("--metric", default=None, metavar="M",
+                   help="rank by this metric (default: the search's metric; max/min from the registry)")
+    p.add_argument("--mode", choices=["max", "min"], default=None, help="direction of --metric")
+    p.add_argument("--out", default=None, metavar="FILE",
+                   help="write the resolved config as YAML (mtlsearch train FILE reproduces it)")
+    p = _add(sub, "status", "mtlsearch.status:run_cli",
+             "the trials table of a running or finished search")
+    p.add_argument("search_dir", metavar="SEARCH", help="search folder, e.g. trials/demo")
+
+    # reproduce ---------------------------------------------------------------
+    p = _add(sub, "reproduce", "mtlsearch.reproduce:run_cli",
+             "run the shipped spaces of a paper's tables and compare every table with the published one")
+    p.add_argument("paper", choices=["3dmtl", "cvm"], help="3dmtl (ICLR 2024) or cvm (CVPR 2026)")
+    p.add_argument("--profile", default="cpu", help="profile of the spaces (default cpu)")
+    p.add_argument("--tables", default=None, metavar="LIST",
+                   help="comma-separated table numbers or names, e.g. 4,6,7 (default: all)")
+    p.add_argument("--storage", default="trials", help="storage folder (default trials/)")
+    p.add_argument("--out", default=None, help="report folder (default reports/reproduce_<paper>)")
+    p.add_argument("--address", default=None, help="join a Ray cluster ('auto' or host:port)")
+    p.add_argument("--dry-run", action="store_true", help="list the spaces that would run and exit")
 
     # config -----------------------------------------------------------------
     config = sub.add_parser("config", help="the config's JSON Schema, or a resolved config")

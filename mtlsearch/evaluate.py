@@ -60,11 +60,13 @@ def model_inputs(views: Sequence[dict[str, Any]], cfg: Config, multiview: bool) 
     """Keyword arguments of ``model(...)`` for a batch of views (view 0 = reference).
 
     Single-view: the reference image (plus its intrinsics for a cross-view model, which
-    duplicates the view itself). Multi-view (``cvm.enabled``): up to ``cvm.num_views - 1``
+    duplicates the view itself, and for perspective regularizer renders). Multi-view (``cvm.enabled``): up to ``cvm.num_views - 1``
     source views with their intrinsics and source-from-reference poses.
     """
     ref = views[0]
     kwargs: dict[str, Any] = {"image": ref["image"]}
+    if cfg.regularizer.enabled and cfg.regularizer.ray_mode == "perspective":
+        kwargs["K"] = ref["K"]  # perspective renders cast rays with the view's K
     if cfg.cvm.enabled:
         kwargs["K"] = ref["K"]
         sources = list(views[1 : cfg.cvm.num_views])
@@ -103,6 +105,20 @@ def average_prediction(task: str, head: torch.Tensor, render: torch.Tensor) -> t
     after the task's activation and returned in the prediction convention."""
     render = resize_pred(render, tuple(head.shape[-2:]))
     return deactivate(task, 0.5 * (activate(task, head) + activate(task, render)))
+
+
+def update_metric(
+    metric: Metric, task: str, pred: torch.Tensor, label: torch.Tensor, sizes: torch.Tensor | None
+) -> None:
+    """Add a batch to ``metric``. Boundaries are scored per image on its unpadded part
+    (``sizes`` (B, 2): each view's (H, W) before validation padding), so the matching
+    tolerance is a fraction of the real image's diagonal and NMS never sees the padding
+    (SEISM evaluates the unpadded image). Other metrics skip padding by its ignore value."""
+    if task != "edge" or sizes is None:
+        metric.update(pred, label)
+        return
+    for i, (h, w) in enumerate(sizes.tolist()):
+        metric.update(pred[i : i + 1, ..., :h, :w], label[i : i + 1, ..., :h, :w])
 
 
 def is_distributed() -> bool:
@@ -190,17 +206,20 @@ def evaluate(
             labels = views[0]["labels"]
             out = bare(**model_inputs(views, cfg, multiview=False), render=want_renders)
             heads = out["heads"]
+            sizes = views[0].get("valid_size")
             for task, metric in sets[""].items():
-                metric.update(heads[task], labels[task])
+                update_metric(metric, task, heads[task], labels[task], sizes)
             renders = out.get("renders", {})
             for task, metric in sets.get("render_", {}).items():
-                metric.update(resize_pred(renders[task], tuple(labels[task].shape[-2:])), labels[task])
+                pred = resize_pred(renders[task], tuple(labels[task].shape[-2:]))
+                update_metric(metric, task, pred, labels[task], sizes)
             for task, metric in sets.get("avg_", {}).items():
-                metric.update(average_prediction(task, heads[task], renders[task]), labels[task])
+                pred = average_prediction(task, heads[task], renders[task])
+                update_metric(metric, task, pred, labels[task], sizes)
             if use_mv:
                 mv_heads = bare(**model_inputs(views, cfg, multiview=True), render=False)["heads"]
                 for task, metric in sets["mv_"].items():
-                    metric.update(mv_heads[task], labels[task])
+                    update_metric(metric, task, mv_heads[task], labels[task], sizes)
     finally:
         bare.train(was_training)
 
@@ -211,18 +230,24 @@ def evaluate(
     return results
 
 
-def with_delta_m(results: dict[str, float], baselines: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+def with_delta_m(
+    results: dict[str, float],
+    baselines: Mapping[str, Mapping[str, float]],
+    tasks: Sequence[str] | None = None,
+) -> dict[str, float]:
     """``results`` plus ``delta_m`` (single-view heads) and, when multi-view scores exist,
-    ``mv_delta_m``, against ``baselines`` ({task: {metric: value}}); unchanged without
-    baselines."""
+    ``mv_delta_m``, against ``baselines`` ({task: {metric: value}}) over ``tasks`` (default:
+    the tasks the baselines name); unchanged without baselines. Raises
+    :class:`~mtlsearch.errors.UserError` (from :func:`mtlsearch.metrics.delta_m`) when a
+    task's score or baseline is missing."""
     if not baselines:
         return results
     flat = flatten_baselines(baselines)
     out = dict(results)
-    out["delta_m"] = delta_m(results, flat)
+    out["delta_m"] = delta_m(results, flat, tasks=tasks)
     mv = {k[len("mv_"):]: v for k, v in results.items() if k.startswith("mv_")}
     if mv:
-        out["mv_delta_m"] = delta_m(mv, flat)
+        out["mv_delta_m"] = delta_m(mv, flat, tasks=tasks)
     return out
 
 
@@ -238,5 +263,6 @@ __all__ = [
     "reduce_metrics",
     "shard",
     "to_device",
+    "update_metric",
     "with_delta_m",
 ]

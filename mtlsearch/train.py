@@ -1,10 +1,12 @@
 """The per-worker training loop of a Ray Train run, meant to be read top to bottom.
 
 ``train_loop_per_worker(loop_config)`` runs on every DDP worker of a ``TorchTrainer``
-(see :mod:`mtlsearch.trainable`). ``loop_config``::
+(see :mod:`mtlsearch.trainable`), or in a one-worker search trial's own process.
+``loop_config``::
 
     {"config": Config.to_dict(), "data_root": absolute dataset folder,
-     "tensorboard_dir": folder or None, "baselines": {task: {metric: value}} (optional)}
+     "tensorboard_dir": folder or None, "baselines": {task: {metric: value}} (optional),
+     "report_to": "train" | "tune" (the Session back end, default "train")}
 
 What it does, in order: seed; build datasets and loaders (a DistributedSampler for
 training, disjoint shards for validation); build the model and wrap it in DDP; make the
@@ -12,9 +14,11 @@ optimizer and the poly LR schedule; restore the latest checkpoint if Train has o
 train for ``train.iterations`` iterations (cycling the loader), evaluating every
 ``train.eval_every`` iterations and at the end.
 
-Reports (``ray.train.report``) happen at evaluations only, on every worker, always with
-the same keys: ``iteration``, ``loss`` and ``loss_<part>`` (means over the iterations
-since the previous report and over workers), ``alpha``, ``lr``, the metrics of
+Rank, device, DDP wrapping, reports and checkpoints come from a
+:class:`mtlsearch.session.Session` (a Ray Train worker, or a one-worker Tune trial's own
+process). Reports happen at evaluations only, on every worker, always with the same
+keys: ``iteration``, ``loss`` and ``loss_<part>`` (means over the iterations since the
+previous report and over workers), ``alpha``, ``lr``, the metrics of
 :func:`mtlsearch.evaluate.evaluate` and, when baselines are known, ``delta_m``.
 Checkpoints travel with reports: rank 0 attaches one when ``train.checkpoint_every``
 iterations have passed since the last one (0: at every evaluation) and at the end, so
@@ -23,7 +27,10 @@ iterations have passed since the last one (0: at every evaluation) and at the en
 Multi-view batches: view 0 is the reference. With ``cvm.enabled`` the source views
 (images, intrinsics, poses) are model input; with ``regularizer.cross_view.enabled`` the
 second view's pose is the ``render_poses`` of the cross-view render and its labels (with
-missing ones ignore-filled) are the cross-view targets.
+missing ones ignore-filled) are the cross-view targets. With ``data.supervise_all_views``
+(default with ``data.extra_frames``) every view takes a turn as the reference
+(:func:`train_inputs`), so every view with a label trains the heads; ``loss_src_<task>``
+then logs the heads' loss on the turns of the source views (e.g. depth-only video frames).
 
 A NaN or infinite loss stops the run with :class:`NonFiniteLossError`: the loss parts
 are all-reduced every iteration before the backward pass, so every worker sees the same
@@ -47,7 +54,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from mtlsearch.checkpoint import load_checkpoint, restore, save_checkpoint
 from mtlsearch.config import Config, TrainConfig, load_config
-from mtlsearch.data.pipeline import build_datasets, build_loader
+from mtlsearch.data.multiview import every_view_as_reference
+from mtlsearch.data.pipeline import build_datasets, build_loader, supervise_all_views
 from mtlsearch.errors import NonFiniteLossError, UserError
 from mtlsearch.evaluate import (
     evaluate,
@@ -59,6 +67,7 @@ from mtlsearch.evaluate import (
 )
 from mtlsearch.metrics import check_baselines
 from mtlsearch.models import build_model, compute_losses
+from mtlsearch.models.losses import source_view_losses
 from mtlsearch.models.regularizer import alpha_at
 from mtlsearch.session import Session, open_session
 
@@ -72,7 +81,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     master = rank == 0
     device = session.device()
     baselines = {**cfg.eval.baselines, **(loop_config.get("baselines") or {})}
-    check_baselines(baselines)
+    check_baselines(baselines, cfg.task_names)
     seed_everything(cfg.train.seed)
 
     # -- data -------------------------------------------------------------------
@@ -131,14 +140,13 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         while step < iterations:
             views = to_device(next(batches)["views"], device)
             alpha = alpha_at(step, cfg)
+            alphas = {t: alpha_at(step, cfg, t) for t in cfg.task_names}
             lr = optimizer.param_groups[0]["lr"]
-            inputs = model_inputs(views, cfg, multiview=cfg.cvm.enabled)
-            xview_labels = None
-            if cfg.regularizer.enabled and cfg.regularizer.cross_view.enabled:
-                inputs["render_poses"] = views[1]["rel_pose"]
-                xview_labels = views[1]["labels"]
+            inputs, labels, xview_labels, ref_rows = train_inputs(views, cfg)
             out = model(**inputs)
-            loss, parts = compute_losses(out, views[0]["labels"], cfg, alpha, xview_labels)
+            loss, parts = compute_losses(out, labels, cfg, alphas, xview_labels)
+            if ref_rows < len(inputs["image"]):
+                parts.update(source_view_losses(out, labels, ref_rows, cfg))
 
             # Every worker gets the same sums, so all of them stop at the same step.
             means = mean_over_workers({"loss": loss.detach(), **parts}, device)
@@ -223,7 +231,7 @@ def evaluate_and_report(
     ``checkpoint_state`` = (optimizer, scheduler) is given); returns the reported dict."""
     session = session or Session()
     scores = evaluate(model, val_loader, cfg, info, device, cfg.eval.outputs, multiview=multiview)
-    scores = with_delta_m(scores, baselines)
+    scores = with_delta_m(scores, baselines, cfg.task_names)
     metrics: dict[str, Any] = {"iteration": step, **losses, "alpha": alpha, "lr": lr, **scores}
     if master:
         print(format_eval(step, scores), flush=True)
@@ -254,6 +262,29 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def train_inputs(
+    views: list[dict[str, Any]], cfg: Config
+) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, torch.Tensor] | None, int]:
+    """Model keyword arguments, the labels of heads and renders, the cross-view targets
+    (or None) of one training batch, and how many rows have the original reference.
+
+    With ``data.supervise_all_views`` every view takes a turn as the reference
+    (:func:`~mtlsearch.data.multiview.every_view_as_reference`, B * V rows; rows [0, B)
+    are the original batch), so every view with a label trains the heads. With
+    ``regularizer.cross_view.enabled`` the second view's pose and intrinsics drive the
+    cross-view render and its labels are the targets."""
+    rows = int(views[0]["image"].shape[0])
+    if supervise_all_views(cfg) and len(views) > 1:
+        views = every_view_as_reference(views)
+    inputs = model_inputs(views, cfg, multiview=cfg.cvm.enabled)
+    xview_labels = None
+    if cfg.regularizer.enabled and cfg.regularizer.cross_view.enabled:
+        inputs["render_poses"] = views[1]["rel_pose"]
+        inputs["render_K"] = views[1]["K"]
+        xview_labels = views[1]["labels"]
+    return inputs, views[0]["labels"], xview_labels, rows
 
 
 def make_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.Optimizer:

@@ -308,8 +308,8 @@ def test_edge_bad_arguments() -> None:
 
 def test_delta_m_by_hand() -> None:
     results = {"semseg_miou": 44.0, "depth_rmse": 0.6, "edge_odsf": 70.0, "normals_mean_err": 21.0}
-    baselines = {"semseg_miou": 40.0, "depth_rmse": 0.5, "edge_odsf": 70.0, "sal_maxf": 80.0}
-    # shared: semseg +10 %, depth (lower is better) -(0.1 / 0.5) = -20 %, edge 0 %
+    baselines = {"semseg_miou": 40.0, "depth_rmse": 0.5, "edge_odsf": 70.0}
+    # semseg +10 %, depth (lower is better) -(0.1 / 0.5) = -20 %, edge 0 %
     expected = (10.0 - 20.0 + 0.0) / 3
     assert delta_m(results, baselines) == pytest.approx(expected)
     assert delta_m(results, baselines, {"depth_rmse"}) == pytest.approx(expected)
@@ -317,7 +317,38 @@ def test_delta_m_by_hand() -> None:
     assert delta_m(results, baselines, set()) == pytest.approx((10.0 + 20.0 + 0.0) / 3)
     render = {"render_depth_rmse": 0.45}
     assert delta_m(render, {"render_depth_rmse": 0.5}) == pytest.approx(10.0)
-    assert math.isnan(delta_m(results, {"sal_maxf": 80.0}))
+    # T = the tasks asked for: baselines of other tasks are left out
+    assert delta_m(results, baselines, tasks=["semseg", "depth"]) == pytest.approx(-5.0)
+
+
+def test_delta_m_one_term_per_task() -> None:
+    # Two depth metrics are one task: depth's term is the mean of -20 % and +10 %.
+    results = {"semseg_miou": 44.0, "depth_rmse": 0.6, "depth_abs_rel": 0.09}
+    baselines = {"semseg_miou": 40.0, "depth_rmse": 0.5, "depth_abs_rel": 0.1}
+    assert delta_m(results, baselines) == pytest.approx((10.0 + (-20.0 + 10.0) / 2) / 2)
+
+
+@pytest.mark.parametrize(
+    ("results", "baselines", "tasks", "match"),
+    [
+        ({"semseg_miou": 44.0}, {"semseg_miou": 40.0, "sal_maxf": 80.0}, None, "no sal_maxf"),
+        ({"semseg_miou": 44.0, "depth_rmse": 0.5}, {"semseg_miou": 40.0}, ["semseg", "depth"],
+         "no single-task baseline for depth"),
+        ({"semseg_miou": float("nan")}, {"semseg_miou": 40.0}, None, "not a finite score"),
+        ({"semseg_miou": 44.0}, {"semseg_miou": 0.0}, None, "non-zero"),
+        ({"loss": 1.0}, {"loss": 1.0}, None, "not a task metric"),
+        ({}, {}, None, "no baseline"),
+    ],
+)
+def test_delta_m_refuses_missing_terms(results, baselines, tasks, match) -> None:
+    with pytest.raises(UserError, match=match):
+        delta_m(results, baselines, tasks=tasks)
+
+
+def test_check_baselines_needs_every_task() -> None:
+    with pytest.raises(UserError, match="no single-task baseline for edge"):
+        check_baselines({"semseg": {"miou": 40.0}}, ["semseg", "edge"])
+    assert check_baselines({}, ["semseg", "edge"]) == {}
 
 
 def test_directions_agree_with_task_registry() -> None:

@@ -13,6 +13,7 @@ from mtlsearch.config import load_config
 from mtlsearch.data.multiview import ViewGraph
 from mtlsearch.data.pipeline import build_datasets, build_loader, effective_num_views, resolve_root
 from mtlsearch.data.reader import Camera
+from mtlsearch.errors import UserError
 from tests.test_readers import make_nyud_tree, make_pascal_tree
 
 
@@ -63,10 +64,16 @@ def test_relative_pose_and_partial_labels(tmp_path: Path) -> None:
     assert all(bool(v) for v in ref["has"].values())
 
 
-def test_dataset_without_cameras_duplicates_reference(tmp_path: Path) -> None:
+def test_dataset_without_cameras_is_refused_unless_duplication_is_asked(tmp_path: Path) -> None:
     make_pascal_tree(tmp_path)
-    cfg = _cfg(tmp_path, "data.layout=pascal", "cvm.enabled=true",
-               "tasks={semseg: 1, parts: 2, sal: 5}", "data.val_size=[32, 48]")
+    args = ("data.layout=pascal", "tasks={semseg: 1, parts: 2, sal: 5}", "data.val_size=[32, 48]")
+    for extra in (["cvm.enabled=true"], ["regularizer.enabled=true", "regularizer.cross_view.enabled=true",
+                                          "regularizer.ray_mode=perspective"]):
+        with pytest.raises(UserError, match=r"cameras/ is missing.*single_view_duplication"):
+            resolve_root(_cfg(tmp_path, *args, *extra))
+        with pytest.raises(UserError, match=r"cameras/ is missing"):
+            build_datasets(_cfg(tmp_path, *args, *extra))
+    cfg = _cfg(tmp_path, *args, "cvm.enabled=true", "data.single_view_duplication=true")
     assert effective_num_views(cfg) == 2
     train, val, info = build_datasets(cfg, val_num_views=2)
     assert not info.has_cameras and info.num_classes == {"semseg": 21, "parts": 7}

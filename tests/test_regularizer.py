@@ -123,8 +123,8 @@ def test_orthographic_mode_refuses_cross_view_renders():
     planes = _ramp_planes(17, 17, xy=(1.0, 0.0))
     with pytest.raises(UserError, match="ray_mode: perspective"):
         reg.render(planes, (72, 72), torch.eye(4).unsqueeze(0))
-    with pytest.raises(UserError, match="ray_mode: perspective"):
-        TriplaneRegularizer(4, {"depth": 1}, _reg_cfg(**{"cross_view.enabled": True}))
+    with pytest.raises(UserError, match="ray_mode.*perspective"):
+        load_config(None, {"regularizer.enabled": True, "regularizer.cross_view.enabled": True})
 
 
 def test_expected_depth_mode_in_metres():

@@ -1,13 +1,21 @@
 """Multi-view samples: a reference view plus its nearest views of the same scene.
 
-Neighbours are the other views of the reference's scene (within the same split),
-ordered by camera-centre distance (ties: by name). When a scene has fewer views than
-needed the list cycles; a view alone in its scene, or a dataset without cameras,
-gets the reference view itself as its source, with the identity relative pose.
+Neighbours are the other views of the reference's scene (within the same split, plus
+the split's extra frames with ``data.extra_frames``: video frames such as NYUv2's raw
+frames, labelled for depth only), ordered by camera-centre distance (ties: by name).
+When a scene has fewer views than needed the list cycles; a view alone in its scene
+gets the reference view itself as its source, with the identity relative pose. A
+dataset without cameras is refused for anything multi-view unless the user asks for
+that duplication (``data.single_view_duplication``; see
+:func:`mtlsearch.data.pipeline.check_cameras`).
 
-Source views may carry fewer labels than the reference (``data.source_tasks``; NYUv2's
-extra video frames carry depth only): the other tasks are filled with their ignore
-value and flagged ``has[task] = False``.
+Source views may carry fewer labels than the reference (``data.source_tasks``; extra
+frames have only the labels whose files exist): the other tasks are filled with their
+ignore value and flagged ``has[task] = False``, so every loss skips them.
+
+Batch level: :func:`as_reference` makes view k the reference of a collated batch
+(poses recomputed), :func:`every_view_as_reference` stacks all V turns along the batch
+(``data.supervise_all_views``: every view that has a label trains the heads).
 """
 
 from __future__ import annotations
@@ -88,3 +96,43 @@ def set_rel_poses(views: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rel = torch.linalg.inv(view["cam2world"].double()) @ ref
         view["rel_pose"] = rel.float()
     return views
+
+
+def as_reference(views: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
+    """A collated batch of views with view ``k`` first and the others after it in their
+    order; every ``rel_pose`` recomputed as inv(cam2world_j) @ cam2world_k."""
+    order = [k] + [i for i in range(len(views)) if i != k]
+    out = [_shallow_view(views[i]) for i in order]
+    ref = out[0]["cam2world"].double()
+    out[0]["rel_pose"] = torch.eye(4, dtype=out[0]["rel_pose"].dtype).expand_as(out[0]["rel_pose"]).clone()
+    for view in out[1:]:
+        rel = torch.linalg.inv(view["cam2world"].double()) @ ref
+        view["rel_pose"] = rel.to(view["rel_pose"].dtype)
+    return out
+
+
+def every_view_as_reference(views: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """All V turns of :func:`as_reference` concatenated along the batch: position i holds
+    (B * V) views, rows [k B, (k + 1) B) being the batch with view k as the reference.
+    Rows [0, B) are the original batch."""
+    turns = [as_reference(views, k) for k in range(len(views))]
+    return [_concat([turn[i] for turn in turns]) for i in range(len(views))]
+
+
+def _shallow_view(view: dict[str, Any]) -> dict[str, Any]:
+    out = dict(view)
+    for key in ("labels", "has"):
+        if key in out:
+            out[key] = dict(out[key])
+    return out
+
+
+def _concat(items: list[Any]) -> Any:
+    first = items[0]
+    if isinstance(first, torch.Tensor):
+        return torch.cat(items, dim=0)
+    if isinstance(first, dict):
+        return {key: _concat([item[key] for item in items]) for key in first}
+    if isinstance(first, (list, tuple)):
+        return [x for item in items for x in item]
+    return first

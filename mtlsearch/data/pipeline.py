@@ -45,6 +45,55 @@ SMALL_SYNTH_PIXELS = 2_000_000
 """Below this many pixels in total, SynthRooms is generated without worker processes."""
 
 
+def needs_cameras(cfg: Config) -> list[str]:
+    """The enabled components that need camera poses (empty: none does)."""
+    need = []
+    if cfg.cvm.enabled:
+        need.append("cvm.enabled (the cross-view module's cost volume)")
+    if cfg.regularizer.enabled and cfg.regularizer.cross_view.enabled:
+        need.append("regularizer.cross_view.enabled (cross-view consistency, Eq. 3)")
+    if cfg.data.extra_frames:
+        need.append("data.extra_frames (video frames are placed by their poses)")
+    return need
+
+
+def check_dataset(cfg: Config, reader: Reader) -> None:
+    """Refuse multi-view settings the dataset cannot serve, naming what is missing.
+
+    A dataset without ``cameras/`` is a :class:`UserError` naming the folder when the
+    cross-view module, cross-view consistency or extra frames are enabled, unless
+    ``data.single_view_duplication`` asks to pair each view with itself at the identity
+    pose (the cost volume then carries no geometry and Eq. 3 repeats the Eq. 2 depth
+    term; extra frames always need cameras). ``data.extra_frames`` also needs the list
+    of extra frames (``gt_sets/extra.txt``) and a multi-view sample to put them in.
+    """
+    need = needs_cameras(cfg)
+    if need and not reader.has_cameras and not (
+        cfg.data.single_view_duplication and not cfg.data.extra_frames
+    ):
+        folder = reader.root / "cameras"
+        hint = f"import poses with `mtlsearch data import-colmap <sparse model> --out {folder}`"
+        if not cfg.data.extra_frames:
+            hint += (", or set data.single_view_duplication: true to pair each view with "
+                     "itself at the identity pose (no geometry)")
+        raise UserError(f"{folder}/ is missing, but {'; '.join(need)} needs camera poses; {hint}")
+    if cfg.data.extra_frames:
+        path = reader.extra_split_path()
+        if not path.is_file():
+            raise UserError(f"data.extra_frames: the dataset lists no extra frames ({path} is missing)")
+        if effective_num_views(cfg) < 2:
+            raise UserError(
+                "data.extra_frames: extra frames are source views of multi-view samples; "
+                "set data.num_views >= 2 (or enable cvm / regularizer.cross_view)"
+            )
+
+
+def supervise_all_views(cfg: Config) -> bool:
+    """``data.supervise_all_views``, defaulting to on exactly when extra frames are used."""
+    value = cfg.data.supervise_all_views
+    return bool(cfg.data.extra_frames) if value is None else bool(value)
+
+
 def effective_num_views(cfg: Config) -> int:
     """Views per training sample: the most any enabled component needs."""
     n = cfg.data.num_views
@@ -69,15 +118,24 @@ def synth_cache_key(cfg: Config) -> str:
         "scenes": s.scenes, "views": s.views, "size": list(s.size), "seed": s.seed,
         "val_fraction": s.val_fraction, "version": GENERATOR_VERSION,
     }
+    if s.extra_views:
+        params["extra_views"] = s.extra_views
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def resolve_root(cfg: Config) -> Path:
-    """The dataset folder, absolute. With ``layout: synthrooms`` and an empty
-    ``data.root``, SynthRooms is generated from ``data.synth`` into
-    ``<cache_dir>/synthrooms-<hash>`` once and reused; the dataset is built in a private
-    folder and renamed into place, so concurrent callers are safe (a caller that loses
-    the race discards its copy and uses the winner's)."""
+    """The dataset folder, absolute, checked against the config's multi-view needs
+    (:func:`check_dataset`), so the driver refuses before any training starts. With
+    ``layout: synthrooms`` and an empty ``data.root``, SynthRooms is generated from
+    ``data.synth`` into ``<cache_dir>/synthrooms-<hash>`` once and reused; the dataset is
+    built in a private folder and renamed into place, so concurrent callers are safe (a
+    caller that loses the race discards its copy and uses the winner's)."""
+    root = _locate_root(cfg)
+    check_dataset(cfg, make_reader(cfg.data.layout, root))
+    return root
+
+
+def _locate_root(cfg: Config) -> Path:
     if cfg.data.root:
         root = Path(cfg.data.root).expanduser().resolve()
         if not root.is_dir():
@@ -100,7 +158,8 @@ def resolve_root(cfg: Config) -> Path:
     workers = 1 if s.scenes * s.views * s.size[0] * s.size[1] < SMALL_SYNTH_PIXELS else None
     try:
         generate(build, scenes=s.scenes, views=s.views, size=tuple(s.size), seed=s.seed,
-                 val_fraction=s.val_fraction, workers=workers, progress=True)
+                 val_fraction=s.val_fraction, workers=workers, progress=True,
+                 extra_views=s.extra_views)
         try:
             os.rename(build, final)
         except OSError:
@@ -146,6 +205,8 @@ class DatasetInfo:
     val_size: int = 0
     val_image_size: tuple[int, int] = (0, 0)
     """Size validation views are padded to."""
+    extra_frames: int = 0
+    """Extra frames the training samples draw source views from (``data.extra_frames``)."""
 
 
 class MultiTaskDataset(Dataset):
@@ -164,6 +225,7 @@ class MultiTaskDataset(Dataset):
         augment: AugmentSettings | None = None,
         val_image_size: tuple[int, int] = (0, 0),
         seed: int = 0,
+        extra_ids: list[str] | None = None,
     ) -> None:
         reader.check_tasks(tasks)
         if not ids:
@@ -178,8 +240,11 @@ class MultiTaskDataset(Dataset):
         self.val_image_size = tuple(val_image_size)
         self.seed = seed
         self._rng: np.random.Generator | None = None
-        cameras = {i: reader.camera(i) for i in self.ids} if reader.has_cameras else None
-        self.graph = ViewGraph(self.ids, cameras)  # type: ignore[arg-type]
+        self.extra_ids = [i for i in (extra_ids or []) if i not in set(self.ids)]
+        self._extra = set(self.extra_ids)
+        members = self.ids + self.extra_ids
+        cameras = {i: reader.camera(i) for i in members} if reader.has_cameras else None
+        self.graph = ViewGraph(members, cameras)  # type: ignore[arg-type]
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -213,15 +278,16 @@ class MultiTaskDataset(Dataset):
         distinct = [s for s in sources if s != ref_id]
         decoded: dict[str, dict[str, Any]] = {}
         for s in dict.fromkeys(distinct):
-            decoded[s] = fill_missing(self.reader.read_view(s, src_tasks), self.tasks)
+            view = self.reader.read_view(s, src_tasks, partial=s in self._extra)
+            decoded[s] = fill_missing(view, self.tasks)
 
         if self.train:
             params = draw_params(self.rng, self.augment)
             ref = train_transform(raw[0], self.augment, params, self.rng)
             cache = {s: train_transform(v, self.augment, params, self.rng) for s, v in decoded.items()}
         else:
-            ref = val_transform(raw[0], self.val_image_size)
-            cache = {s: val_transform(v, self.val_image_size) for s, v in decoded.items()}
+            ref = _with_size(val_transform(raw[0], self.val_image_size), raw[0])
+            cache = {s: _with_size(val_transform(v, self.val_image_size), v) for s, v in decoded.items()}
 
         keep = set(src_tasks) if self.source_tasks is not None else None
         views = [ref]
@@ -233,6 +299,13 @@ class MultiTaskDataset(Dataset):
                 if s == ref_id:
                     view["rel_pose"] = torch.eye(4)
         return {"views": views}
+
+
+def _with_size(view: dict[str, Any], decoded: dict[str, Any]) -> dict[str, Any]:
+    """Record a validation view's size before padding (``valid_size``, (2,) int64): the
+    boundary metric scores only that part (:func:`mtlsearch.evaluate.update_metric`)."""
+    view["valid_size"] = torch.tensor(decoded["image"].shape[:2], dtype=torch.int64)
+    return view
 
 
 def _shallow(view: dict[str, Any]) -> dict[str, Any]:
@@ -273,7 +346,8 @@ def build_datasets(
     given) and their :class:`DatasetInfo`.
 
     Training: the ``data.fraction`` subset of the train split, ``effective_num_views``
-    views per sample, augmentation from ``data.*``. Validation: the whole val split (at
+    views per sample (sources drawn also from the extra frames of those scenes with
+    ``data.extra_frames``), augmentation from ``data.*``. Validation: the whole val split (at
     most ``data.max_val_images``), ``val_num_views`` views per sample (1 by default; see
     also :meth:`MultiTaskDataset.with_views`), no randomness.
     """
@@ -281,6 +355,7 @@ def build_datasets(
     reader = make_reader(cfg.data.layout, root)
     tasks = cfg.task_names
     reader.check_tasks(tasks)
+    check_dataset(cfg, reader)
     for task in cfg.data.source_tasks:
         if task not in ALL_TASKS:
             raise UserError(f"data.source_tasks: unknown task {task!r} (known: {', '.join(ALL_TASKS)})")
@@ -299,10 +374,21 @@ def build_datasets(
         val_ids = val_ids[: cfg.data.max_val_images]
     val_image_size = _val_image_size(cfg, reader, val_ids)
 
+    extra_ids: list[str] = []
+    if cfg.data.extra_frames:
+        # Only the extra frames of the (fraction's) training scenes: none of validation's.
+        train_scenes = set((scenes or {}).get(i) for i in train_ids)
+        extra_ids = [i for i in reader.extra_ids() if reader.camera(i).scene in train_scenes]  # type: ignore[union-attr]
+        if not extra_ids:
+            raise UserError(
+                f"data.extra_frames: {reader.extra_split_path()} lists no frame of the "
+                "training scenes"
+            )
     common = dict(tasks=tasks, source_tasks=cfg.data.source_tasks or None, seed=cfg.train.seed)
     train_ds = MultiTaskDataset(
         reader, train_ids, train=True, num_views=effective_num_views(cfg),
-        augment=AugmentSettings.from_config(cfg.data), **common,  # type: ignore[arg-type]
+        augment=AugmentSettings.from_config(cfg.data), extra_ids=extra_ids,
+        **common,  # type: ignore[arg-type]
     )
     val_ds = MultiTaskDataset(
         reader, val_ids, train=False, num_views=val_num_views,
@@ -314,6 +400,7 @@ def build_datasets(
         layout=cfg.data.layout, root=str(reader.root), tasks=list(reader.tasks),
         num_classes=num_classes, has_cameras=reader.has_cameras,
         train_size=len(train_ds), val_size=len(val_ds), val_image_size=val_image_size,
+        extra_frames=len(train_ds.extra_ids),
     )
     return train_ds, val_ds, info
 

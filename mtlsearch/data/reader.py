@@ -351,10 +351,24 @@ class Reader(abc.ABC):
     def read_image(self, id_: str) -> np.ndarray:
         return decode_rgb(self.image_path(id_))
 
-    def read_view(self, id_: str, tasks: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    def extra_split_path(self) -> Path:
+        """Where extra frames are listed (NYUD_MT layout: ``gt_sets/extra.txt``)."""
+        return self.root / "gt_sets" / "extra.txt"
+
+    def extra_ids(self) -> list[str]:
+        """Extra frames (e.g. NYUv2's raw video frames): ids with an image, a camera and
+        only some labels (a task's file may be missing). Empty when the list is absent."""
+        path = self.extra_split_path()
+        return read_split(path) if path.is_file() else []
+
+    def read_view(
+        self, id_: str, tasks: list[str] | tuple[str, ...], *, partial: bool = False
+    ) -> dict[str, Any]:
         """Decode one view: {"image", "labels", "has", "K", "cam2world", "name"} (numpy).
 
         Labels whose size differs from the image's raise a UserError naming the file.
+        ``partial`` (extra frames): a task whose label file does not exist gets an
+        ignore-filled label with ``has = False`` instead of an error.
         """
         self.check_tasks(tasks)
         image = self.read_image(id_)
@@ -362,6 +376,10 @@ class Reader(abc.ABC):
         labels: dict[str, np.ndarray] = {}
         has: dict[str, bool] = {}
         for task in tasks:
+            if partial and not self.label_path(id_, task).is_file():
+                labels[task] = empty_label(task, size)
+                has[task] = False
+                continue
             label = self.read_label(id_, task)
             if label.shape[:2] != size:
                 raise UserError(

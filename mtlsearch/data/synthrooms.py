@@ -882,12 +882,22 @@ def render_view(
 
 
 def render_scene_views(
-    seed: int, index: int, views: int = 4, size: tuple[int, int] = (120, 160)
+    seed: int, index: int, views: int = 4, size: tuple[int, int] = (120, 160), extra: int = 0
 ) -> list[dict[str, np.ndarray]]:
     """All views of scene ``index`` of dataset ``seed`` as arrays (see :func:`render_view`);
-    exactly what :func:`generate` writes for that scene."""
-    scene, rng = sample_scene(seed, index, views, size)
+    exactly what :func:`generate` writes for that scene. With ``extra`` video frames the
+    camera path has ``views + extra`` frames in path order (see :func:`labelled_frames`)."""
+    scene, rng = sample_scene(seed, index, views + extra, size)
     return [render_view(scene, T, size, rng) for T in scene.cam2world]
+
+
+def labelled_frames(views: int, extra: int) -> list[int]:
+    """Path positions of the fully labelled frames among ``views + extra`` frames: spread
+    evenly along the walk (first and last included), the extra frames between them."""
+    total = views + extra
+    if views == 1:
+        return [0]
+    return [round(i * (total - 1) / (views - 1)) for i in range(views)]
 
 
 # ----------------------------------------------------------------------------- files
@@ -903,33 +913,41 @@ def _save_png(path: Path, arr: np.ndarray) -> None:
 
 
 def _write_scene(
-    job: tuple[str, int, int, int, tuple[int, int]],
+    job: tuple[str, int, int, int, tuple[int, int], int],
 ) -> tuple[int, float, float, list[int]]:
     """Render scene ``index`` and write its files; returns (index, depth min, depth max,
-    classes seen). Runs in worker processes."""
-    root_s, seed, index, views, size = job
+    classes seen). Extra frames get an image, depth and a camera only. Runs in worker
+    processes."""
+    root_s, seed, index, views, size, extra = job
     root = Path(root_s)
     dmin, dmax, seen = math.inf, 0.0, set()
-    for frame, v in enumerate(render_scene_views(seed, index, views, size)):
+    labelled = set(labelled_frames(views, extra))
+    for frame, v in enumerate(render_scene_views(seed, index, views, size, extra)):
         vid = view_id(index, frame)
         _save_png(root / "images" / f"{vid}.png", v["rgb"])
         np.save(root / "depth" / f"{vid}.npy", v["depth"])
+        _save_camera(root, vid, v, index, frame)
+        dmin, dmax = min(dmin, float(v["depth"].min())), max(dmax, float(v["depth"].max()))
+        if frame not in labelled:
+            continue
         nrm = np.round((v["normals"].astype(np.float64) + 1) / 2 * 255).astype(np.uint8)
         _save_png(root / "normals" / f"{vid}.png", nrm)
         _save_png(root / "segmentation" / f"{vid}.png", (v["semseg"] + 1).astype(np.uint8))
         _save_png(root / "edge" / f"{vid}.png", v["edge"] * np.uint8(255))
         _save_png(root / "saliency" / f"{vid}.png", v["sal"] * np.uint8(255))
         _save_png(root / "instances" / f"{vid}.png", v["instances"])
-        cam = {
-            "K": v["K"].tolist(),
-            "cam2world": v["cam2world"].tolist(),
-            "scene": f"s{index:04d}",
-            "frame": frame,
-        }
-        (root / "cameras" / f"{vid}.json").write_text(json.dumps(cam, sort_keys=True) + "\n")
-        dmin, dmax = min(dmin, float(v["depth"].min())), max(dmax, float(v["depth"].max()))
         seen.update(int(c) for c in np.unique(v["semseg"]))
     return index, dmin, dmax, sorted(seen)
+
+
+def _save_camera(root: Path, vid: str, v: dict[str, np.ndarray], index: int, frame: int) -> None:
+    cam = {
+        "K": v["K"].tolist(),
+        "cam2world": v["cam2world"].tolist(),
+        "scene": f"s{index:04d}",
+        "frame": frame,
+    }
+    (root / "cameras" / f"{vid}.json").write_text(json.dumps(cam, sort_keys=True) + "\n")
 
 
 def split_scenes(scenes: int, val_fraction: float, seed: int) -> list[int]:
@@ -1011,8 +1029,15 @@ def generate(
     workers: int | None = None,
     force: bool = False,
     progress: bool = True,
+    extra_views: int = 0,
 ) -> Path:
     """Generate a SynthRooms dataset into ``out`` and return its path.
+
+    ``extra_views`` > 0 adds that many video frames per room along the same camera walk
+    (the labelled frames spread evenly among them, :func:`labelled_frames`), each with an
+    image, depth and a camera only, listed in ``gt_sets/extra.txt``, like NYUv2's raw
+    frames; ids keep the path position (``s0003_f01``). With 0 the output is exactly
+    that of the generator without the option.
 
     The dataset is built in ``<out>.tmp-<pid>`` and renamed to ``out`` when complete, so
     an interrupted run leaves nothing at ``out``. An existing ``out`` is refused unless
@@ -1023,6 +1048,8 @@ def generate(
     """
     out = Path(os.path.abspath(out))
     _check_args(out, scenes, views, size, seed, val_fraction, workers, force)
+    if not isinstance(extra_views, int) or isinstance(extra_views, bool) or not 0 <= extra_views <= 256:
+        raise UserError(f"--extra-views must be an integer in [0, 256], got {extra_views!r}")
     size = (int(size[0]), int(size[1]))
     workers = min(workers or os.cpu_count() or 1, scenes)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -1032,7 +1059,7 @@ def generate(
     try:
         for sub in (*MODALITIES, "gt_sets"):
             (tmp / sub).mkdir(parents=True)
-        jobs = [(str(tmp), seed, i, views, size) for i in range(scenes)]
+        jobs = [(str(tmp), seed, i, views, size, extra_views) for i in range(scenes)]
         results = []
         from tqdm import tqdm
 
@@ -1049,10 +1076,21 @@ def generate(
                         results.append(res)
                         bar.update()
         val = set(split_scenes(scenes, val_fraction, seed))
+        frames = labelled_frames(views, extra_views)
         for name, keep in (("train", lambda i: i not in val), ("val", lambda i: i in val)):
-            ids = [view_id(i, f) for i in range(scenes) if keep(i) for f in range(views)]
+            ids = [view_id(i, f) for i in range(scenes) if keep(i) for f in frames]
             (tmp / "gt_sets" / f"{name}.txt").write_text("".join(f"{x}\n" for x in ids))
+        if extra_views:
+            others = [f for f in range(views + extra_views) if f not in set(frames)]
+            ids = [view_id(i, f) for i in range(scenes) for f in others]
+            (tmp / "gt_sets" / "extra.txt").write_text("".join(f"{x}\n" for x in ids))
         meta = _meta(scenes, views, size, seed, val_fraction, results, len(val))
+        if extra_views:
+            meta["params"]["extra_views"] = extra_views
+            meta["splits"]["extra"] = scenes * extra_views
+            meta["encodings"]["extra"] = (
+                "gt_sets/extra.txt: video frames with images, depth and cameras only"
+            )
         (tmp / "meta.json").write_text(json.dumps(meta, sort_keys=True, indent=2) + "\n")
         install(tmp, out, OUTPUT_KIND, replace=force, force_hint="--force", legacy=_replaceable)
     except BaseException:
@@ -1112,11 +1150,13 @@ def run_cli(args: Any) -> int:
         val_fraction=args.val_fraction,
         workers=args.workers,
         force=args.force,
+        extra_views=args.extra_views,
     )
     dt = time.perf_counter() - start
-    n = args.scenes * args.views
+    n = args.scenes * (args.views + args.extra_views)
+    extra = f" + {args.extra_views} depth-only" if args.extra_views else ""
     print(
-        f"wrote {n} views ({args.scenes} scenes x {args.views}) to {out} in {dt:.1f} s "
+        f"wrote {n} views ({args.scenes} scenes x {args.views}{extra}) to {out} in {dt:.1f} s "
         f"({n / dt:.1f} views/s)"
     )
     return 0

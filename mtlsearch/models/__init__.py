@@ -6,6 +6,7 @@ One factory over registries (timm style): :func:`build_model` reads ``cfg.model`
 """
 
 from mtlsearch.models.backbones import Backbone, build_backbone, load_pretrained
+from mtlsearch.models.buildcheck import check_buildable
 from mtlsearch.models.decoders import (
     DECODERS,
     Decoder,
@@ -27,6 +28,7 @@ __all__ = [
     "build_backbone",
     "build_decoder",
     "build_model",
+    "check_buildable",
     "composite_weights",
     "compute_losses",
     "count_parameters",

@@ -82,9 +82,8 @@ def alpha_at(step: int, cfg: Config, task: str | None = None) -> float:
     """
     a = cfg.regularizer.alpha
     top = float(a.max)
-    per_task = getattr(a, "per_task", None) or {}
-    if task is not None and task in per_task:
-        top = float(per_task[task])
+    if task is not None and task in a.per_task:
+        top = float(a.per_task[task])
     ramp = a.ramp_fraction * cfg.train.iterations
     if a.schedule == "constant" or ramp <= 0:
         return top
@@ -212,7 +211,7 @@ def check_ray_settings(cfg: RegularizerConfig, tasks: list[str] | tuple[str, ...
     """Raise :class:`UserError` for ray settings that cannot render what is asked:
     cross-view rendering needs perspective rays and, when depth is rendered, the
     expected ray depth; perspective samples must lie in front of the camera."""
-    mode = getattr(cfg, "ray_mode", "orthographic")
+    mode = cfg.ray_mode
     if cfg.cross_view.enabled and mode != "perspective":
         raise UserError(
             "regularizer.cross_view.enabled needs regularizer.ray_mode: perspective (the "
@@ -263,7 +262,7 @@ class TriplaneRegularizer(nn.Module):
 
     @property
     def ray_mode(self) -> str:
-        return getattr(self.cfg, "ray_mode", "orthographic")
+        return self.cfg.ray_mode
 
     # -- geometry -----------------------------------------------------------
 
@@ -303,7 +302,7 @@ class TriplaneRegularizer(nn.Module):
         """Reference-frame points in metres (B, r, S, 3) -> tri-plane box coordinates,
         per ``perspective_box`` (``frustum`` needs the reference view's ``K``)."""
         cfg = self.cfg
-        if getattr(cfg, "perspective_box", "camera") == "camera":
+        if cfg.perspective_box == "camera":
             centre = points.new_tensor([0.0, 0.0, cfg.box_center_depth])
             return (points - centre) / cfg.box_size
         if K is None:

@@ -458,7 +458,10 @@ def collect(trials_dir: str | Path) -> Search:
         if "delta_m" in finals:
             row["delta_m"] = finals["delta_m"]
         elif single:
-            row["delta_m"] = delta_m(finals, single)
+            try:  # a trial that did not report it: computed once, here, by metrics.delta_m
+                row["delta_m"] = delta_m(finals, single)
+            except UserError:  # some task's score is missing (e.g. the trial failed)
+                row["delta_m"] = float("nan")
         else:
             row["delta_m"] = float("nan")
         last = rows[-1] if rows else {}

@@ -115,19 +115,22 @@ ROW_MAPPINGS: dict[str, dict[str, PaperRow]] = {
         for reg in ("", " + 3D reg")
     },
     "crossview_cvm/nyuv2_multiview_train_single_view_test": {
-        "DINOv3 no video": PaperRow({**_OFF, "cvm.enabled": False, "data.num_views": 1}),
-        "DINOv3 + video": PaperRow({**_OFF, "cvm.enabled": False, "data.num_views": 2}),
+        "DINOv3 no video": PaperRow({**_OFF, "cvm.enabled": False, "data.extra_frames": False}),
+        "DINOv3 + video": PaperRow({**_OFF, "cvm.enabled": False, "data.extra_frames": True}),
         "3DMTL (re-implemented)": PaperRow({**_REG, "cvm.enabled": False}),
         "CvM": PaperRow({**_OFF, "cvm.enabled": True}),
     },
     "crossview_cvm/ablation_cost_volume_vs_features": {
-        name: PaperRow({"cvm.use_cost_volume": cv, "cvm.use_features": ft})
-        for name, cv, ft in (
-            ("neither", False, False),
-            ("cost volume only", True, False),
-            ("cross-view features only", False, True),
-            ("full", True, True),
-        )
+        # "neither" is no cross-view module, trained with the video frames (= "+ video").
+        "neither": PaperRow({"cvm.enabled": False}),
+        **{
+            name: PaperRow({"cvm.enabled": True, "cvm.use_cost_volume": cv, "cvm.use_features": ft})
+            for name, cv, ft in (
+                ("cost volume only", True, False),
+                ("cross-view features only", False, True),
+                ("full", True, True),
+            )
+        },
     },
     "crossview_cvm/ablation_depth_planes": {
         f"L={n}": PaperRow({"cvm.depth_planes": n}) for n in (128, 512)

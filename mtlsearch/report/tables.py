@@ -7,8 +7,9 @@ Aggregation rules (also printed under every table):
   the value of a trial is its last report (``final_<metric>``); failed trials are
   counted but not aggregated; unfinished trials contribute their last report;
 * cells are ``mean ± std`` (sample std, ddof=1) over the row's trials, ``n`` trials;
-* ``delta_m`` is computed per trial against the baseline row's *mean* of each primary
-  task metric (or against the search's single-task baselines), then aggregated;
+* ``delta_m`` is computed per trial (by :func:`mtlsearch.metrics.delta_m`, one term per
+  task) against the baseline row's *mean* of each primary task metric; without a row
+  baseline it is the trial's stored delta_m vs the single-task baselines; then aggregated;
 * a cell is marked within noise (†) when ``|mean - baseline mean| < max(std,
   baseline std)``: the difference is smaller than the seed-to-seed spread. Cells with
   no spread estimate on either side (one seed each) are not judged.
@@ -27,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from mtlsearch.errors import UserError
-from mtlsearch.metrics import METRIC_PREFIXES, delta_m
+from mtlsearch.metrics import METRIC_CLASSES, METRIC_PREFIXES, delta_m
 from mtlsearch.report.collect import SEED_KEY, Search, single_task_baselines
 from mtlsearch.report.papers import (
     PaperTable,
@@ -223,16 +224,19 @@ def build_table(search: Search, group_by: list[str] | None = None,
             notes.append(f"declared baseline {declared!r} matches {len(found)} rows; not used")
     single, _ = single_task_baselines(search.meta)
 
-    primary_cols = [c for c in columns if not c.startswith(METRIC_PREFIXES)]
+    primary_cols = [
+        c for c in columns if not c.startswith(METRIC_PREFIXES) and c.split("_")[0] in METRIC_CLASSES
+    ]
     base_means: dict[str, float] = {}
     if base_label is not None:
         frame = used[base_label]
         for col in primary_cols:
             base_means[col] = _stats(list(frame.get(f"final_{col}", pd.Series(dtype=float)))).mean
     elif single:
-        base_means = {k: float(v) for k, v in single.items()}
+        # The trials' delta_m vs these baselines is stored (reported by the worker, or
+        # computed once by collect): read it, never recompute it here.
         base_note = "Δm vs the single-task baselines: " + ", ".join(
-            f"{k} {v:g}" for k, v in base_means.items()
+            f"{k} {float(v):g}" for k, v in single.items()
         )
 
     # Cells ---------------------------------------------------------------------
@@ -248,7 +252,10 @@ def build_table(search: Search, group_by: list[str] | None = None,
             for _, trial in frame.iterrows():
                 finals = {c: trial.get(f"final_{c}") for c in primary_cols}
                 finals = {c: float(v) for c, v in finals.items() if v is not None and not pd.isna(v)}
-                per_trial.append(delta_m(finals, base_means))
+                try:
+                    per_trial.append(delta_m(finals, base_means))
+                except UserError:  # a task's score is missing in this trial or the row
+                    per_trial.append(float("nan"))
                 trial_dm[str(trial["trial_id"])] = per_trial[-1]
             cells[(label, "delta_m")] = _stats(per_trial)
             has_dm = True
@@ -283,7 +290,7 @@ def build_table(search: Search, group_by: list[str] | None = None,
                 if math.isclose(m, best, rel_tol=1e-9, abs_tol=1e-12):
                     cells[(lb, col)].best = True
         base = cells.get((base_label, col)) if base_label is not None else None
-        if base is None and col == "delta_m" and has_dm and base_means:
+        if base is None and col == "delta_m" and has_dm and (base_means or single):
             base = Cell(0.0, float("nan"), 0)
         if base is None or base.n == 0 and col != "delta_m":
             continue
