@@ -708,6 +708,22 @@ def _cli_cases() -> list[Case]:
 # -- folders ------------------------------------------------------------------
 
 
+def _optuna_meta(search: Path, storage: str | None = None) -> None:
+    meta = json.loads((search / "mtlsearch.json").read_text())
+    meta["search"] = {"algorithm": "optuna", "optuna_storage": storage}
+    (search / "mtlsearch.json").write_text(json.dumps(meta))
+
+
+def _sqlite(path: Path) -> None:
+    import sqlite3
+
+    con = sqlite3.connect(path)
+    con.execute("create table notes (text)")
+    con.execute("insert into notes values ('mine')")
+    con.commit()
+    con.close()
+
+
 def _search_folder_cases(rng: random.Random) -> list[Case]:
     cases: list[Case] = []
 
@@ -775,6 +791,10 @@ def _search_folder_cases(rng: random.Random) -> list[Case]:
             parents=True), (s / "_train" / "a0000_00000" / "checkpoint_000000" / "checkpoint.pt").write_bytes(
             b"garbage"))),
         ("a trial folder that is a file", lambda s: (s / "b0000_00009").write_text("x")),
+        ("optuna.db garbage", lambda s: (_optuna_meta(s), (s / "optuna.db").write_bytes(b"garbage" * 200))),
+        ("optuna.db an unrelated SQLite database", lambda s: (_optuna_meta(s), _sqlite(s / "optuna.db"))),
+        ("optuna_storage naming an unrelated SQLite database",
+         lambda s: (_optuna_meta(s, str(s.parent.parent / "mine.db")), _sqlite(s.parent.parent / "mine.db"))),
     ]
     for label, edit in tolerated:
         items.append((label, report_with(edit, expect="any")))

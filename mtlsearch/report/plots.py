@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import matplotlib
 
@@ -231,16 +232,18 @@ def importance_plot(search: Search, objective: pd.Series, objective_name: str, p
     if not db.is_file() and settings.get("optuna_storage"):
         db = Path(settings["optuna_storage"])
     if db.is_file() and str(settings.get("algorithm", "")).lower() == "optuna":
+        # Read-only: optuna would otherwise add its tables to any SQLite file found there.
+        url = f"sqlite:///file:{quote(str(db.resolve()))}?mode=ro&uri=true"
         try:
-            names = optuna.get_all_study_names(storage=f"sqlite:///{db}")
+            names = optuna.get_all_study_names(storage=url)
             name = search.name if search.name in names else (names[0] if len(names) == 1 else None)
-            study = optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
+            study = optuna.load_study(study_name=name, storage=url)
             complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
             if len(complete) < 2 or len(study.directions) != 1:
                 study = None
             else:
                 source = f"Optuna study {study.study_name} ({db.name})"
-        except (ValueError, KeyError, RuntimeError, optuna.exceptions.OptunaError):
+        except Exception:  # noqa: BLE001 - a corrupt or foreign database: use the results
             study = None
     if study is None:
         study = build_study(search, objective, direction)
