@@ -535,3 +535,24 @@ def test_corrupt_search_metadata_is_one_error_line(tmp_path: Path, capsys) -> No
         code, err = _report_cli([str(search), "--out", str(tmp_path / "r")], capsys)
         assert code == 2 and "mtlsearch.json" in err and err.count("\n") == 1, (content, err)
     assert not (tmp_path / "r").exists()
+
+
+def test_importance_from_the_search_study_read_only(tmp_path: Path) -> None:
+    import hashlib
+
+    import optuna
+
+    from tests.searchdirs import make_search
+
+    search = make_search(tmp_path / "trials", trials=6)
+    meta = json.loads((search / "mtlsearch.json").read_text())
+    meta["search"] = {"algorithm": "optuna"}
+    (search / "mtlsearch.json").write_text(json.dumps(meta))
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(study_name="hand", storage=f"sqlite:///{search / 'optuna.db'}",
+                                direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(lambda t: t.suggest_float("a", 0, 1) + 0.1 * t.suggest_float("b", 0, 1), n_trials=8)
+    before = hashlib.sha256((search / "optuna.db").read_bytes()).hexdigest()
+    rep = build_report(search, out=tmp_path / "rep", formats=["md"], samples=False)
+    assert rep.importances is not None and rep.importances["source"].startswith("Optuna study hand")
+    assert hashlib.sha256((search / "optuna.db").read_bytes()).hexdigest() == before
