@@ -173,3 +173,41 @@ def test_alpha_schedules(schedule, step, expected):
 def test_alpha_zero_ramp_is_max_from_start():
     cfg = load_config(None, {"regularizer.alpha.ramp_fraction": 0.0, "regularizer.alpha.max": 3.0})
     assert alpha_at(0, cfg) == 3.0
+
+
+def _persp(**kw) -> TriplaneRegularizer:
+    torch.manual_seed(0)
+    cfg = _reg_cfg(ray_mode="perspective", depth_mode="expected", hidden=8, **kw)
+    return TriplaneRegularizer(8, {"depth": 1, "normals": 3, "semseg": 4}, cfg).eval()
+
+
+def test_perspective_identity_pose_and_chunks() -> None:
+    K = torch.tensor([[50.0, 0.0, 31.5], [0.0, 50.0, 23.5], [0.0, 0.0, 1.0]]).expand(2, 3, 3)
+    for box in ("camera", "frustum"):
+        reg = _persp(perspective_box=box)
+        planes = reg.encode(torch.randn(2, 8, 12, 16))
+        plain = reg.render(planes, (48, 64), K=K)
+        same = reg.render(planes, (48, 64), torch.eye(4).expand(2, 4, 4), K=K)
+        reg.cfg = reg.cfg.model_copy(update={"chunk_rays": 5})
+        chunked = reg.render(planes, (48, 64), K=K)
+        for task in plain:
+            assert plain[task].shape[-2:] == (6, 8)
+            assert torch.allclose(plain[task], same[task], atol=1e-5)
+            assert torch.allclose(plain[task], chunked[task], atol=1e-5)
+        near, far = reg.metric_depth_range()
+        assert ((plain["depth"] > near) & (plain["depth"] <= far + 1e-4)).all()
+    with pytest.raises(ValueError, match="needs the view's intrinsics K"):
+        reg.render(planes, (48, 64))
+
+
+def test_frustum_box_aligns_the_xy_plane_with_pixels() -> None:
+    reg = _persp(perspective_box="frustum")
+    K = torch.tensor([[[40.0, 0.0, 15.5], [0.0, 40.0, 11.5], [0.0, 0.0, 1.0]]])
+    # the centre of pixel (u, v) = (3, 7) at two depths: same (x, y) box coordinates
+    ray = torch.linalg.inv(K[0]) @ torch.tensor([3.0, 7.0, 1.0])
+    points = torch.stack([ray * 1.5, ray * 6.0]).view(1, 1, 2, 3)
+    box = reg.to_box(points, K, (24, 32))
+    assert torch.allclose(box[0, 0, :, 0], torch.full((2,), 2 * 3.5 / 32 - 1), atol=1e-5)
+    assert torch.allclose(box[0, 0, :, 1], torch.full((2,), 2 * 7.5 / 24 - 1), atol=1e-5)
+    near, far = reg.metric_depth_range()
+    assert torch.allclose(box[0, 0, :, 2], torch.tensor([1.5, 6.0]).sub(near).div(far - near).mul(2).sub(1))

@@ -7,6 +7,8 @@ with a pose of 12 degrees about the vertical axis, 4 about x and a 20 cm transla
 with a forward component. Ground truth comes from ray-plane intersection in I'
 (numpy, pixel rays from ``geometry.camera_rays`` on the render grid). The pose conventions
 are proved to matter: the same render with R and R^T swapped, or with -t, must miss.
+The same is checked on real SynthRooms views 12.5 degrees and 35 cm apart, with a field
+built from one view's depth and normals and the other view's labels as ground truth.
 """
 
 from __future__ import annotations
@@ -151,3 +153,74 @@ def test_identity_pose_equals_the_single_view_render():
     gt_depth, _ = ground_truth(np.eye(4))
     rel = np.abs(plain["depth"][0, 0].numpy() - gt_depth) / gt_depth
     assert np.median(rel) < 0.05  # 64 samples over 6 m: within one spacing
+
+
+def _depth_map_field(depth: np.ndarray, normals: np.ndarray, K_ref: np.ndarray, thickness: float = 0.25):
+    """A field from one SynthRooms view: solid for `thickness` metres behind the surface it
+    sees (in its own frame), carrying that surface's normal; empty elsewhere."""
+    h, w = depth.shape
+    d = torch.tensor(depth, dtype=torch.float32)
+    n = torch.tensor(normals, dtype=torch.float32)
+    Kt = torch.tensor(K_ref, dtype=torch.float32)
+
+    def field(points: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        z = points[..., 2]
+        front = z > 1e-3
+        uvw = points @ Kt.T
+        u = torch.round(uvw[..., 0] / z.clamp_min(1e-3)).long()
+        v = torch.round(uvw[..., 1] / z.clamp_min(1e-3)).long()
+        inside = front & (u >= 0) & (u < w) & (v >= 0) & (v < h)
+        uc, vc = u.clamp(0, w - 1), v.clamp(0, h - 1)
+        surface = d[vc, uc]
+        solid = inside & (z >= surface) & (z <= surface + thickness)
+        sigma = torch.where(solid, torch.full_like(z, SIGMA), torch.zeros_like(z))
+        return {"depth": (sigma, torch.zeros_like(z).unsqueeze(-1)), "normals": (sigma, n[vc, uc])}
+
+    return field
+
+
+def test_synthrooms_view_rendered_from_another_views_geometry():
+    """View b of a SynthRooms walk rendered from view a's depth and normals (pose
+    inv(cam2world_b) @ cam2world_a) matches view b's own labels where a saw the surface."""
+    from mtlsearch.data.geometry import rel_pose, rotation_angle_deg
+    from mtlsearch.data.synthrooms import render_scene_views
+
+    size = (60, 80)
+    views = render_scene_views(0, 2, views=4, size=size)  # 12.5 deg about ~y, 35 cm
+    a, b = views[0], views[3]
+    pose = rel_pose(a["cam2world"], b["cam2world"])  # b-from-a: p_b = R p_a + t
+    assert rotation_angle_deg(pose) >= 10.0 and np.linalg.norm(pose[:3, 3]) >= 0.2
+    field = _depth_map_field(a["depth"], a["normals"], a["K"])
+    out = render_perspective(
+        field, torch.tensor(b["K"], dtype=torch.float32)[None], size, size, (0.1, 12.1), 600,
+        torch.tensor(pose, dtype=torch.float32)[None], chunk_rays=2048,
+    )
+    depth = out["depth"][0, 0].numpy()
+    normals = out["normals"][0].permute(1, 2, 0).numpy()
+    # Pixels of b whose surface point a saw (reprojects into a at a's own depth).
+    pts_b = camera_rays(b["K"], *size) * b["depth"][..., None]
+    inv = np.linalg.inv(pose)
+    pts_a = pts_b @ inv[:3, :3].T + inv[:3, 3]
+    uv = pts_a @ a["K"].T
+    u, v = np.round(uv[..., 0] / uv[..., 2]).astype(int), np.round(uv[..., 1] / uv[..., 2]).astype(int)
+    ok = (uv[..., 2] > 0) & (u >= 0) & (u < size[1]) & (v >= 0) & (v < size[0])
+    seen = np.zeros(size, bool)
+    seen[ok] = np.abs(a["depth"][v[ok], u[ok]] - pts_a[..., 2][ok]) < 0.05
+    assert seen.mean() > 0.5
+    rel = np.abs(depth - b["depth"])[seen] / b["depth"][seen]
+    angle = np.degrees(np.arccos(np.clip((normals * b["normals"]).sum(-1)[seen], -1, 1)))
+    assert np.median(rel) < 0.02, np.median(rel)
+    assert np.median(angle) < 3.0, np.median(angle)
+    # The same render with R and R^T swapped, or with -t, misses.
+    swapped, flipped = pose.copy(), pose.copy()
+    swapped[:3, :3] = pose[:3, :3].T
+    flipped[:3, 3] = -pose[:3, 3]
+    for wrong in (swapped, flipped):
+        bad = render_perspective(
+            field, torch.tensor(b["K"], dtype=torch.float32)[None], size, size, (0.1, 12.1), 600,
+            torch.tensor(wrong, dtype=torch.float32)[None], chunk_rays=2048,
+        )
+        bad_rel = np.abs(bad["depth"][0, 0].numpy() - b["depth"])[seen] / b["depth"][seen]
+        bad_n = bad["normals"][0].permute(1, 2, 0).numpy()
+        bad_angle = np.degrees(np.arccos(np.clip((bad_n * b["normals"]).sum(-1)[seen], -1, 1)))
+        assert np.median(bad_rel) >= 0.02 or np.median(bad_angle) >= 3.0
