@@ -79,11 +79,18 @@ def test_shipped_counts() -> None:
 
 def test_paper_and_cross_view_keys() -> None:
     cv = load_space(ROOT / "search_spaces" / "cross_view_consistency.yaml", "cpu")
-    assert cv.static_config().data.source_tasks == ["depth"]
+    static = cv.static_config()
+    assert static.data.extra_frames and static.data.synth.extra_views > 0
+    assert static.regularizer.ray_mode == "perspective" and static.regularizer.depth_mode == "expected"
     assert cv.paper == "3dmtl/table3_cross_view"
     cvm = load_space(ROOT / "search_spaces" / "cvm_components.yaml", "cpu")
     cfg = cvm.static_config()
-    assert cfg.cvm.enabled and cfg.cvm.layers <= 2 and cfg.cvm.width == 32
+    assert cfg.data.extra_frames and cfg.cvm.layers <= 2 and cfg.cvm.width == 32
+    # "neither" is the model without a cross-view module, trained with the video frames
+    trials = [cvm.trial_config(v) for v in cvm.expand()]
+    assert [(c.cvm.enabled, c.cvm.use_cost_volume, c.cvm.use_features) for c in trials] == [
+        (False, False, True), (True, False, True), (True, True, False), (True, True, True)]
+    assert all(c.data.extra_frames for c in trials)
 
 
 # -- expansion ---------------------------------------------------------------

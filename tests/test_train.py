@@ -192,6 +192,7 @@ def test_local_mode_multiview_cvm_and_cross_view(cache, tmp_path, one_thread):
             "tasks": {"semseg": 1.0, "depth": 1.0}, "cvm.enabled": True, "cvm.num_views": 2,
             "cvm.depth_planes": 8, "cvm.chunk_planes": 8, "cvm.layers": 1, "cvm.width": 32,
             "regularizer.enabled": True, "regularizer.cross_view.enabled": True,
+            "regularizer.ray_mode": "perspective", "regularizer.depth_mode": "expected",
             "data.source_tasks": ["depth"], "eval.multiview": True,
             "eval.outputs": ["heads", "renders", "average"],
             "eval.baselines": {"semseg": {"miou": 10.0}, "depth": {"rmse": 1.0}},
