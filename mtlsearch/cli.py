@@ -25,6 +25,11 @@ def _add(
     return parser
 
 
+STORAGE_HELP = (
+    "where results go: a local folder, or a pyarrow.fs URI such as s3://bucket/trials"
+    "?endpoint_override=HOST:PORT&scheme=http or gs://bucket/trials (default trials/)"
+)
+
 MAX_SIDE = 4096
 """Largest image side ``HxW`` arguments accept (a 100000x100000 image would never finish)."""
 
@@ -117,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per worker (default 1)")
     p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per worker (default 0)")
     p.add_argument("--address", default=None, help="join a Ray cluster ('auto' or host:port)")
-    p.add_argument("--storage", default="trials", help="storage folder (default trials/)")
+    p.add_argument("--storage", default="trials", help=STORAGE_HELP)
     p.add_argument("--name", default=None,
                    help="run name (default: the config file's stem, or 'run' without one)")
 
@@ -127,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("space", help="search space YAML file")
     p.add_argument("--profile", default=None, help="named override set of the space (e.g. cpu, paper)")
     _add_set(p)
-    p.add_argument("--storage", default="trials", help="storage folder (default trials/)")
+    p.add_argument("--storage", default="trials", help=STORAGE_HELP)
     p.add_argument("--name", default=None, help="search name (default: the space's name)")
     p.add_argument("--address", default=None, help="join a Ray cluster ('auto' or host:port)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted search")
@@ -187,7 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     # report -----------------------------------------------------------------
     p = _add(sub, "report", "mtlsearch.report:run_cli",
              "turn a search's trials into tables, plots and parquet")
-    p.add_argument("trials_dir", help="search folder, e.g. trials/demo")
+    p.add_argument("trials_dir", metavar="SEARCH",
+                   help="search folder (e.g. trials/demo) or its storage URI (e.g. "
+                        "s3://bucket/trials/demo?endpoint_override=HOST:PORT&scheme=http), "
+                        "downloaded to .cache/mtlsearch/storage/ first; the report is written locally")
     p.add_argument("--out", default=None, help="output folder (default reports/<name>)")
     p.add_argument("--group-by", nargs="+", default=None, metavar="KEY", help="ablated config keys")
     p.add_argument("--baseline", default=None, help="row label to compute delta_m against")
@@ -205,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _add(bench_sub, "model", "mtlsearch.bench.model:run_cli",
              "training step time and memory with and without the regularizer")
     p.add_argument("--backbone", default=None, help="timm backbone (default: the config's)")
+    p.add_argument("--decoder", default=None,
+                   help="decoder; invpt / mtinet at the published size (ViT-L / HRNet-W48)")
     p.add_argument("--size", type=_size, default=(448, 576), metavar="HxW")
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--steps", type=int, default=3)

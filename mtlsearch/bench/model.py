@@ -1,6 +1,9 @@
 """``mtlsearch bench model``: what the 3D-aware regularizer costs, and that export drops it.
 
-Four settings, each measured in a fresh Python subprocess so peak memory is honest:
+``--decoder invpt|mtinet`` measures the papers' base models at their published size
+(InvPT: ViT-L/16, width 512; MTI-Net: HRNet-W48; NYUD's 4 tasks with 40 classes) unless
+``--backbone`` / ``--set`` say otherwise; their training step includes the deep-supervision
+terms. Four settings, each measured in a fresh Python subprocess so peak memory is honest:
 
 * ``train``: training step (forward, Eq. 2 loss, backward, Adam step) without the regularizer;
 * ``train+reg``: the same with the regularizer rendering every task;
@@ -26,6 +29,13 @@ from typing import Any
 
 from mtlsearch.config import load_config
 from mtlsearch.errors import UserError
+
+PAPER_MODELS: dict[str, dict[str, Any]] = {
+    "invpt": {"model.backbone": "vit_large_patch16_384", "model.decoder_width": 512},
+    "mtinet": {"model.backbone": "hrnet_w48"},
+}
+"""Published architectures of ``--decoder`` (NYUD: semseg has 40 classes)."""
+PAPER_CLASSES = {"semseg": 40}
 
 SETTINGS = (
     ("train", False, "train"),
@@ -97,7 +107,11 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     device = torch.device(spec["device"])
     cuda = device.type == "cuda"
     torch.manual_seed(0)
-    model = build_model(cfg)
+    model = build_model(cfg, spec.get("num_classes"))
+    parts = {
+        "backbone_params": count_parameters(model.backbone),
+        "head_params": count_parameters(model.decoder.heads),
+    }
     if spec["mode"] == "export":
         model = model.export()
     model.to(device)
@@ -140,6 +154,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         "seconds": seconds,
         "peak_mib": peak_mib,
         "params": count_parameters(model),
+        **parts,
         "rendered": len(cfg.rendered_tasks) if spec["regularizer"] and training else 0,
     }
 
@@ -165,9 +180,14 @@ def run_cli(args: argparse.Namespace) -> int:
     model's parameters and inference time beside the base model's."""
     import torch
 
-    cfg = load_config(None, args.overrides)
+    decoder = getattr(args, "decoder", None)
+    preset: dict[str, Any] = {}
+    if decoder:
+        preset = {"model.decoder": decoder, **PAPER_MODELS.get(decoder, {})}
+    cfg = load_config(None, [f"{k}={v}" for k, v in preset.items()] + list(args.overrides or []))
     if args.backbone:
         cfg = load_config(cfg, {"model.backbone": args.backbone})
+    num_classes = PAPER_CLASSES if decoder in PAPER_MODELS else None
     if args.steps <= 0 or args.batch <= 0:
         raise UserError(f"--steps and --batch must be positive, got {args.steps}, {args.batch}")
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -175,7 +195,7 @@ def run_cli(args: argparse.Namespace) -> int:
     reg = cfg.regularizer
     rh, rw = max(1, round(h * reg.render_scale)), max(1, round(w * reg.render_scale))
     print(
-        f"bench model: {cfg.model.backbone}, input {h}x{w}, renders {rh}x{rw}, "
+        f"bench model: {cfg.model.backbone} + {cfg.model.decoder}, input {h}x{w}, renders {rh}x{rw}, "
         f"{len(cfg.task_names)} tasks, batch {args.batch}, {args.steps} timed steps, {device}"
     )
     results: dict[str, dict[str, Any]] = {}
@@ -189,6 +209,7 @@ def run_cli(args: argparse.Namespace) -> int:
             "size": [h, w],
             "batch": args.batch,
             "steps": args.steps,
+            "num_classes": num_classes,
         }
         results[name] = _run_fresh(spec)
     mem = "peak MiB" if device == "cuda" else "peak RSS delta MiB"
@@ -200,6 +221,12 @@ def run_cli(args: argparse.Namespace) -> int:
         f"regularizer cost: time x{regd['seconds'] / base['seconds']:.2f}, "
         f"memory x{regd['peak_mib'] / max(base['peak_mib'], 1e-9):.2f}, "
         f"+{regd['params'] - base['params']:,} params (training only)"
+    )
+    plain = results["infer"]
+    decoder_only = plain["params"] - plain["backbone_params"] - plain["head_params"]
+    print(
+        f"base model parameters: {plain['params']:,} (backbone {plain['backbone_params']:,}, "
+        f"decoder {decoder_only:,}, heads {plain['head_params']:,})"
     )
     same = results["infer exported"]["params"] == results["infer"]["params"]
     print(
