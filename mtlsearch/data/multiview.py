@@ -52,6 +52,10 @@ class ViewGraph:
     def has_cameras(self) -> bool:
         return bool(self._order)
 
+    def alone(self, ids: list[str]) -> list[str]:
+        """The ``ids`` that have no other view in their scene (their source is themselves)."""
+        return [i for i in ids if not self._order.get(i)]
+
     def neighbours(self, id_: str, k: int) -> list[str]:
         """The ``k`` nearest other views of ``id_``'s scene (cycling when the scene has
         fewer); ``id_`` itself repeated when it has no other view or no camera."""

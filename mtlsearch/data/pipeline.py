@@ -390,6 +390,12 @@ def build_datasets(
         augment=AugmentSettings.from_config(cfg.data), extra_ids=extra_ids,
         **common,  # type: ignore[arg-type]
     )
+    if train_ds.num_views > 1 and reader.has_cameras:
+        alone = train_ds.graph.alone(train_ds.ids)
+        if alone:
+            print(f"note: {len(alone)} of {len(train_ds.ids)} training views have no other view in "
+                  f"their scene (e.g. {alone[0]}): their source view is themselves at the identity "
+                  "pose", file=sys.stderr, flush=True)
     val_ds = MultiTaskDataset(
         reader, val_ids, train=False, num_views=val_num_views,
         val_image_size=val_image_size, **common,  # type: ignore[arg-type]
