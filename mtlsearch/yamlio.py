@@ -17,6 +17,7 @@ Contract:
 from __future__ import annotations
 
 import codecs
+import re
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,10 @@ MAX_DEPTH = 50
 """Deepest nesting of mappings and lists in one file."""
 MAX_NODES = 100_000
 """Most values in one file with every alias expanded."""
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+"""Characters no YAML text holds (YAML allows tab, LF and CR only)."""
 
 
 class LineDict(dict):
@@ -134,9 +139,13 @@ def decode(data: bytes, path: str | Path) -> str:
     if b"\x00" in data:
         raise UserError(f"{path}: not UTF-8 text (binary data)")
     try:
-        return data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         raise UserError(f"{path}: not UTF-8 text (invalid byte at offset {err.start})") from None
+    control = _CONTROL.search(text)
+    if control:
+        raise UserError(f"{path}: not UTF-8 text (binary data: control character at offset {control.start()})")
+    return text
 
 
 def read_text(path: str | Path, what: str = "file") -> str:
@@ -160,8 +169,9 @@ def read_text(path: str | Path, what: str = "file") -> str:
 def parse(text: str, source: str | Path) -> Any:
     """Parse YAML text with :class:`LineLoader` and the bounds above; errors name
     ``source`` and the line."""
-    loader = LineLoader(text)
+    loader = None
     try:
+        loader = LineLoader(text)
         node = loader.get_single_node()
         if node is None:
             return None
@@ -173,11 +183,15 @@ def parse(text: str, source: str | Path) -> Any:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(err, "problem", None) or err
+        if isinstance(err, yaml.reader.ReaderError):
+            problem = f"unacceptable character #x{err.character:04x} at offset {err.position}"
+        problem = " ".join(str(problem).split())
         raise UserError(f"{source}{where}: invalid YAML: {problem}") from None
     except RecursionError:
         raise UserError(f"{source}: invalid YAML: nested too deeply") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def load_mapping(path: str | Path, what: str = "file", empty_ok: bool = True) -> LineDict:

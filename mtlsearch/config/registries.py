@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import functools
 
-METRIC_PREFIXES = ("render_", "avg_", "mv_")
-"""Prefixes of reported metric keys: regularizer renders, head/render average, multi-view."""
 SCALAR_METRICS = ("loss", "delta_m", "alpha", "iteration")
 """Reported keys that belong to no task."""
 
@@ -22,6 +20,14 @@ def task_names() -> tuple[str, ...]:
     from mtlsearch.tasks import TASKS
 
     return tuple(TASKS)
+
+
+@functools.cache
+def metric_prefixes() -> tuple[str, ...]:
+    """Prefixes of reported keys (renders, head/render average, multi-view): ``mtlsearch.metrics``."""
+    from mtlsearch.metrics import METRIC_PREFIXES
+
+    return tuple(METRIC_PREFIXES)
 
 
 @functools.cache
@@ -43,7 +49,7 @@ def strip_prefixes(name: str) -> str:
     changed = True
     while changed:
         changed = False
-        for prefix in METRIC_PREFIXES:
+        for prefix in metric_prefixes():
             if name.startswith(prefix):
                 name, changed = name[len(prefix):], True
     return name
@@ -66,7 +72,7 @@ def metric_problem(name: str, tasks: list[str] | None = None) -> str | None:
     if task not in task_names() or not metric:
         return (
             "expected loss, delta_m or <task>_<metric> such as semseg_miou or depth_rmse"
-            f" (tasks: {', '.join(task_names())}; prefixes: {', '.join(METRIC_PREFIXES)})"
+            f" (tasks: {', '.join(task_names())}; prefixes: {', '.join(metric_prefixes())})"
         )
     if tasks is not None and task not in tasks:
         return f"task {task!r} is not trained (tasks: {', '.join(tasks)})"
@@ -78,11 +84,9 @@ def metric_problem(name: str, tasks: list[str] | None = None) -> str | None:
 
 def metric_direction(name: str) -> str | None:
     """``"max"`` or ``"min"`` for a reported key (prefixes allowed); None if unknown."""
-    if name == "delta_m":
-        return "max"
-    if name == "loss" or name.startswith("loss_"):
-        return "min"
-    up = metric_directions().get(strip_prefixes(name))
+    from mtlsearch.metrics import higher_is_better
+
+    up = higher_is_better(name)
     if up is None:
         return None
     return "max" if up else "min"
@@ -105,6 +109,14 @@ def is_backbone(name: str) -> bool:
     return bool(timm.is_model(name))
 
 
+@functools.cache
+def out_indices_problem(backbone: str, out_indices: tuple[int, ...]) -> str | None:
+    """Why ``backbone`` cannot give features at ``out_indices`` (None: it can)."""
+    from mtlsearch.models.backbones import out_indices_problem as problem
+
+    return problem(backbone, out_indices)
+
+
 def close_backbones(name: str, n: int = 3) -> list[str]:
     """timm model names close to ``name`` (for "did you mean" hints)."""
     import difflib
@@ -115,13 +127,14 @@ def close_backbones(name: str, n: int = 3) -> list[str]:
 
 
 __all__ = [
-    "METRIC_PREFIXES",
     "SCALAR_METRICS",
     "close_backbones",
     "decoder_names",
     "is_backbone",
     "metric_direction",
     "metric_directions",
+    "metric_prefixes",
+    "out_indices_problem",
     "metric_problem",
     "strip_prefixes",
     "task_metrics",

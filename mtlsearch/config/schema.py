@@ -267,6 +267,13 @@ class ModelConfig(Section):
     block's map; MTI-Net: the HRNet levels concatenated), ``decoder`` the decoder's final
     task features concatenated. hps/fpn always use their fused map."""
 
+    @model_validator(mode="after")
+    def _feature_levels(self) -> ModelConfig:
+        problem = registries.out_indices_problem(self.backbone, tuple(self.out_indices))
+        if problem:
+            raise key_error("out_indices", f"{problem}, got {list(self.out_indices)}")
+        return self
+
 
 class AlphaConfig(Section):
     """The regularizer's weight alpha over training."""

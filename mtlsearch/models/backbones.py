@@ -87,6 +87,22 @@ def _create(name: str, out_indices: tuple[int, ...]) -> nn.Module:
     raise AssertionError("unreachable")
 
 
+def out_indices_problem(name: str, out_indices: tuple[int, ...]) -> str | None:
+    """Why timm model ``name`` cannot give ``features_only`` features at ``out_indices``
+    (None: it can), for config validation. The model is built on the meta device (no
+    memory, fast), and on the CPU before refusing, so a model that cannot be built on
+    the meta device is never refused by mistake."""
+    problem = ""
+    for device in ("meta", "cpu"):
+        try:
+            with torch.device(device):
+                _create(name, tuple(out_indices))
+            return None
+        except (RuntimeError, AssertionError, IndexError, ValueError, TypeError) as err:
+            problem = f"{type(err).__name__}: {err}"
+    return f"{name!r} cannot give features_only features at these levels ({problem})"
+
+
 def build_backbone(cfg: ModelConfig) -> Backbone:
     """Create the backbone named by ``cfg.backbone`` and load ``cfg.pretrained_path`` if set."""
     import timm
