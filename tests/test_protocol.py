@@ -86,3 +86,10 @@ def test_edge_pos_weight_is_configurable() -> None:
     assert torch.isclose(balanced_bce_loss(0.8)(pred, label), by_hand, rtol=1e-4)
     with pytest.raises(Exception, match="edge_pos_weight"):
         _cfg(**{"loss.edge_pos_weight": 1.5})
+
+
+def test_partial_single_task_baselines_are_refused_at_load() -> None:
+    with pytest.raises(Exception, match="no single-task baseline for depth, edge"):
+        _cfg(**{"eval.baselines": {"semseg": {"miou": 40.0}}})
+    full = {"semseg": {"miou": 40.0}, "depth": {"rmse": 0.5}, "edge": {"odsf": 70.0}}
+    assert _cfg(**{"eval.baselines": full}).eval.baselines == full

@@ -493,6 +493,14 @@ class Config(Section):
                     "data.source_tasks",
                     f"{task!r} is not one of the config's tasks ({', '.join(tasks)})",
                 )
+        if self.eval.baselines:
+            missing = [t for t in tasks if t not in self.eval.baselines]
+            if missing:
+                raise key_error(
+                    "eval.baselines",
+                    f"no single-task baseline for {', '.join(missing)}: delta_m averages over "
+                    "every task, so give one for each (or none)",
+                )
         for task in self.regularizer.alpha.per_task:
             if task not in tasks:
                 raise key_error(
