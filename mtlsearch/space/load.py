@@ -40,6 +40,8 @@ from mtlsearch.space.spec import (
     Space,
 )
 from mtlsearch.space.text import format_value
+from mtlsearch.strategies import sampler_problem, scheduler_problem
+from mtlsearch.tracking import normalize_tracking
 from mtlsearch.yamlio import LineDict, line_of, load_mapping, parse, plain
 
 MAX_KEYS = 200
@@ -368,6 +370,12 @@ def _search(file: Origin, doc: SpaceFile, sections: Sections, params: list[Param
             raise error("mode", f"{m} is better when {better}: use mode {expected}")
     if isinstance(metric, list) and algorithm != "optuna":
         raise error("metric", "several metrics (multi-objective) need algorithm optuna")
+    if sec and sec.sampler is not None:
+        why = sampler_problem(sec.sampler, algorithm, isinstance(metric, list))
+        if why:
+            raise error("sampler", why)
+    if sec and sec.population_size is not None and (sec.sampler or "tpe") != "nsga2":
+        raise error("population_size", "only sampler nsga2 has a population")
     num_samples = sec.num_samples if sec and sec.num_samples is not None else 1
     if algorithm == "grid" and sec and sec.num_samples not in (None, 1):
         raise error("num_samples", "algorithm grid runs every grid point once (repeat with seeds)")
@@ -375,11 +383,13 @@ def _search(file: Origin, doc: SpaceFile, sections: Sections, params: list[Param
         algorithm=algorithm, metric=metric, mode=mode, num_samples=num_samples,
         seed=sec.seed if sec and sec.seed is not None else 0,
         max_failures=sec.max_failures if sec else None,
+        sampler=(sec.sampler if sec else None) or "tpe",
+        population_size=sec.population_size if sec else None,
     )
 
 
 def _scheduler(file: Origin, doc: SpaceFile, sections: Sections, search: SearchSettings,
-               static_cfg: Config) -> SchedulerSettings | None:
+               static_cfg: Config, params: list[Param], workers: int) -> SchedulerSettings | None:
     sec = doc.scheduler
     if sec is None:
         return None
@@ -388,15 +398,30 @@ def _scheduler(file: Origin, doc: SpaceFile, sections: Sections, search: SearchS
         loc = ("scheduler", key) if key else ("scheduler",)
         return sections.origin(loc, file).error(loc, message)
 
-    if search.multi_objective:
-        raise error(None, "ASHA needs one scalar metric; search.metric is a list (use delta_m)")
+    train = static_cfg.train
+    problem = scheduler_problem(
+        sec.type, algorithm=search.algorithm, multi_objective=search.multi_objective,
+        keys=[p.key for p in params], conditional=[p.key for p in params if p.when],
+        workers=workers, checkpoint_every=train.checkpoint_every, eval_every=train.eval_every,
+    )
+    if problem is not None:
+        key, why = problem
+        if key is not None:
+            raise file.error(("space", key), why, f"space.{key}")
+        raise error("type", why)
     evals = max(1, static_cfg.train.iterations // static_cfg.train.eval_every)
     max_t = sec.max_t if sec.max_t is not None else evals
     grace = sec.grace_period if sec.grace_period is not None else 1
     if grace > max_t:
         raise error("grace_period", f"exceeds max_t ({max_t}, in evaluations)")
-    return SchedulerSettings(type="asha", max_t=max_t, grace_period=grace,
-                             reduction_factor=sec.reduction_factor or 2)
+    return SchedulerSettings(
+        type=sec.type, max_t=max_t, grace_period=grace,
+        reduction_factor=sec.reduction_factor or (3 if sec.type == "hyperband" else 2),
+        min_samples_required=sec.min_samples_required or 3,
+        perturbation_interval=sec.perturbation_interval or 1,
+        quantile_fraction=sec.quantile_fraction if sec.quantile_fraction is not None else 0.25,
+        resample_probability=sec.resample_probability if sec.resample_probability is not None else 0.25,
+    )
 
 
 def _baseline(file: Origin, raw: LineDict, params: list[Param]) -> dict[str, Any] | str | None:
@@ -417,12 +442,14 @@ def _baseline(file: Origin, raw: LineDict, params: list[Param]) -> dict[str, Any
 # ---------------------------------------------------------------------------
 
 
-def load_space(path: str | Path, profile: str | None = None, overrides: list[str] | None = None) -> Space:
+def load_space(path: str | Path, profile: str | None = None, overrides: list[str] | None = None,
+               sections_override: dict[str, Any] | None = None) -> Space:
     """Parse and validate a search space file with a profile and ``--set`` overrides.
 
     Everything is checked here, before Ray starts: keys, types, ranges, distributions,
     conditions, algorithm/metric/scheduler compatibility, the number of trials and (for
-    grid and random searches) the config of every trial.
+    grid and random searches) the config of every trial. ``sections_override`` holds
+    sections given on the command line (``{"search": {"num_samples": 8}}``), merged last.
     """
     path = Path(path)
     raw = load_mapping(path, "search space file", empty_ok=False)
@@ -446,6 +473,9 @@ def load_space(path: str | Path, profile: str | None = None, overrides: list[str
     if chosen is not None:
         for key, value in chosen.sections.tree.items():
             sections.merge(key, value, lambda loc, c=chosen: c.sections.origin(loc, file))
+    command_line = Origin(None, None, (), "command line: ")
+    for key, value in (sections_override or {}).items():
+        sections.merge(key, value, lambda loc: command_line)
     doc = _schema_check({**raw, **sections.tree}, sections, file)
 
     name = doc.name if doc.name is not None else path.stem
@@ -487,7 +517,10 @@ def load_space(path: str | Path, profile: str | None = None, overrides: list[str
     space.seeds = list(seeds_given) if seeds_given is not None else [static_cfg.train.seed]
     space.baseline = _baseline(file, raw, params)
     space.search = _search(file, doc, sections, params, space.seeds, static_cfg, baselines)
-    space.scheduler = _scheduler(file, doc, sections, space.search, static_cfg)
+    space.scheduler = _scheduler(file, doc, sections, space.search, static_cfg, params,
+                                 space.resources.workers)
+    space.tracking = normalize_tracking(doc.tracking)
+    space.cli_sections = plain(sections_override or {})
 
     # values: every candidate alone, then every trial of a grid/random search ----------
     for param in params:
@@ -496,7 +529,8 @@ def load_space(path: str | Path, profile: str | None = None, overrides: list[str
             try:
                 validate_tree(space.tree({**context, param.key: value}))
             except ConfigError as err:
-                raise file.error(("space", param.key), f"value {format_value(value)}: {err}",
+                why = err.reason if err.key == param.key else str(err)
+                raise file.error(("space", param.key), f"value {format_value(value)}: {why}",
                                  f"space.{param.key}") from None
     if baselines and space.search.algorithm == "optuna":
         for param in params:
