@@ -14,6 +14,7 @@ import pytest
 from mtlsearch.config.registries import metric_directions, task_metrics, task_names
 from mtlsearch.errors import UserError
 from mtlsearch.space import DISTRIBUTIONS, INDEX_KEY, MAX_TRIALS, SEED_KEY, load_space
+from mtlsearch.yamlio import load_mapping
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACES = sorted((ROOT / "search_spaces").glob("*.yaml"))
@@ -50,6 +51,8 @@ def test_spaces_are_shipped() -> None:
 def test_every_shipped_space_loads_and_dry_runs(path: Path, profile: str) -> None:
     from mtlsearch.search import dry_run
 
+    if profile not in (load_mapping(path).get("profiles") or {}):
+        pytest.skip(f"{path.stem} has no {profile} profile")
     space = load_space(path, profile)
     assert space.name == path.stem
     text = dry_run(space, Path("/nonexistent/trials") / space.name)
