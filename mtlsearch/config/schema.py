@@ -218,7 +218,8 @@ class DataConfig(Section):
     supervise_all_views: Annotated[bool | None, Strict()] = None
     """Every view of a sample takes a turn as the reference, so every view with a label
     trains the heads (and renders) for that task; missing labels add no loss. ``null``:
-    on exactly when ``extra_frames`` is on. Off: only view 0's labels train the heads."""
+    on exactly when ``extra_frames`` is on. Off: only view 0's labels train the heads.
+    Each step then runs the model on all V turns (V times the compute and memory)."""
     single_view_duplication: Bool = False
     """Without ``cameras/``, let multi-view parts (cross-view module, cross-view
     consistency) pair each view with itself at the identity pose (no geometry: the cost

@@ -155,11 +155,6 @@ def render_perspective(
     Depth: the expected z-depth (leftover transmittance at far), or with ``raw_depth``
     (only without a pose) the composited depth value. Normals are L2-normalised.
     """
-    if pose is not None and raw_depth:
-        raise UserError(
-            "regularizer.depth_mode: raw depth is a value of the reference view; a "
-            "cross-view render needs depth_mode: expected"
-        )
     near, far = float(depth_range[0]), float(depth_range[1])
     if not 0.0 <= near < far:
         raise UserError(f"perspective rays need 0 <= near < far metres, got {near}, {far}")
@@ -180,6 +175,11 @@ def render_perspective(
             points = to_reference_frame(points, pose)
         delta = step_len[:, start : start + step]
         for task, (sigma, values) in field(points).items():
+            if task == DEPTH_TASK and raw_depth and pose is not None:
+                raise UserError(
+                    "regularizer.depth_mode: raw depth is a value of the reference view; a "
+                    "cross-view render needs depth_mode: expected"
+                )
             weights = composite_weights(sigma, delta)
             if task == DEPTH_TASK and not raw_depth:
                 value = (weights * z).sum(-1) + (1 - weights.sum(-1)) * far
