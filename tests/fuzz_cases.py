@@ -131,7 +131,7 @@ def build_fixtures(root: Path) -> Fixtures:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
     ckpt = save_checkpoint(root / "ckpt", model=model, optimizer=opt, scheduler=sched, step=3,
                            config=cfg.to_dict())
-    search = make_search(root / "trials", "hand")
+    search = make_search(root / "trials", "hand", trials=2)  # 2 trials: no fANOVA (slow)
     from mtlsearch.report import build_report
 
     build_report(search, out=root / "warm-up-report", formats=["md"])  # imports, font cache
@@ -1114,6 +1114,104 @@ def _image(d: Path) -> Path:
     return d / "room.png"
 
 
+COLMAP_CAMERAS = "1 PINHOLE 64 48 50.0 50.0 32.0 24.0\n"
+COLMAP_IMAGES = ("1 1 0 0 0 0.5 0 1 1 a.png\n\n"
+                 "2 0.9238795 0 0.3826834 0 0 0 2 1 b.png\n\n")
+
+
+def _colmap_cases() -> list[Case]:
+    """``data import-colmap`` and ``data preview`` arguments and inputs."""
+    cases: list[Case] = []
+
+    def colmap(cameras: str | bytes = COLMAP_CAMERAS, images: str | bytes = COLMAP_IMAGES,
+               extra: tuple[str, ...] = (), setup: Callable[[Path], None] | None = None,
+               out: str = "ds/cameras") -> Callable[[Path, Fixtures], list[str]]:
+        def build(d: Path, fx: Fixtures) -> list[str]:
+            model = d / "sparse"
+            model.mkdir()
+            for name, content in (("cameras.txt", cameras), ("images.txt", images)):
+                if isinstance(content, bytes):
+                    (model / name).write_bytes(content)
+                else:
+                    (model / name).write_text(content)
+            if setup is not None:
+                setup(d)
+            return ["data", "import-colmap", str(model), "--out", str(d / out), *extra]
+
+        return build
+
+    def unrelated(d: Path) -> None:
+        (d / "ds" / "cameras").mkdir(parents=True)
+        (d / "ds" / "cameras" / "a.json").write_text('{"mine": true}')
+
+    def a_file(d: Path) -> None:
+        (d / "ds").mkdir()
+        (d / "ds" / "cameras").write_text("mine")
+
+    cases.append(Case("control", "import-colmap", colmap(), "ok"))
+    for label, build in [
+        ("cameras.txt non-UTF-8", colmap(cameras=b"1 PINHOLE \xff\xfe 48\n")),
+        ("cameras.txt binary", colmap(cameras=bytes(range(256)))),
+        ("camera with letters for numbers", colmap(cameras="1 PINHOLE 64 48 fx fy cx cy\n")),
+        ("camera with too few parameters", colmap(cameras="1 PINHOLE 64 48 50.0\n")),
+        ("camera with a NaN focal length", colmap(cameras="1 PINHOLE 64 48 nan 50 32 24\n")),
+        ("camera with a negative focal length", colmap(cameras="1 PINHOLE 64 48 -50 -50 32 24\n")),
+        ("unknown camera model", colmap(cameras="1 FISHEYE_WEIRD 64 48 50 50 32 24\n")),
+        ("image of an unknown camera", colmap(images="1 1 0 0 0 0 0 0 7 a.png\n\n")),
+        ("zero quaternion", colmap(images="1 0 0 0 0 0 0 0 1 a.png\n\n")),
+        ("infinite translation", colmap(images="1 1 0 0 0 inf 0 0 1 a.png\n\n")),
+        ("images.txt non-UTF-8", colmap(images=b"1 1 0 0 0 0 0 0 1 \xff.png\n\n")),
+        ("image line too short", colmap(images="1 1 0 0\n\n")),
+        ("--scale 0", colmap(extra=("--scale", "0"))),
+        ("--scale -1", colmap(extra=("--scale", "-1"))),
+        ("--scale nan", colmap(extra=("--scale", "nan"))),
+        ("--scale inf", colmap(extra=("--scale", "inf"))),
+        ("--out an unrelated folder", colmap(setup=unrelated)),
+        ("--out an existing file", colmap(setup=a_file)),
+        ("--out inside a file", colmap(setup=a_file, out="ds/cameras/sub")),
+        ("model folder missing", lambda d, fx: ["data", "import-colmap", str(d / "nosuch"), "--out",
+                                                str(d / "c")]),
+    ]:
+        cases.append(Case("cli-colmap", label, build))
+
+    def preview(extra: tuple[str, ...] = (), setup: Callable[[Path, Path], Path] | None = None
+                ) -> Callable[[Path, Fixtures], list[str]]:
+        def build(d: Path, fx: Fixtures) -> list[str]:
+            ds = _copy_dataset(d, fx)
+            out = setup(d, ds) if setup is not None else d / "p.png"
+            return ["data", "preview", str(ds), "--out", str(out), *extra]
+
+        return build
+
+    def earlier_preview(d: Path, ds: Path) -> Path:
+        from mtlsearch.data.preview import draw_preview
+
+        return draw_preview(ds, d / "p.png", num=1)
+
+    def foreign_png(d: Path, ds: Path) -> Path:
+        from PIL import Image
+
+        Image.new("RGB", (8, 8)).save(d / "holiday.png")
+        return d / "holiday.png"
+
+    cases.append(Case("control", "preview", preview(), "ok"))
+    cases.append(Case("control", "preview over its own earlier preview", preview(setup=earlier_preview),
+                      "ok", may_replace=("p.png",)))
+    for label, build in [
+        ("--out an unrelated PNG", preview(setup=foreign_png)),
+        ("--out an unrelated text file", preview(setup=lambda d, ds: (d / "t.tex").write_text("x") and d / "t.tex")),
+        ("--out a folder", preview(setup=lambda d, ds: d)),
+        ("--out in a missing folder", preview(setup=lambda d, ds: d / "nosuch" / "p.png")),
+        ("--num 0", preview(("--num", "0"))),
+        ("--num -2", preview(("--num", "-2"))),
+        ("--split nosuch", preview(("--split", "nosuch"))),
+        ("--split ../../x", preview(("--split", "../../x"))),
+        ("dataset missing", lambda d, fx: ["data", "preview", str(d / "nosuch"), "--out", str(d / "p.png")]),
+    ]:
+        cases.append(Case("cli-preview", label, build))
+    return cases
+
+
 def _controls() -> list[Case]:
     """Good inputs: the harness must see them succeed."""
 
@@ -1144,8 +1242,8 @@ def generate_cases(seed: int = 0) -> list[Case]:
     """The seeded list of cases (same seed, same cases)."""
     rng = random.Random(seed)
     cases = (_space_cases(rng) + _profile_cases(rng) + _config_cases(rng) + _train_set_cases(rng)
-             + _cli_cases() + _search_folder_cases(rng) + _dataset_cases(rng) + _checkpoint_cases()
-             + _controls())
+             + _cli_cases() + _colmap_cases() + _search_folder_cases(rng) + _dataset_cases(rng)
+             + _checkpoint_cases() + _controls())
     return cases
 
 
@@ -1201,8 +1299,9 @@ def run_case(case: Case, folder: Path, fx: Fixtures, limit: float = TIME_LIMIT_S
         outcome.stderr = err.getvalue()[-400:]
         outcome.stdout = out.getvalue()[-2000:]
         after = snapshot(folder)
-        outcome.changed = sorted(p for p, h in before.items() if after.get(p) != h
-                                 and not p.startswith(tuple(f"{r}/" for r in case.may_replace)))
+        outcome.changed = sorted(
+            p for p, h in before.items() if after.get(p) != h
+            and not any(p == r or p.startswith(f"{r}/") for r in case.may_replace))
         return outcome
     finally:
         os.chdir(cwd)

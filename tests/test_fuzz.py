@@ -55,12 +55,14 @@ def test_fuzz_bad_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
     start = time.perf_counter()
     counts: Counter[str] = Counter()
     kinds: Counter[str] = Counter()
+    seconds: Counter[str] = Counter()
     failures: list[str] = []
     slowest: list[tuple[float, str]] = []
     for i, case in enumerate(cases):
         t0 = time.perf_counter()
         outcome = run_case(case, tmp_path / "cases" / f"{i:04d}", fx)
         slowest.append((time.perf_counter() - t0, f"{case.category}: {case.name}"))
+        seconds[case.category] += slowest[-1][0]
         counts[case.category] += 1
         kinds[outcome.kind] += 1
         why = verdict(case, outcome)
@@ -72,7 +74,8 @@ def test_fuzz_bad_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
     slowest.sort(reverse=True)
     with capsys.disabled():
         print(f"\nfuzz: {len(cases)} cases in {elapsed:.1f} s, seed {SEED}")
-        print("  by category: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+        print("  by category (cases, seconds): " + ", ".join(
+            f"{k} {v} ({seconds[k]:.0f} s)" for k, v in sorted(counts.items())))
         print("  outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())))
         print(f"  clean errors: {kinds['clean']}; failures: {len(failures)}")
         print("  slowest: " + "; ".join(f"{name} {t:.1f} s" for t, name in slowest[:5]))

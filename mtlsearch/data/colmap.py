@@ -108,7 +108,12 @@ def read_cameras_txt(path: Path) -> dict[int, ColmapCamera]:
         if len(params) != _NUM_PARAMS[model]:
             raise UserError(f"{path}:{lineno}: {model} needs {_NUM_PARAMS[model]} parameters, "
                             f"got {len(params)}")
+        if not np.isfinite(params).all() or width <= 0 or height <= 0:
+            raise UserError(f"{path}:{lineno}: camera size and parameters must be positive and finite")
         i_fx, i_fy, i_cx, i_cy = _INTRINSICS[model]
+        if params[i_fx] <= 0 or params[i_fy] <= 0:
+            raise UserError(f"{path}:{lineno}: focal lengths must be positive, got "
+                            f"{params[i_fx]} and {params[i_fy]}")
         K = np.array([
             [params[i_fx], 0.0, params[i_cx] - 0.5],
             [0.0, params[i_fy], params[i_cy] - 0.5],
@@ -141,6 +146,8 @@ def read_images_txt(path: Path) -> list[ColmapImage]:
             raise UserError(
                 f"{path}:{lineno}: expected IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME"
             ) from None
+        if not (np.isfinite(q).all() and np.isfinite(t).all()):
+            raise UserError(f"{path}:{lineno}: quaternion and translation must be finite")
         images.append(ColmapImage(image_id, q, t, cam_id, name))
         i += 1  # the POINTS2D line that follows every image line
     return images
