@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # Two workers: the suite is sized for a 2-core machine.
 PYTEST_ARGS ?= -n 2
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test test-cluster lint clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,9 +21,14 @@ demo: install
 	$(BIN)/mtlsearch search search_spaces/demo.yaml --profile cpu
 	$(BIN)/mtlsearch report trials/demo --out reports/demo
 
+# The whole suite but the two-node Ray cluster tests, which `make test-cluster` runs
+# (minutes; CI runs both).
 test: install
 	$(BIN)/ruff check mtlsearch tests
-	$(BIN)/python -m pytest $(PYTEST_ARGS) tests
+	$(BIN)/python -m pytest $(PYTEST_ARGS) -m "not cluster" tests
+
+test-cluster: install
+	$(BIN)/python -m pytest -p no:xdist -m cluster tests
 
 lint: install
 	$(BIN)/ruff check mtlsearch tests

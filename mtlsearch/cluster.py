@@ -16,17 +16,20 @@ Contract:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
+import sys
+import tempfile
+from collections.abc import Iterator
 
 from mtlsearch.errors import UserError
 
 CONNECT_TIMEOUT_S = 5.0
 TOKEN_HELP = (
-    "this cluster uses token authentication: set RAY_AUTH_MODE=token and give the token "
-    "with RAY_AUTH_TOKEN_PATH=<file> (default ~/.ray/auth_token on the head node) or "
-    "RAY_AUTH_TOKEN"
+    "set RAY_AUTH_MODE=token and give the cluster's token with RAY_AUTH_TOKEN_PATH=<file> "
+    "(default ~/.ray/auth_token, written on the head node) or RAY_AUTH_TOKEN"
 )
 
 
@@ -58,6 +61,25 @@ def check_address(address: str | None, timeout: float = CONNECT_TIMEOUT_S) -> No
         ) from None
 
 
+@contextlib.contextmanager
+def _captured_stderr() -> Iterator[list[str]]:
+    """Send file descriptor 2 (C++ and Python) to a temporary file for the block; the
+    yielded list holds what was written once the block is left."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    captured: list[str] = []
+    with tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace") as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            captured.append(sink.read())
+
+
 def quiet_ray_logs() -> None:
     """Keep Ray's repeated warnings (State API, deprecations) off the user's terminal."""
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
@@ -87,13 +109,25 @@ def connect(
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
         check_address(address)
-        try:
-            context = ray.init(address=address, logging_level=logging.ERROR)
-        except Exception as err:  # Ray raises several types for a refused client
+        # Ray's core prints a warning line per retry (about 20 s of them) for a refused
+        # client: keep them off the terminal and read them for the cause instead.
+        with _captured_stderr() as captured:
+            try:
+                context = ray.init(address=address, logging_level=logging.ERROR)
+                err = None
+            except Exception as caught:  # Ray raises several types for a refused client
+                err = caught
+        if err is not None:
             text = f"{type(err).__name__}: {err}"
-            if "uthenticat" in text or "token" in text.lower():
-                raise UserError(f"--address {address}: {TOKEN_HELP}") from None
             first = text.splitlines()[0] if text else type(err).__name__
+            core = "".join(captured)
+            if "uthenticat" in text or "token" in text.lower() or "InvalidAuthToken" in core:
+                raise UserError(f"--address {address}: {TOKEN_HELP}") from None
+            if os.environ.get("RAY_AUTH_MODE") != "token":
+                raise UserError(
+                    f"--address {address}: cannot join the cluster ({first}); if it was started "
+                    f"with `ray start` (token authentication by default), {TOKEN_HELP}"
+                ) from None
             raise UserError(f"--address {address}: cannot join the cluster ({first})") from None
     else:
         context = ray.init(
