@@ -282,3 +282,14 @@ def test_config_show_prints_the_resolved_config(write_yaml, capsys):
     assert cfg == load_config(path, ["regularizer.triplane_width=16"])
     code, out, err = _main(["config", "show", str(path), "--set", "train.lr=-1"], capsys)
     assert code == 2 and err.strip() == "error: --set train.lr: must be > 0, got -1"
+
+
+def test_json_schema_accepts_the_defaults_and_refuses_mistakes(capsys):
+    jsonschema = pytest.importorskip("jsonschema")
+    _, out, _ = _main(["config", "schema"], capsys)
+    schema = json.loads(out)
+    jsonschema.validate(json.loads(Config().model_dump_json()), schema)
+    for bad in ({"train": {"lr": -1}}, {"model": {"nosuch": 1}}, {"tasks": {"nosuch": 1.0}},
+                {"data": {"crop_size": [64]}}, {"regularizer": {"tasks": []}}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, schema)
