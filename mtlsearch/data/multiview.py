@@ -108,7 +108,8 @@ def as_reference(views: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
     order = [k] + [i for i in range(len(views)) if i != k]
     out = [_shallow_view(views[i]) for i in order]
     ref = out[0]["cam2world"].double()
-    out[0]["rel_pose"] = torch.eye(4, dtype=out[0]["rel_pose"].dtype).expand_as(out[0]["rel_pose"]).clone()
+    like = out[0]["rel_pose"]
+    out[0]["rel_pose"] = torch.eye(4, dtype=like.dtype, device=like.device).expand_as(like).clone()
     for view in out[1:]:
         rel = torch.linalg.inv(view["cam2world"].double()) @ ref
         view["rel_pose"] = rel.to(view["rel_pose"].dtype)
