@@ -530,6 +530,8 @@ def run_cli(args: argparse.Namespace) -> int:
     """``mtlsearch search SPACE.yaml [--profile P] [--set k=v] [--storage D] [--name N]
     [--address A] [--resume] [--dry-run]``."""
     storage = Path(args.storage).resolve()
+    if args.name is not None:
+        check_run_folder(storage, args.name)  # before the name is joined to any path
     if args.resume:
         probe = load_space(args.space, args.profile, args.overrides)
         name = args.name or probe.name
