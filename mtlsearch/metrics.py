@@ -449,13 +449,15 @@ class EdgeMetric(Metric):
 
     Differences from MATLAB SEISM: the thresholds (default ``eval.edge_thresholds = 21``
     evenly spaced in (0, 1) instead of the 99 (0.01..0.99) MTL-PyTorch passes to SEISM;
-    set 99 to reproduce them; a coarser grid can lower ODS/OIS slightly); SEISM's reader
+    set 99 to reproduce them, as the paper profiles do; SEISM's 101-point grid only adds
+    0 and 1, which never give the optimum; a coarser grid can lower ODS/OIS slightly); SEISM's reader
     itself only thresholds and thins, so NMS is a preprocessing choice (``nms=False``
     skips it); the probability map is evaluated as float instead of an 8-bit PNG; NMS and
     thinning are Python/Cython ports, not the MATLAB/MEX originals; ODS is not interpolated between
     thresholds (as SEISM, unlike BSDS ``edgesEvalDir``); ignore pixels do not exist in
-    SEISM; the tolerance uses the evaluated tensor's diagonal (evaluate at full label
-    resolution to match); BSDS draws the matcher's outlier edges with a clock-seeded
+    SEISM; the tolerance and NMS use the evaluated tensor, so pass each image unpadded
+    (:func:`mtlsearch.evaluate.update_metric` crops validation padding, so the tolerance is
+    SEISM's fraction of the real image's diagonal and no edge is suppressed at the padding); BSDS draws the matcher's outlier edges with a clock-seeded
     random generator, so its counts can differ between runs in ties; here it is reseeded
     with :data:`MATCHER_SEED` before every matching, so scores are reproducible.
 
