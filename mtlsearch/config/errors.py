@@ -44,6 +44,13 @@ def _walk(root: type[BaseModel], loc: tuple[Any, ...]) -> tuple[type[BaseModel] 
     return (holder if info is not None else None), info
 
 
+def field_type(root: type[BaseModel], loc: tuple[Any, ...]) -> Any:
+    """The annotation of the field at ``loc`` below ``root`` (constraints stripped:
+    ``int`` for a positive integer key), or None when ``loc`` names no field."""
+    _, info = _walk(root, loc)
+    return info.annotation if info is not None else None
+
+
 def section_fields(root: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
     """The keys allowed in the section at ``loc`` below ``root``, or None when ``loc``
     is not a section."""
@@ -209,4 +216,4 @@ def first_error(
     return key, loc, reason(first, root, what)
 
 
-__all__ = ["dict_fields", "dotted", "field_range", "first_error", "reason", "section_fields", "show"]
+__all__ = ["dict_fields", "dotted", "field_range", "field_type", "first_error", "reason", "section_fields", "show"]

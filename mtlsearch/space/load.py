@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import functools
 import re
+import typing
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from mtlsearch.config import Config, ConfigError, config_fields, parse_override, validate_tree
-from mtlsearch.config.errors import first_error
+from mtlsearch.config.errors import field_type, first_error
 from mtlsearch.config.load import DICT_FIELDS, touches
 from mtlsearch.config.registries import metric_direction, metric_problem
 from mtlsearch.errors import UserError
@@ -115,8 +116,11 @@ def check_key(key: Any) -> str | None:
 
 
 def _is_int_field(key: str) -> bool:
-    default = _fields().get(key)
-    return isinstance(default, int) and not isinstance(default, bool)
+    """Whether the config schema declares ``key`` an integer (or a choice of integers)."""
+    ann = field_type(Config, tuple(key.split(".")))
+    if typing.get_origin(ann) is typing.Literal:
+        return all(isinstance(a, int) and not isinstance(a, bool) for a in typing.get_args(ann))
+    return ann is int
 
 
 def _items(mapping: Any, origin: Origin) -> list[Item]:
