@@ -31,7 +31,7 @@ BAD_FILES = {
     "utf32": (codecs.BOM_UTF32_LE + "name: x\n".encode("utf-32-le"), "not UTF-8 text (UTF-32)"),
     "binary": (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "not UTF-8 text (binary data)"),
     "control": (b"\x1c\x02garbage\x07: 1\n", "not UTF-8 text (binary data: control character"),
-    "c1_control": ("a: \x86\n".encode("utf-8"), "unacceptable character #x0086"),
+    "c1_control": ("a: \x86\n".encode(), "unacceptable character #x0086"),
     "latin1": ("name: caf\xe9\n".encode("latin-1"), "not UTF-8 text (invalid byte at offset 9)"),
     "laughs": (BILLION_LAUGHS, "values once aliases are expanded"),
     "aliases": ("a: &a 1\nb: [" + ", ".join(["*a"] * (MAX_ALIASES + 1)) + "]\n", f"more than {MAX_ALIASES} aliases"),
