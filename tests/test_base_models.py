@@ -240,3 +240,37 @@ def test_widths_and_backbones_are_checked():
         build_model(_tiny("mtinet", **{"model.backbone": "vit_tiny_patch16_224"}))
     model = build_model(_tiny("invpt", **{"model.decoder_width": 64}))
     assert model.decoder.dims == [72, 36, 18]
+
+
+@pytest.fixture(scope="module")
+def synth_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("synth")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("decoder", ["invpt", "mtinet"])
+def test_tiny_variant_learns_in_the_cpu_profile(decoder, synth_cache, tmp_path, one_thread):
+    """The `cpu` profile's run (48 rooms, 240 iterations; ~1.5 min for invpt, ~3 for
+    mtinet on 2 cores) of the tiny variant beats the majority class and the mean depth on
+    held-out rooms, and its deep-supervision losses fall."""
+    import yaml
+
+    from mtlsearch.data.pipeline import resolve_root
+    from mtlsearch.train import tensorboard_scalars
+    from mtlsearch.trainable import make_trainer
+    from tests.test_train import REPO, constant_predictor_scores
+
+    profile = yaml.safe_load((REPO / "search_spaces" / "profiles" / "cpu.yaml").read_text())
+    profile = {k: v for k, v in profile.items() if k not in ("resources", "max_concurrent_trials")}
+    cfg = load_config(None, {**profile, **TINY[decoder], "model.decoder_width": profile["model.decoder_width"],
+                             "data.synth.cache_dir": str(synth_cache)})
+    trainer = make_trainer(cfg, workers=0, storage_path=tmp_path / "trials", name=decoder,
+                           tensorboard_dir=tmp_path / "tb")
+    metrics = trainer.fit().metrics
+    majority_miou, mean_depth_rmse = constant_predictor_scores(cfg, resolve_root(cfg))
+    assert metrics["semseg_miou"] > majority_miou + 2, (metrics["semseg_miou"], majority_miou)
+    assert metrics["depth_rmse"] < 0.9 * mean_depth_rmse, (metrics["depth_rmse"], mean_depth_rmse)
+    scalars = tensorboard_scalars(tmp_path / "tb")
+    for task in ("semseg", "depth", "normals"):
+        curve = [v for _, v in scalars[f"train/loss_inter_{task}"]]
+        assert curve[-1] < 0.9 * curve[0], (task, curve)
