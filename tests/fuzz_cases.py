@@ -304,18 +304,20 @@ SPACE_NAMES = sorted(p.stem for p in SPACES.glob("*.yaml"))
 def _space_cases(rng: random.Random) -> list[Case]:
     cases: list[Case] = []
 
-    def add(name: str, label: str, mutate: Callable[[dict[str, Any]], Any], **kw: Any) -> None:
-        cases.append(Case("space", f"{name}: {label}", _space_case(name, mutate, **kw)))
+    def add(name: str, label: str, mutate: Callable[[dict[str, Any]], Any], mentions: str | None = None,
+            **kw: Any) -> None:
+        cases.append(Case("space", f"{name}: {label}", _space_case(name, mutate, **kw), mentions=mentions))
 
     fixed_values = [(k, v) for k, v in BAD_VALUES if k not in CPU_PROFILE_KEYS]
     for name in SPACE_NAMES:
         cases.append(Case("control", f"{name}: round trip", _space_case(name, lambda t: t), "ok"))
         picks = rng.sample(fixed_values, 3)
         for key, value in picks:
-            add(name, f"fixed {key}={value}", lambda t, k=key, v=value: _set(t, "fixed", k, _value(v)))
+            add(name, f"fixed {key}={value}", lambda t, k=key, v=value: _set(t, "fixed", k, _value(v)),
+                mentions=key)
         key, value = rng.choice(BAD_VALUES)
         add(name, f"grid {key}: [{value}]",
-            lambda t, k=key, v=value: _set(t, "space", k, {"grid": [_value(v)]}))
+            lambda t, k=key, v=value: _set(t, "space", k, {"grid": [_value(v)]}), mentions=key)
     # The cpu profile sets resources and max_concurrent_trials itself: cases on those
     # keys run without a profile, so the bad value is the one that would be used.
     no_profile = {"profile": None}
@@ -464,7 +466,8 @@ def _profile_cases(rng: random.Random) -> list[Case]:
     profile_case("paper", "unchanged (no GPU)", lambda text: text, "ok")
 
     for key, value in rng.sample(BAD_VALUES, 24):
-        profile_case("cpu", f"{key}: {value}", lambda text, k=key, v=value: f"{text}\n{k}: {v}\n")
+        profile_case("cpu", f"{key}: {value}", lambda text, k=key, v=value: f"{text}\n{k}: {v}\n",
+                     mentions=key)
     for label, edit in [
         ("search: 5", lambda text: text + "\nsearch: 5\n"),
         ("resources: []", lambda text: text + "\nresources: []\n"),
@@ -520,7 +523,7 @@ def _config_cases(rng: random.Random) -> list[Case]:
     base = _dump(good)
     for key, value in rng.sample(BAD_VALUES, 24):
         text = _dump(_merge(good, _nest(key, _value(value))))
-        cases.append(Case("config", f"file {key}: {value}", _config_file(text)))
+        cases.append(Case("config", f"file {key}: {value}", _config_file(text), mentions=key))
     cases.append(Case("control", "config file unchanged", _config_file(base), "reached"))
     for label, text in [
         ("non-UTF-8", b"tasks: {semseg: 1.0}\ntrain: {lr: \xff\xfe}\n"),
