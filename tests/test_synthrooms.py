@@ -249,7 +249,7 @@ def test_deterministic_serial_vs_parallel_and_seeds(data: Path, tmp_path: Path) 
     )
     files = sorted(p.relative_to(data) for p in data.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(par) for p in par.rglob("*") if p.is_file())
-    assert len(files) == SCENES * VIEWS * len(sr.MODALITIES) + 3
+    assert len(files) == SCENES * VIEWS * len(sr.MODALITIES) + 4  # splits, meta, marker
     for rel in files:
         assert (data / rel).read_bytes() == (par / rel).read_bytes(), rel
     other = sr.generate(
@@ -368,3 +368,14 @@ def test_cli_generates_and_previews(
     assert exc.value.code == 2 and "missing" in capsys.readouterr().err
     with pytest.raises(UserError, match="nope.txt"):
         draw_preview(data, tmp_path / "q.png", split="nope")
+
+
+def test_extra_views_zero_is_the_plain_dataset(data: Path, tmp_path: Path) -> None:
+    """The extra-frames option, off, leaves every file byte-identical."""
+    same = sr.generate(tmp_path / "zero", scenes=SCENES, views=VIEWS, size=SIZE, seed=0, workers=1,
+                       progress=False, extra_views=0)
+    files = sorted(p.relative_to(data) for p in data.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(same) for p in same.rglob("*") if p.is_file())
+    for rel in files:
+        assert (data / rel).read_bytes() == (same / rel).read_bytes(), rel
+    assert not (same / "gt_sets" / "extra.txt").exists()
