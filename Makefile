@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Rerunnable: --reuse keeps a finished trials/demo (and says so), continues an interrupted
+# one (--resume), or starts it; the report is rewritten each time.
 demo: install
-	$(BIN)/mtlsearch search search_spaces/demo.yaml --profile cpu
+	$(BIN)/mtlsearch search search_spaces/demo.yaml --profile cpu --reuse
 	$(BIN)/mtlsearch report trials/demo --out reports/demo
 
 # The whole suite but the two-node Ray cluster tests, which `make test-cluster` runs

@@ -136,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="search name (default: the space's name)")
     p.add_argument("--address", default=None, help="join a Ray cluster ('auto' or host:port)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted search")
+    p.add_argument("--reuse", action="store_true",
+                   help="if the search folder exists: keep it when every trial finished, else --resume it")
     p.add_argument("--dry-run", action="store_true", help="print the trials or space and exit")
     p.add_argument("--num-samples", type=int, default=None, metavar="N",
                    help="override search.num_samples (random: draws per grid point; optuna: trials)")

@@ -56,6 +56,8 @@ from mtlsearch.tasks import TASKS
 META_FILE = "mtlsearch.json"
 TRAIN_DIR = "_train"
 OPTUNA_DB = "optuna.db"
+CONFIG_FILE = "config.yaml"
+"""Written in a trial's folder when it starts: its whole resolved config."""
 FATAL_FILE = "fatal_error.txt"
 """Written in a trial's folder when it fails for a reason a retry cannot fix."""
 DEFAULT_MAX_FAILURES = 2
@@ -108,6 +110,8 @@ def trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
         # The planned row, not Tune's copy: a trial still pending when a search was
         # interrupted comes back from Tuner.restore with unresolved sample_from values.
         values = dict(planned[config[INDEX_KEY]])
+        # Keys PBT perturbs when it exploits another trial come from Tune's config.
+        values.update({k: config[k] for k in ctx.get("mutable", ()) if k in config})
     else:
         values = {k: v for k, v in config.items() if k != INDEX_KEY}
     tune_ctx = tune.get_context()
@@ -125,6 +129,7 @@ def trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     cfg = load_config(tree)
     cfg.name = f"{space.name}/{trial_id}"
     baselines = ctx["baselines"].get(baseline_hash(space.baseline_config(values))) or None
+    write_resolved_config(cfg, baselines, Path(ctx["exp_dir"]) / trial_id / CONFIG_FILE)
     tensorboard_dir = Path(tune_ctx.get_trial_dir()) / "tensorboard"
     try:
         if in_process(space):
@@ -150,6 +155,19 @@ def trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
         message = f"trial {trial_id} failed: {type(err).__name__}: {err}"
         _write_fatal(fatal, message)
         raise RuntimeError(message) from None
+
+
+def write_resolved_config(cfg: Any, baselines: dict[str, Any] | None, path: Path) -> None:
+    """The trial's whole config as trained (baselines folded into ``eval.baselines``), so
+    ``mtlsearch train`` on this file reproduces the trial (``mtlsearch best``)."""
+    from mtlsearch.config.load import to_yaml
+
+    if baselines:
+        cfg = load_config(cfg, {"eval.baselines": {**cfg.eval.baselines, **baselines}})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(to_yaml(cfg), encoding="utf-8")
+    tmp.replace(path)
 
 
 def _write_fatal(path: Path, message: str) -> None:
@@ -209,6 +227,8 @@ def build_tuner(
     """A fresh ``Tuner`` for ``space`` storing into ``exp_dir``."""
     from ray import tune
 
+    from mtlsearch.tracking import make_callbacks
+
     trainable = _trainable(ctx)
     scheduler = _scheduler(space)
     search = space.search
@@ -217,12 +237,14 @@ def build_tuner(
         from ray.tune.search import ConcurrencyLimiter
         from ray.tune.search.optuna import OptunaSearch
 
+        from mtlsearch.strategies import make_sampler
+
         storage = optuna.storages.RDBStorage(f"sqlite:///{exp_dir / OPTUNA_DB}")
         searcher = OptunaSearch(
             space=space.define_by_run(),
             metric=search.metric,
             mode=search.mode,
-            sampler=optuna.samplers.TPESampler(seed=search.seed),
+            sampler=make_sampler(search),
             study_name=exp_dir.name,
             storage=storage,
         )
@@ -251,6 +273,7 @@ def build_tuner(
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         progress_reporter=_reporter(space),
         verbose=1,
+        callbacks=make_callbacks(space.tracking, name=exp_dir.name, exp_dir=exp_dir, cwd=ctx["cwd"]) or None,
     )
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
 
@@ -276,19 +299,9 @@ def max_failures(space: Space) -> int:
 
 
 def _scheduler(space: Space) -> Any:
-    if space.scheduler is None:
-        return None
-    from ray.tune.schedulers import ASHAScheduler
+    from mtlsearch.strategies import make_scheduler
 
-    sc = space.scheduler
-    return ASHAScheduler(
-        time_attr="training_iteration",
-        metric=space.search.metric,
-        mode=space.search.mode,
-        max_t=sc.max_t,
-        grace_period=sc.grace_period,
-        reduction_factor=sc.reduction_factor,
-    )
+    return make_scheduler(space)
 
 
 # ---------------------------------------------------------------------------
@@ -325,7 +338,10 @@ def metadata(
             "index_key": INDEX_KEY,
             "train_dir": TRAIN_DIR,
             "optuna_storage": str(exp_dir / OPTUNA_DB) if s.algorithm == "optuna" else None,
+            "sampler": s.sampler if s.algorithm == "optuna" else None,
         },
+        "cli_sections": space.cli_sections,
+        "tracking": space.tracking,
         "tasks": {
             t: {"weight": w, "metric": f"{t}_{TASKS[t].metric}",
                 "mode": "max" if TASKS[t].higher_is_better else "min"}
@@ -342,7 +358,7 @@ def dry_run(space: Space, exp_dir: Path) -> str:
     lines = [describe(space), f"results would go to: {exp_dir}"]
     if space.search.algorithm == "optuna":
         lines.append(
-            f"optuna TPE (seed {space.search.seed}) samples {space.search.num_samples} trial(s) "
+            f"optuna {space.search.sampler.upper()} (seed {space.search.seed}) samples {space.search.num_samples} trial(s) "
             f"from (study {space.name!r} in {exp_dir / OPTUNA_DB}):"
         )
         width = max((len(p.key) for p in space.params), default=0)
@@ -420,7 +436,8 @@ def _load_for_resume(args: argparse.Namespace, exp_dir: Path) -> Space:
         raise UserError(f"--resume: {meta_path}: 'profile' must be a string")
     profile = args.profile if args.profile is not None else meta.get("profile")
     overrides = args.overrides or meta.get("overrides") or []
-    space = load_space(args.space, profile, overrides)
+    stored_sections = meta.get("cli_sections") if isinstance(meta.get("cli_sections"), dict) else {}
+    space = load_space(args.space, profile, overrides, cli_sections(args) or stored_sections)
     if space.to_json() != meta.get("space") or profile != meta.get("profile") or list(
         overrides
     ) != list(meta.get("overrides") or []):
@@ -453,6 +470,8 @@ def run_search(
 
     def prepare(tree: dict[str, Any]) -> dict[str, Any]:
         return absolutize(tree, cwd)
+
+    from mtlsearch.strategies import mutable_keys
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's trial table (CLIReporter)
     _init_ray(address, space)
@@ -497,9 +516,13 @@ def run_search(
         "train_storage": str(exp_dir / TRAIN_DIR),
         "baselines": baselines,
         "planned": trials,
+        "mutable": mutable_keys(space),
     }
     from ray import tune
 
+    from mtlsearch.tracking import check_available
+
+    check_available(space.tracking)
     start = time.time()
     try:
         if resume:
@@ -526,6 +549,26 @@ def run_search(
     return 0
 
 
+def cli_sections(args: argparse.Namespace) -> dict[str, Any]:
+    """The sections ``--num-samples``, ``--max-concurrent-trials``, ``--seed`` and
+    ``--tracking`` set (merged over the space's and the profile's, checked like them)."""
+    from mtlsearch.tracking import parse_flag
+
+    out: dict[str, Any] = {}
+    search = {
+        key: value for key, value in (
+            ("num_samples", getattr(args, "num_samples", None)), ("seed", getattr(args, "seed", None))
+        ) if value is not None
+    }
+    if search:
+        out["search"] = search
+    if getattr(args, "max_concurrent_trials", None) is not None:
+        out["max_concurrent_trials"] = args.max_concurrent_trials
+    if getattr(args, "tracking", None) is not None:
+        out["tracking"] = parse_flag(args.tracking)
+    return out
+
+
 def run_cli(args: argparse.Namespace) -> int:
     """``mtlsearch search SPACE.yaml [--profile P] [--set k=v] [--storage D] [--name N]
     [--address A] [--resume] [--dry-run]``."""
@@ -533,27 +576,39 @@ def run_cli(args: argparse.Namespace) -> int:
     if args.name is not None:
         check_run_folder(storage, args.name)  # before the name is joined to any path
     if args.resume:
-        probe = load_space(args.space, args.profile, args.overrides)
+        probe = load_space(args.space, args.profile, args.overrides, cli_sections(args))
         name = args.name or probe.name
         exp_dir = storage / name
         if not exp_dir.is_dir():
             raise UserError(f"--resume: no search in {exp_dir} to resume (drop --resume to start it)")
         space = _load_for_resume(args, exp_dir)
     else:
-        space = load_space(args.space, args.profile, args.overrides)
+        space = load_space(args.space, args.profile, args.overrides, cli_sections(args))
         name = args.name or space.name
         exp_dir = storage / name
     if args.name is not None and not args.name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise UserError(f"--name: expected letters, digits, '-', '_' or '.', got {args.name!r}")
     exp_dir = check_run_folder(storage, name, name_flag="--name" if args.name else f"{args.space}: name")
     from mtlsearch.cluster import check_address, check_gpus
+    from mtlsearch.tracking import check_available
 
+    check_available(space.tracking)
     check_address(args.address)
     res = space.resources
     check_gpus(res.gpus_per_worker, res.workers, args.address)
     if args.dry_run:
         print(dry_run(space, exp_dir))
         return 0
+    if exp_dir.exists() and not args.resume and getattr(args, "reuse", False):
+        from mtlsearch.status import search_state
+
+        if search_state(exp_dir) == "finished":
+            print(f"reusing the finished search in {exp_dir} (every planned trial finished); "
+                  "nothing to run")
+            return 0
+        print(f"{exp_dir} holds an unfinished search: continuing it (--resume)", flush=True)
+        args.resume = True
+        space = _load_for_resume(args, exp_dir)
     if exp_dir.exists() and not args.resume:
         raise UserError(
             f"{exp_dir} already exists: continue it with --resume, or choose another --name "
@@ -563,6 +618,7 @@ def run_cli(args: argparse.Namespace) -> int:
 
 
 __all__ = [
+    "CONFIG_FILE",
     "META_FILE",
     "OPTUNA_DB",
     "TRAIN_DIR",

@@ -146,7 +146,8 @@ def format_metrics(metrics: dict[str, Any]) -> str:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    """``mtlsearch train CONFIG [--set ...] [--workers N] ...``: one Ray Train run."""
+    """``mtlsearch train [CONFIG] [--set ...] [--workers N] ...``: one Ray Train run
+    (without CONFIG: the defaults, plus ``--set``)."""
     cfg = load_config(args.config, args.overrides)
     if args.workers < 1:
         raise UserError(f"--workers: expected >= 1, got {args.workers}")
@@ -154,7 +155,7 @@ def run_cli(args: argparse.Namespace) -> int:
         raise UserError(f"--cpus-per-worker: expected a finite number > 0, got {args.cpus_per_worker}")
     if not 0 <= args.gpus_per_worker < math.inf:
         raise UserError(f"--gpus-per-worker: expected a finite number >= 0, got {args.gpus_per_worker}")
-    name = args.name or Path(args.config).stem
+    name = args.name or (Path(args.config).stem if args.config else "run")
     storage = Path(args.storage).resolve()
     check_run_folder(storage, args.name)
     from mtlsearch.cluster import check_address, check_gpus, connect

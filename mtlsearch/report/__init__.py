@@ -115,6 +115,7 @@ def _write_plots(search: Search, table: AblationTable, plots_dir: Path, report: 
     log.info("plots: learning curves")
     if plots.learning_curves(search, table, [*metrics, "loss"], plots_dir / "learning_curves.png") is None:
         report.notes.append("no learning curves: no trial reported a metric yet")
+    plots.loss_curves(search, table, plots_dir / "losses.png")
     if plots.fraction_plot(table, table.columns, plots_dir / "data_fraction.png"):
         log.info("plots: data fraction")
     for x, y in PARETO_PAIRS:
@@ -180,6 +181,7 @@ def _html_page(report: Report, pngs: dict[str, bytes]) -> str:
         parts.append(paper_html(s, report.table, report.comparison))
     titles = {
         "learning_curves.png": "Learning curves",
+        "losses.png": "Base task loss and regularizer loss (alpha on the right axis)",
         "data_fraction.png": "Metrics against training-data fraction",
         "param_importance.png": "Parameter importance",
         "samples_best_trial.png": "Sample predictions of the best trial",

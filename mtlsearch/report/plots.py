@@ -1,5 +1,5 @@
-"""Report figures (PNG, matplotlib's Agg backend): learning curves, metric against data
-fraction, a Pareto front of two task metrics, parameter importance (Optuna fANOVA) and
+"""Report figures (PNG, matplotlib's Agg backend): learning curves, the base and regularizer
+losses with alpha on a second axis, metric against data fraction, a Pareto front of two task metrics, parameter importance (Optuna fANOVA) and
 sample predictions of the best trial.
 
 Every function writes one PNG and returns what it found; a figure that cannot be drawn
@@ -76,6 +76,88 @@ def learning_curves(search: Search, table: AblationTable, metrics: list[str], pa
     # fixed margins: tight_layout costs seconds on a many-panel figure
     fig.subplots_adjust(left=0.06, right=0.98, top=0.93, hspace=0.55, wspace=0.25,
                         bottom=(0.1 + 0.12 / nrow) if handles else 0.08)
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+BASE_TERMS = ("loss_", "loss_inter_")
+REG_TERMS = ("loss_render_", "loss_aux_", "loss_xview_")
+"""Loss parts (``mtlsearch.models.losses.compute_losses``) of the base objective and of
+the alpha-weighted regularizer (or auxiliary heads / cross-view) objective."""
+
+
+def split_losses(curves: pd.DataFrame, weights: dict[str, float]) -> pd.DataFrame:
+    """``loss_base`` = sum_t w_t (loss_t + loss_inter_t) and ``loss_reg`` = sum_t w_t
+    (loss_render_t + loss_aux_t + loss_xview_t) per report, from the reported parts and
+    the task weights; ``loss_reg`` is NaN for trials without such parts. The regularizer
+    loss is not multiplied by alpha, so it does not rise as alpha ramps up (the total
+    ``loss`` does); alpha is reported beside it."""
+    out = pd.DataFrame(index=curves.index)
+    groups = {"loss_base": BASE_TERMS, "loss_reg": REG_TERMS}
+    for name, prefixes in groups.items():
+        cols = [(f"{prefix}{task}", float(w)) for task, w in weights.items() for prefix in prefixes]
+        cols = [(c, w) for c, w in cols if c in curves.columns]
+        if not cols:
+            out[name] = np.nan
+            continue
+        values = pd.concat([pd.to_numeric(curves[c], errors="coerce") * w for c, w in cols], axis=1)
+        out[name] = values.sum(axis=1, min_count=1)
+    return out
+
+
+def _task_weights(search: Search) -> dict[str, float]:
+    tasks = search.meta.get("tasks") if isinstance(search.meta.get("tasks"), dict) else {}
+    weights = {t: v.get("weight", 1.0) for t, v in tasks.items() if isinstance(v, dict)}
+    return weights or dict.fromkeys(search.tasks, 1.0)
+
+
+def loss_curves(search: Search, table: AblationTable, path: Path) -> Path | None:
+    """Base task loss and regularizer loss in separate panels, one line per trial
+    coloured by table row, with alpha (dotted) on a second y axis of each panel."""
+    curves = search.curves
+    if curves.empty:
+        return None
+    split = split_losses(curves, _task_weights(search))
+    panels = [c for c in ("loss_base", "loss_reg") if split[c].notna().any()]
+    if not panels:
+        return None
+    data = pd.concat([curves, split], axis=1)
+    xkey = "iteration" if "iteration" in data.columns and data["iteration"].notna().any() else "training_iteration"
+    labels = _trial_labels(table)
+    colors = _colors(table.labels)
+    titles = {"loss_base": "base task loss (sum of w_t L_t)",
+              "loss_reg": "regularizer loss (sum of w_t L_render_t, before alpha)"}
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.4), squeeze=False)
+    seen: set[str] = set()
+    for ax, col in zip(axes.flat, panels):
+        twin = ax.twinx() if "alpha" in data.columns and data["alpha"].notna().any() else None
+        for tid, frame in data.groupby("trial_id", sort=False):
+            lb = labels.get(tid, "?")
+            color = colors.get(lb, "grey")
+            part = frame[frame[col].notna()]
+            if not part.empty:
+                ax.plot(part[xkey], part[col], "-", marker="o", ms=2.5, lw=1.2, color=color,
+                        label=None if lb in seen else lb)
+                seen.add(lb)
+            if twin is not None:
+                a = frame[frame["alpha"].notna()]
+                twin.plot(a[xkey], a["alpha"], ":", lw=1.0, color=color)
+        ax.set_title(titles[col], fontsize=9)
+        ax.set_xlabel(xkey)
+        ax.set_ylabel("loss")
+        ax.grid(alpha=0.3)
+        if twin is not None:
+            twin.set_ylabel("alpha (dotted)")
+    handles, names = [], []
+    for ax in axes.flat:
+        h, n = ax.get_legend_handles_labels()
+        handles += h
+        names += n
+    if handles:
+        fig.legend(handles, names, loc="lower center", ncol=min(6, len(names)), fontsize=8,
+                   title=" / ".join(table.group_keys) or None, title_fontsize=8)
+    fig.subplots_adjust(left=0.08, right=0.9, top=0.9, wspace=0.45, bottom=0.3 if handles else 0.15)
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path

@@ -76,6 +76,16 @@ def _names(value: Any) -> Any:
     raise _fail(f"expected a name or a non-empty list of names, got {value!r}")
 
 
+def _tracking(value: Any) -> Any:
+    """A list of tracker names, or a mapping of tracker name to its options (or null)."""
+    from mtlsearch.tracking import tracking_problem
+
+    why = tracking_problem(value)
+    if why:
+        raise _fail(why)
+    return value
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -93,15 +103,27 @@ class SearchSection(_Section):
     seed: Annotated[int, Strict(), Field(ge=0, le=SEED_MAX)] | None = None
     max_failures: Annotated[int, Strict(), Field(ge=0, le=1000)] | None = None
     """Retries of a trial after a node or worker failure (user errors fail once)."""
+    sampler: Literal["tpe", "nsga2", "cmaes", "gp", "random"] | None = None
+    """Optuna's sampler (algorithm optuna; default tpe), see :mod:`mtlsearch.strategies`."""
+    population_size: Annotated[int, Strict(), Field(ge=2, le=100_000)] | None = None
+    """NSGA-II's population (default 50)."""
 
 
 class SchedulerSection(_Section):
-    """``scheduler:``: ASHA early stopping, in evaluations."""
+    """``scheduler:``: a Tune scheduler (:mod:`mtlsearch.strategies`), in evaluations."""
 
-    type: Literal["asha"] = "asha"
+    type: Literal["asha", "hyperband", "median", "pbt"] = "asha"
     max_t: Annotated[int, Strict(), Field(ge=1)] | None = None
     grace_period: Annotated[int, Strict(), Field(ge=1)] | None = None
     reduction_factor: Annotated[int, Strict(), Field(ge=2)] | None = None
+    min_samples_required: Annotated[int, Strict(), Field(ge=1)] | None = None
+    """median: trials needed before the median stops any (default 3)."""
+    perturbation_interval: Annotated[int, Strict(), Field(ge=1)] | None = None
+    """pbt: evaluations between exploits (default 1)."""
+    quantile_fraction: Annotated[float, Strict(), Field(gt=0, le=0.5)] | None = None
+    """pbt: bottom fraction that copies the top fraction (default 0.25)."""
+    resample_probability: Annotated[float, Strict(), Field(ge=0, le=1)] | None = None
+    """pbt: chance a perturbed value is drawn afresh from the space (default 0.25)."""
 
 
 class ResourcesSection(_Section):
@@ -131,9 +153,12 @@ class SpaceFile(_Section):
     resources: ResourcesSection | None = None
     max_concurrent_trials: Annotated[int, Strict(), Field(ge=1, le=100_000)] | None = None
     profiles: Annotated[Any, BeforeValidator(_mapping)] = None
+    tracking: Annotated[Any, BeforeValidator(_tracking)] = None
+    """Trackers: ``[tensorboard, mlflow, wandb]`` or a mapping of tracker to options
+    (:mod:`mtlsearch.tracking`)."""
 
 
-PROFILE_SECTIONS = ("resources", "max_concurrent_trials", "search", "scheduler")
+PROFILE_SECTIONS = ("resources", "max_concurrent_trials", "search", "scheduler", "tracking")
 """Non-config keys a profile may also set (merged over the space's own)."""
 TOP_KEYS = tuple(SpaceFile.model_fields)
 

@@ -87,6 +87,9 @@ class SearchSettings:
     seed: int = 0
     max_failures: int | None = None
     """Retries of a trial after an infrastructure failure (None: the driver's default)."""
+    sampler: str = "tpe"
+    """Optuna's sampler (:mod:`mtlsearch.strategies`)."""
+    population_size: int | None = None
 
     @property
     def multi_objective(self) -> bool:
@@ -99,6 +102,10 @@ class SchedulerSettings:
     max_t: int = 1
     grace_period: int = 1
     reduction_factor: int = 2
+    min_samples_required: int = 3
+    perturbation_interval: int = 1
+    quantile_fraction: float = 0.25
+    resample_probability: float = 0.25
 
 
 @dataclass
@@ -145,6 +152,10 @@ class Space:
     profile: str | None
     overrides: list[str]
     raw: dict[str, Any]
+    tracking: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Trackers and their options (:mod:`mtlsearch.tracking`); empty: TensorBoard only."""
+    cli_sections: dict[str, Any] = field(default_factory=dict)
+    """Section values given on the command line (``--num-samples`` ...), merged last."""
 
     # -- configs ------------------------------------------------------------
 

@@ -45,7 +45,8 @@ def describe(space: Space) -> str:
         lines.append(f"  {space.description.splitlines()[0]}")
     metric = ", ".join(s.metric) if isinstance(s.metric, list) else s.metric
     mode = ", ".join(s.mode) if isinstance(s.mode, list) else s.mode
-    lines.append(f"algorithm: {s.algorithm}   metric: {metric} ({mode})   seeds: {format_value(space.seeds)}")
+    algorithm = f"{s.algorithm} ({s.sampler} sampler)" if s.algorithm == "optuna" else s.algorithm
+    lines.append(f"algorithm: {algorithm}   metric: {metric} ({mode})   seeds: {format_value(space.seeds)}")
     r = space.resources
     lines.append(
         f"resources per trial: {r.workers} worker(s) x {r.cpus_per_worker:g} CPU, "
@@ -53,8 +54,14 @@ def describe(space: Space) -> str:
     )
     if space.scheduler:
         sc = space.scheduler
-        lines.append(f"scheduler: ASHA max_t={sc.max_t} grace_period={sc.grace_period} "
-                     f"reduction_factor={sc.reduction_factor} (in evaluations)")
+        detail = {
+            "asha": f"max_t={sc.max_t} grace_period={sc.grace_period} reduction_factor={sc.reduction_factor}",
+            "hyperband": f"max_t={sc.max_t} reduction_factor={sc.reduction_factor}",
+            "median": f"grace_period={sc.grace_period} min_samples_required={sc.min_samples_required}",
+            "pbt": f"perturbation_interval={sc.perturbation_interval} quantile_fraction={sc.quantile_fraction} "
+                   f"resample_probability={sc.resample_probability}",
+        }.get(sc.type, "")
+        lines.append(f"scheduler: {sc.type} {detail} (in evaluations)")
     if space.baselines:
         lines.append("single-task baselines: trained first (cached under <storage>/_baselines/)")
     if space.paper:
