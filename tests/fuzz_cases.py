@@ -994,27 +994,47 @@ def _dataset_cases(rng: random.Random) -> list[Case]:
     for label, edit in rng.sample(previewable, 16):
         ds_case(label, edit, "preview")
 
-    def pascal(label: str, edit: Callable[[Path], None]) -> None:
+    def pascal(label: str, edit: Callable[[Path], None], expect: str = "error") -> None:
         def build(d: Path, fx: Fixtures) -> list[str]:
             root = d / "pascal"
-            for sub in ("JPEGImages", "ImageSets/Context", "semseg/VOC12", "human_parts"):
+            for sub in ("JPEGImages", "ImageSets/Context", "semseg/VOC12"):
                 (root / sub).mkdir(parents=True)
             from PIL import Image
 
             Image.new("RGB", (16, 16)).save(root / "JPEGImages" / "2008_000001.jpg")
             Image.new("L", (16, 16)).save(root / "semseg" / "VOC12" / "2008_000001.png")
-            (root / "human_parts" / "2008_000001.mat").write_bytes(b"garbage mat")
             for split in ("train", "val"):
                 (root / "ImageSets" / "Context" / f"{split}.txt").write_text("2008_000001\n")
             edit(root)
             return ["data", "check", str(root), "--layout", "pascal"]
 
-        cases.append(Case("folder-dataset", f"pascal check: {label}", build))
+        category = "folder-dataset" if expect == "error" else "control"
+        cases.append(Case(category, f"pascal check: {label}", build, expect))
 
-    pascal("human_parts .mat garbage", lambda r: None)
+    def garbage_parts(root: Path) -> None:
+        (root / "human_parts").mkdir()
+        (root / "human_parts" / "2008_000001.mat").write_bytes(b"garbage mat")
+
+    pascal("a good PASCAL_MT folder", lambda r: None, "ok")
+    pascal("human_parts .mat garbage", garbage_parts)
     pascal("split non-UTF-8", lambda r: (r / "ImageSets" / "Context" / "train.txt").write_bytes(b"\xff\xfe\x00"))
     pascal("JPEG bomb", lambda r: (r / "JPEGImages" / "2008_000001.jpg").write_bytes(BOMB_PNG))
     pascal("split ../x", lambda r: (r / "ImageSets" / "Context" / "val.txt").write_text("../x\n"))
+
+    def context_mat(value: Any) -> Callable[[Path], None]:
+        def edit(root: Path) -> None:
+            import scipy.io
+
+            folder = root / "pascal-context" / "trainval"
+            folder.mkdir(parents=True)
+            scipy.io.savemat(folder / "2008_000001.mat", {"LabelMap": value})
+
+        return edit
+
+    pascal("LabelMap of strings", context_mat(np.array(["ab", "cd"])))
+    pascal("LabelMap 3-D", context_mat(np.zeros((2, 16, 16))))
+    pascal("LabelMap of another size", context_mat(np.zeros((5, 7))))
+    pascal("a good LabelMap", context_mat(np.zeros((16, 16))), "ok")
     return cases
 
 

@@ -126,8 +126,9 @@ class PascalReader(Reader):
         if "LabelMap" not in mat:
             raise UserError(f"{path}: no 'LabelMap' variable")
         labels = np.asarray(mat["LabelMap"])
-        if labels.ndim != 2:
-            raise UserError(f"{path}: LabelMap must be 2-D, got shape {labels.shape}")
+        if labels.ndim != 2 or labels.dtype.kind not in "biuf":
+            raise UserError(f"{path}: LabelMap must be a 2-D numeric array, got {labels.dtype} "
+                            f"of shape {labels.shape}")
         return labels
 
     def read_label(self, id_: str, task: str) -> np.ndarray:
