@@ -610,6 +610,11 @@ def _cli_cases() -> list[Case]:
         generate(d / "out", scenes=1, views=1, size=(8, 8), workers=1, progress=False)
         (d / "out" / "notes.txt").write_text("mine")
 
+    def earlier_dataset(d: Path) -> None:
+        from mtlsearch.data.synthrooms import generate
+
+        generate(d / "out", scenes=1, views=1, size=(8, 8), workers=1, progress=False)
+
     def report_folder(d: Path) -> None:
         (d / "out").mkdir()
         (d / "out" / ".mtlsearch-report").write_text(json.dumps(
@@ -624,6 +629,9 @@ def _cli_cases() -> list[Case]:
         Case("cli-synthrooms", "--force over a dataset with a user file", synth(["--force"], dataset_plus)),
         Case("cli-synthrooms", "--force over a report", synth(["--force"], report_folder)),
         Case("cli-synthrooms", "no --out", lambda d, fx: ["data", "synthrooms"]),
+        Case("control", "synthrooms", synth([]), "ok"),
+        Case("control", "synthrooms --force over its own dataset", synth(["--force"], earlier_dataset),
+             "ok", may_replace=("out",)),
     ]
 
     def search(extra: list[str], space: str = "demo") -> Callable[[Path, Fixtures], list[str]]:
