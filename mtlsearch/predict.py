@@ -24,6 +24,14 @@ from mtlsearch.errors import UserError
 PREDICTIONS_KIND = "predictions"
 """Marker kind (``.mtlsearch-predictions``): ``--out`` replaces only earlier predictions."""
 
+
+def _legacy_predictions(folder: Path) -> bool:
+    """Predictions written before markers existed: only ``<stem>.npz`` + ``<stem>.png`` pairs."""
+    files = list(folder.iterdir())
+    stems = {p.stem for p in files}
+    return all(p.is_file() and p.suffix in (".npz", ".png") for p in files) and all(
+        (folder / f"{s}.npz").is_file() and (folder / f"{s}.png").is_file() for s in stems)
+
 STRIDE = 32
 """Images are padded to a multiple of the backbone's total stride, then cropped back."""
 
@@ -99,7 +107,7 @@ def run_cli(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     protect = [Path(args.checkpoint), *(Path(p) for p in args.images)]
-    check_target(out, PREDICTIONS_KIND, protect=protect, protect_label="input")
+    check_target(out, PREDICTIONS_KIND, protect=protect, protect_label="input", legacy=_legacy_predictions)
     images = [Path(p) for p in args.images]
     stems = [p.stem for p in images]
     if len(set(stems)) != len(stems):
@@ -110,7 +118,8 @@ def run_cli(args: argparse.Namespace) -> int:
     model = model.export()
     mode = "cross-view module, single view (duplicated, identity pose)" if cfg.cvm.enabled else "single view"
     print(f"model {cfg.model.backbone}/{cfg.model.decoder}, tasks {', '.join(cfg.tasks)}; {mode}")
-    with output_folder(out, PREDICTIONS_KIND, protect=protect, protect_label="input") as tmp:
+    with output_folder(out, PREDICTIONS_KIND, protect=protect, protect_label="input",
+                       legacy=_legacy_predictions) as tmp:
         for path, rgb in zip(images, rgbs):
             preds = predict(model, cfg, rgb)
             np.savez_compressed(tmp / f"{path.stem}.npz", **preds)

@@ -839,6 +839,8 @@ def _search_folder_cases(rng: random.Random) -> list[Case]:
     out_case("an earlier report plus a user file", lambda d, s, fx: mk(d / "r", {
         ".mtlsearch-report": json.dumps({"tool": "mtlsearch", "kind": "report", "files": ["table.md"]}),
         "table.md": "old", "notes.txt": "mine"}))
+    out_case("an unmarked report plus a user file", lambda d, s, fx: mk(d / "r", {
+        "results.parquet": "old", "table.md": "old", "notes.txt": "mine"}))
     out_case("a report marker of another kind", lambda d, s, fx: mk(d / "r", {
         ".mtlsearch-synthrooms": json.dumps({"tool": "mtlsearch", "kind": "synthrooms", "files": []}),
         "x.txt": "mine"}))

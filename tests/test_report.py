@@ -556,3 +556,19 @@ def test_importance_from_the_search_study_read_only(tmp_path: Path) -> None:
     rep = build_report(search, out=tmp_path / "rep", formats=["md"], samples=False)
     assert rep.importances is not None and rep.importances["source"].startswith("Optuna study hand")
     assert hashlib.sha256((search / "optuna.db").read_bytes()).hexdigest() == before
+
+
+def test_out_replaces_a_report_written_before_markers(tmp_path: Path, capsys) -> None:
+    from tests.searchdirs import make_search
+
+    search = make_search(tmp_path / "trials")
+    old = tmp_path / "old"
+    (old / "plots").mkdir(parents=True)
+    for name in ("results.parquet", "table.md", "plots/learning_curves.png"):
+        (old / name).write_text("old")
+    (old / "notes.txt").write_text("mine")
+    code, err = _report_cli([str(search), "--out", str(old)], capsys)
+    assert code == 2 and "not an mtlsearch report" in err and (old / "notes.txt").read_text() == "mine"
+    (old / "notes.txt").unlink()
+    code, _ = _report_cli([str(search), "--out", str(old)], capsys)
+    assert code == 0 and (old / ".mtlsearch-report").is_file() and (old / "table.md").read_text() != "old"

@@ -15,6 +15,7 @@ import argparse
 import base64
 import html
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,16 @@ log = logging.getLogger("mtlsearch.report")
 FORMATS = ("md", "tex", "csv", "html")
 REPORT_KIND = "report"
 """Marker kind of report folders (``.mtlsearch-report``): only such a folder is replaced."""
+_REPORT_FILES = {"results.parquet", "curves.parquet", "table.md", "table.tex", "table.csv", "report.html"}
+_PLOT_FILE = re.compile(r"^plots/[a-z0-9_]+\.png$")
+
+
+def _legacy_report(folder: Path) -> bool:
+    """A report written before markers existed: ``results.parquet`` and nothing but the
+    files a report writes."""
+    files = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir()]
+    return "results.parquet" in files and all(
+        f in _REPORT_FILES or _PLOT_FILE.match(f) for f in files)
 PARETO_PAIRS = (("semseg_miou", "depth_rmse"), ("semseg_miou", "normals_mean_err"),
                 ("depth_rmse", "normals_mean_err"))
 
@@ -233,7 +244,7 @@ def build_report(trials_dir: str | Path, out: str | Path | None = None,
     formats = list(FORMATS) if formats is None else formats
     out_path = Path(out) if out is not None else None
     if out_path is not None:
-        check_target(out_path, REPORT_KIND, protect=[trials_dir])
+        check_target(out_path, REPORT_KIND, legacy=_legacy_report, protect=[trials_dir])
     log.info("reading %s", trials_dir)
     search = collect_search(trials_dir)
     table = build_table(search, group_by=group_by, baseline=baseline)
@@ -248,7 +259,7 @@ def build_report(trials_dir: str | Path, out: str | Path | None = None,
             report.notes.append(f"paper table not shown: {err}")
     report.markdown = _markdown(report)
 
-    with output_folder(out_path, REPORT_KIND, protect=[search.path]) as tmp:
+    with output_folder(out_path, REPORT_KIND, protect=[search.path], legacy=_legacy_report) as tmp:
         results = search.results.copy()
         if table.trial_delta_m:
             results["delta_m_vs_baseline"] = results["trial_id"].astype(str).map(table.trial_delta_m)
