@@ -10,13 +10,14 @@ is hashed; runs live under ``<storage>/_baselines/<hash>/<task>/`` and their
 metrics in ``<storage>/_baselines/<hash>/baselines.json``, which later searches with
 the same setting reuse (only missing tasks are trained). Runs are sequential in the
 calling process; concurrent searches that need the same missing baseline may both
-train it (the file is written atomically, the last writer wins).
+train it (the file is written atomically, the last writer wins). ``storage`` is a local
+folder or a ``pyarrow.fs`` URI (:mod:`mtlsearch.storage`); TensorBoard events of the
+baseline runs are kept only with local storage.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +26,8 @@ from typing import Any
 from mtlsearch.config import load_config
 from mtlsearch.errors import UserError
 from mtlsearch.space import Space, baseline_hash
+from mtlsearch.storage import Location
+from mtlsearch.storage import parse as parse_storage
 from mtlsearch.tasks import TASKS
 
 BASELINES_DIR = "_baselines"
@@ -52,9 +55,9 @@ def baseline_groups(space: Space, trials: list[dict[str, Any]] | None) -> dict[s
     return groups
 
 
-def read_cache(folder: Path) -> dict[str, Any]:
+def read_cache(folder: str | Path | Location) -> dict[str, Any]:
     """The cached ``baselines.json`` of one setting (empty structure when absent)."""
-    path = folder / BASELINES_FILE
+    path = parse_storage(folder) / BASELINES_FILE
     if not path.exists():
         return {"config": None, "tasks": {}}
 
@@ -84,10 +87,8 @@ def read_cache(folder: Path) -> dict[str, Any]:
     return data
 
 
-def _write_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    tmp.replace(path)
+def _write_atomic(path: Location, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True))
 
 
 def eval_baselines(cache: dict[str, Any], tasks: list[str]) -> dict[str, dict[str, float]]:
@@ -101,8 +102,9 @@ def eval_baselines(cache: dict[str, Any], tasks: list[str]) -> dict[str, dict[st
     return out
 
 
-def missing_tasks(storage: Path, groups: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+def missing_tasks(storage: str | Path | Location, groups: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
     """(hash, task) pairs that still need a baseline run."""
+    storage = parse_storage(storage)
     todo = []
     for key, group in groups.items():
         cache = read_cache(storage / BASELINES_DIR / key)
@@ -112,7 +114,7 @@ def missing_tasks(storage: Path, groups: dict[str, dict[str, Any]]) -> list[tupl
 
 def ensure_baselines(
     space: Space,
-    storage: Path,
+    storage: str | Path | Location,
     groups: dict[str, dict[str, Any]],
     *,
     prepare: Callable[[dict[str, Any]], dict[str, Any]] = lambda tree: tree,
@@ -127,6 +129,7 @@ def ensure_baselines(
     from mtlsearch.trainable import failure_reason, make_trainer
 
     out = {}
+    storage = parse_storage(storage)
     todo = missing_tasks(storage, groups)
     if todo:
         print(f"single-task baselines: training {len(todo)} run(s) "
@@ -145,7 +148,7 @@ def ensure_baselines(
             gpus_per_worker=space.resources.gpus_per_worker,
             storage_path=folder,
             name=task,
-            tensorboard_dir=folder / task / "tensorboard",
+            tensorboard_dir=folder.local / task / "tensorboard" if folder.is_local else None,
         )
         start = time.time()
         print(f"[baseline {number}/{len(todo)}] {task} ({key})", flush=True)

@@ -29,8 +29,10 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import overload
 
 from mtlsearch.errors import UserError
+from mtlsearch.storage import Location
 
 MARKER_PREFIX = ".mtlsearch-"
 TOOL = "mtlsearch"
@@ -194,17 +196,32 @@ def output_folder(out: str | Path, kind: str, **check: object) -> Iterator[Path]
         raise
 
 
-def check_run_folder(storage: str | Path, name: str | None, *, name_flag: str = "--name",
-                     storage_flag: str = "--storage") -> Path:
+@overload
+def check_run_folder(storage: str | Path, name: str | None, *, name_flag: str = ...,
+                     storage_flag: str = ...) -> Path: ...
+
+
+@overload
+def check_run_folder(storage: Location, name: str | None, *, name_flag: str = ...,
+                     storage_flag: str = ...) -> Location: ...
+
+
+def check_run_folder(storage: str | Path | Location, name: str | None, *, name_flag: str = "--name",
+                     storage_flag: str = "--storage") -> Path | Location:
     """``storage/name`` absolute, for a run or search folder: ``name`` (unless None) must
     be a plain folder name (letters, digits, ``-``, ``_``, ``.``; not ``.`` or ``..``) and
-    ``storage`` must not be, or lie inside, a file. Checked before any data is generated
-    or Ray starts."""
+    a local ``storage`` must not be, or lie inside, a file. Checked before any data is
+    generated or Ray starts. A :class:`~mtlsearch.storage.Location` (local or URI, already
+    checked by :func:`mtlsearch.storage.open_storage`) gives a ``Location`` back."""
     text = "" if name is None else str(name)
     plain = text.replace("-", "").replace("_", "").replace(".", "")
     if name is not None and (not plain.isascii() or not plain.isalnum() or len(text) > 200):
         raise UserError(f"{name_flag}: expected a folder name of letters, digits, '-', '_' or '.', "
                         f"got {text!r}")
+    if isinstance(storage, Location):
+        if storage.is_local:
+            check_run_folder(storage.local, name, name_flag=name_flag, storage_flag=storage_flag)
+        return storage / text
     root = Path(os.path.abspath(storage))
     for folder in (root, *root.parents):
         if folder.exists() or folder.is_symlink():

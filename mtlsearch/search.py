@@ -26,6 +26,12 @@ Tune's experiment state and one folder per trial named by its trial id
 ``tensorboard/``), ``_train/<trial id>/`` (Train runs and checkpoints) and
 ``optuna.db`` for Optuna searches. Single-task baselines are cached in
 ``trials/_baselines/`` (:mod:`mtlsearch.baselines`).
+
+Storage (``--storage``) is a local folder or a ``pyarrow.fs`` URI (:mod:`mtlsearch.storage`),
+checked before any data is generated or Ray starts; Tune and Train write there directly.
+With a URI the Optuna study stays a local SQLite file of the driver
+(:func:`mtlsearch.storage.study_path`) and is copied to ``<search>/optuna.db`` after the
+search or its interruption; ``--resume`` copies it back first.
 """
 
 from __future__ import annotations
@@ -51,6 +57,8 @@ from mtlsearch.space import (
     load_space,
     plain,
 )
+from mtlsearch.storage import Location, open_storage, pull_study, push_study, study_path
+from mtlsearch.storage import parse as parse_storage
 from mtlsearch.tasks import TASKS
 
 META_FILE = "mtlsearch.json"
@@ -116,8 +124,8 @@ def trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
         values = {k: v for k, v in config.items() if k != INDEX_KEY}
     tune_ctx = tune.get_context()
     trial_id = tune_ctx.get_trial_id()
-    # In the search folder itself (shared storage), not Tune's node-local trial staging.
-    fatal = Path(ctx["exp_dir"]) / trial_id / FATAL_FILE
+    # In the search folder itself (shared storage or a URI), not Tune's node-local staging.
+    fatal = parse_storage(ctx["exp_dir"]) / trial_id / FATAL_FILE
     if fatal.is_file():
         # A retry after a user error or a NaN loss would fail the same way: fail at once.
         raise RuntimeError(fatal.read_text().strip())
@@ -129,7 +137,7 @@ def trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     cfg = load_config(tree)
     cfg.name = f"{space.name}/{trial_id}"
     baselines = ctx["baselines"].get(baseline_hash(space.baseline_config(values))) or None
-    write_resolved_config(cfg, baselines, Path(ctx["exp_dir"]) / trial_id / CONFIG_FILE)
+    write_resolved_config(cfg, baselines, fatal.parent / CONFIG_FILE)
     tensorboard_dir = Path(tune_ctx.get_trial_dir()) / "tensorboard"
     try:
         if in_process(space):
@@ -157,21 +165,17 @@ def trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
         raise RuntimeError(message) from None
 
 
-def write_resolved_config(cfg: Any, baselines: dict[str, Any] | None, path: Path) -> None:
+def write_resolved_config(cfg: Any, baselines: dict[str, Any] | None, path: str | Path | Location) -> None:
     """The trial's whole config as trained (baselines folded into ``eval.baselines``), so
     ``mtlsearch train`` on this file reproduces the trial (``mtlsearch best``)."""
     from mtlsearch.config.load import to_yaml
 
     if baselines:
         cfg = load_config(cfg, {"eval.baselines": {**cfg.eval.baselines, **baselines}})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(to_yaml(cfg), encoding="utf-8")
-    tmp.replace(path)
+    parse_storage(path).write_text(to_yaml(cfg))  # atomic, local or remote
 
 
-def _write_fatal(path: Path, message: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _write_fatal(path: Location, message: str) -> None:
     path.write_text(message + "\n")
 
 
@@ -222,10 +226,12 @@ def _reporter(space: Space) -> Any:
 
 
 def build_tuner(
-    space: Space, exp_dir: Path, trials: list[dict[str, Any]] | None, ctx: dict[str, Any]
+    space: Space, exp_dir: str | Path | Location, trials: list[dict[str, Any]] | None, ctx: dict[str, Any]
 ) -> Any:
-    """A fresh ``Tuner`` for ``space`` storing into ``exp_dir``."""
+    """A fresh ``Tuner`` for ``space`` storing into ``exp_dir`` (a folder or a URI)."""
     from ray import tune
+
+    exp_dir = parse_storage(exp_dir)
 
     from mtlsearch.tracking import make_callbacks
 
@@ -239,7 +245,7 @@ def build_tuner(
 
         from mtlsearch.strategies import make_sampler
 
-        storage = optuna.storages.RDBStorage(f"sqlite:///{exp_dir / OPTUNA_DB}")
+        storage = optuna.storages.RDBStorage(f"sqlite:///{study_path(exp_dir)}")
         searcher = OptunaSearch(
             space=space.define_by_run(),
             metric=search.metric,
@@ -266,9 +272,11 @@ def build_tuner(
             max_concurrent_trials=space.max_concurrent_trials,
             trial_dirname_creator=_trial_dirname,
         )
+    storage_path, storage_filesystem = exp_dir.parent.ray_storage()
     run_config = tune.RunConfig(
         name=exp_dir.name,
-        storage_path=str(exp_dir.parent),
+        storage_path=storage_path,
+        storage_filesystem=storage_filesystem,
         failure_config=tune.FailureConfig(max_failures=max_failures(space)),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         progress_reporter=_reporter(space),
@@ -310,9 +318,10 @@ def _scheduler(space: Space) -> Any:
 
 
 def metadata(
-    space: Space, exp_dir: Path, trials: list[dict[str, Any]] | None, baselines: dict[str, Any] | None
+    space: Space, exp_dir: str | Path | Location, trials: list[dict[str, Any]] | None, baselines: dict[str, Any] | None
 ) -> dict[str, Any]:
     """The content of ``trials/<name>/mtlsearch.json`` (read by ``mtlsearch report``)."""
+    exp_dir = parse_storage(exp_dir)
     cfg = space.static_config()
     s = space.search
     return {
@@ -353,13 +362,17 @@ def metadata(
     }
 
 
-def dry_run(space: Space, exp_dir: Path) -> str:
+def dry_run(space: Space, exp_dir: str | Path | Location) -> str:
     """The text ``--dry-run`` prints: the trials of a grid/random search or the space."""
+    exp_dir = parse_storage(exp_dir)
     lines = [describe(space), f"results would go to: {exp_dir}"]
+    study = str(exp_dir / OPTUNA_DB)
+    if not exp_dir.is_local:
+        study = f"{study_path(exp_dir)} on this machine, copied to {study}"
     if space.search.algorithm == "optuna":
         lines.append(
             f"optuna {space.search.sampler.upper()} (seed {space.search.seed}) samples {space.search.num_samples} trial(s) "
-            f"from (study {space.name!r} in {exp_dir / OPTUNA_DB}):"
+            f"from (study {space.name!r} in {study}):"
         )
         width = max((len(p.key) for p in space.params), default=0)
         lines += [f"  {p.key.ljust(width)}  {p.describe()}" for p in space.params]
@@ -380,7 +393,7 @@ def dry_run(space: Space, exp_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def summarize(results: Any, exp_dir: Path, space: Space) -> tuple[int, int]:
+def summarize(results: Any, exp_dir: Location, space: Space) -> tuple[int, int]:
     """Print N finished / M errored, the best trial, where results are."""
     finished, errored, unfinished = 0, 0, 0
     best = None
@@ -407,7 +420,7 @@ def summarize(results: Any, exp_dir: Path, space: Space) -> tuple[int, int]:
         cfg = {k: v for k, v in best[1].config.items() if k != INDEX_KEY}
         print(f"best {metric} = {best[0]:.4g} with " + ", ".join(f"{k}={v}" for k, v in cfg.items()))
     if errored:
-        print(f"errored trials keep their error in {exp_dir}/<trial id>/error.txt; "
+        print(f"errored trials keep their error in {exp_dir / '<trial id>' / 'error.txt'}; "
               "continue with --resume")
     print(f"report: mtlsearch report {exp_dir}")
     return finished, errored
@@ -418,7 +431,7 @@ def summarize(results: Any, exp_dir: Path, space: Space) -> tuple[int, int]:
 # ---------------------------------------------------------------------------
 
 
-def _load_for_resume(args: argparse.Namespace, exp_dir: Path) -> Space:
+def _load_for_resume(args: argparse.Namespace, exp_dir: Location) -> Space:
     """Re-read the space for ``--resume``; profile/overrides default to the stored ones."""
     meta_path = exp_dir / META_FILE
     if not meta_path.is_file():
@@ -461,9 +474,12 @@ def _init_ray(address: str | None, space: Space) -> None:
 
 
 def run_search(
-    space: Space, storage: Path, name: str, *, address: str | None = None, resume: bool = False
+    space: Space, storage: str | Path | Location, name: str, *, address: str | None = None,
+    resume: bool = False
 ) -> int:
-    """Run (or resume) ``space`` into ``storage/name``; return the exit status."""
+    """Run (or resume) ``space`` into ``storage/name`` (a folder or a ``pyarrow.fs`` URI,
+    :mod:`mtlsearch.storage`); return the exit status."""
+    storage = parse_storage(storage)
     exp_dir = storage / name
     trials = None if space.search.algorithm == "optuna" else space.expand()
     cwd = os.getcwd()
@@ -505,15 +521,13 @@ def run_search(
 
     exp_dir.mkdir(parents=True, exist_ok=True)
     meta = metadata(space, exp_dir, trials, baselines_meta)
-    tmp = exp_dir / f".{META_FILE}.tmp"
-    tmp.write_text(json.dumps(meta, indent=2, default=str))
-    tmp.replace(exp_dir / META_FILE)
+    (exp_dir / META_FILE).write_text(json.dumps(meta, indent=2, default=str))  # atomic
 
     ctx = {
         "space": space,
         "cwd": cwd,
-        "exp_dir": str(exp_dir),
-        "train_storage": str(exp_dir / TRAIN_DIR),
+        "exp_dir": exp_dir.uri,
+        "train_storage": (exp_dir / TRAIN_DIR).uri,
         "baselines": baselines,
         "planned": trials,
         "mutable": mutable_keys(space),
@@ -523,14 +537,23 @@ def run_search(
     from mtlsearch.tracking import check_available
 
     check_available(space.tracking)
+    # The Optuna study lives with the driver (SQLite) and, for remote storage, is copied
+    # beside the results after the search or an interruption (and back for --resume).
+    study = study_path(exp_dir) if space.search.algorithm == "optuna" else None
+    if study is not None:
+        study.parent.mkdir(parents=True, exist_ok=True)
+        if resume:
+            pull_study(exp_dir, study)
     start = time.time()
     try:
         if resume:
             # The user may have fixed what failed them: errored trials get a new chance.
-            for marker in exp_dir.glob(f"*/{FATAL_FILE}"):
-                marker.unlink()
+            for child in exp_dir.listdir():
+                (exp_dir / child / FATAL_FILE).delete_file()
+            path, filesystem = exp_dir.ray_storage()
             tuner = tune.Tuner.restore(
-                str(exp_dir), trainable=_trainable(ctx), resume_unfinished=True, resume_errored=True
+                path, trainable=_trainable(ctx), resume_unfinished=True, resume_errored=True,
+                storage_filesystem=filesystem,
             )
         else:
             tuner = build_tuner(space, exp_dir, trials, ctx)
@@ -544,6 +567,9 @@ def run_search(
         print(f"error: search {name!r} failed: {type(err).__name__}: {err}", file=sys.stderr)
         print(f"continue it later with --resume (results so far in {exp_dir})", file=sys.stderr)
         return 1
+    finally:
+        if study is not None:
+            push_study(study, exp_dir)
     summarize(results, exp_dir, space)
     print(f"wall time: {time.time() - start:.0f} s")
     return 0
@@ -572,7 +598,7 @@ def cli_sections(args: argparse.Namespace) -> dict[str, Any]:
 def run_cli(args: argparse.Namespace) -> int:
     """``mtlsearch search SPACE.yaml [--profile P] [--set k=v] [--storage D] [--name N]
     [--address A] [--resume] [--dry-run]``."""
-    storage = Path(args.storage).resolve()
+    storage = open_storage(args.storage)  # a bad URI fails here, before data or Ray
     if args.name is not None:
         check_run_folder(storage, args.name)  # before the name is joined to any path
     if args.resume:

@@ -23,6 +23,8 @@ from mtlsearch.config import Config, load_config
 from mtlsearch.errors import UserError
 from mtlsearch.outputs import check_run_folder
 from mtlsearch.session import BACKEND_KEY
+from mtlsearch.storage import Location, open_storage
+from mtlsearch.storage import parse as parse_storage
 
 TENSORBOARD_SUBDIR = "tensorboard"
 """Where ``mtlsearch train`` writes TensorBoard events: ``<storage>/<name>/tensorboard``."""
@@ -34,7 +36,7 @@ def make_trainer(
     workers: int = 1,
     cpus_per_worker: float = 1.0,
     gpus_per_worker: float = 0.0,
-    storage_path: str | Path,
+    storage_path: str | Path | Location,
     name: str,
     callbacks: Sequence[Any] | None = None,
     tensorboard_dir: str | Path | None = None,
@@ -45,6 +47,8 @@ def make_trainer(
 ):
     """Build the ``TorchTrainer`` that trains ``cfg`` on ``workers`` DDP workers.
 
+    ``storage_path``: a local folder, a ``pyarrow.fs`` URI or a
+    :class:`~mtlsearch.storage.Location` (:mod:`mtlsearch.storage`).
     ``workers=0`` runs Ray Train's local mode (the loop in this process, no Ray
     cluster), useful for debugging. ``data_root`` defaults to ``resolve_root(cfg)``
     (which generates SynthRooms if needed). ``baselines`` ({task: {metric: value}})
@@ -77,6 +81,7 @@ def make_trainer(
         "baselines": baselines or {},
         BACKEND_KEY: report_to,
     }
+    ray_path, ray_fs = parse_storage(storage_path).ray_storage()
     resources: dict[str, float] = {"CPU": float(cpus_per_worker)}
     if gpus_per_worker > 0:
         resources["GPU"] = float(gpus_per_worker)
@@ -89,7 +94,8 @@ def make_trainer(
         ),
         run_config=ray.train.RunConfig(
             name=name,
-            storage_path=str(Path(storage_path).resolve()),
+            storage_path=ray_path,
+            storage_filesystem=ray_fs,
             callbacks=list(callbacks) if callbacks else None,
             failure_config=ray.train.FailureConfig(max_failures=max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
@@ -156,7 +162,7 @@ def run_cli(args: argparse.Namespace) -> int:
     if not 0 <= args.gpus_per_worker < math.inf:
         raise UserError(f"--gpus-per-worker: expected a finite number >= 0, got {args.gpus_per_worker}")
     name = args.name or (Path(args.config).stem if args.config else "run")
-    storage = Path(args.storage).resolve()
+    storage = open_storage(args.storage)
     check_run_folder(storage, args.name)
     from mtlsearch.cluster import check_address, check_gpus, connect
 
@@ -179,9 +185,12 @@ def run_cli(args: argparse.Namespace) -> int:
         gpus_per_worker=args.gpus_per_worker,
         storage_path=storage,
         name=name,
-        tensorboard_dir=storage / name / TENSORBOARD_SUBDIR,
+        tensorboard_dir=storage.local / name / TENSORBOARD_SUBDIR if storage.is_local else None,
         data_root=root,
     )
+    if not storage.is_local:
+        print("note: TensorBoard events are written only with local (or shared file system) storage",
+              flush=True)
     print(f"training {name!r}: {args.workers} worker(s), results in {storage / name}", flush=True)
     try:
         result = trainer.fit()
@@ -191,7 +200,9 @@ def run_cli(args: argparse.Namespace) -> int:
     print(f"finished {name!r}; final metrics:")
     print(format_metrics(result.metrics or {}))
     if result.checkpoint is not None:
-        print(f"checkpoint: {result.checkpoint.path}")
+        where = result.checkpoint.path if storage.is_local else storage.join(
+            name, Path(result.checkpoint.path).name).display
+        print(f"checkpoint: {where}")
     return 0
 
 

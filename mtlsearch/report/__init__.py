@@ -7,6 +7,11 @@ renamed into place at the end, so a failure midway leaves an earlier report inta
 ``--out`` follows :mod:`mtlsearch.outputs`: a new or empty folder, or an earlier report
 (marker ``.mtlsearch-report``) holding only the files it wrote; never the search folder,
 a folder inside it or one that contains it.
+
+The search may also be a ``pyarrow.fs`` URI (``s3://bucket/trials/demo?endpoint_override=...``,
+:mod:`mtlsearch.storage`): it is downloaded once per call into a local cache
+(``.cache/mtlsearch/storage/<hash>/<name>``, refreshed, only changed files fetched) and the
+report is written locally.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from mtlsearch.report.tables import (
     to_markdown,
     trials_markdown,
 )
+from mtlsearch.storage import cache_folder, is_uri, open_storage, sync_down
 
 log = logging.getLogger("mtlsearch.report")
 
@@ -239,12 +245,18 @@ def _markdown(report: Report, trials: bool = True) -> str:
 def build_report(trials_dir: str | Path, out: str | Path | None = None,
                  group_by: list[str] | None = None, baseline: str | None = None,
                  formats: list[str] | None = None, samples: bool = True) -> Report:
-    """Read the search in ``trials_dir`` and write its report to ``out`` (default
-    ``reports/<name>``), atomically. Returns what was written."""
+    """Read the search in ``trials_dir`` (a folder or a storage URI, downloaded to a
+    local cache first) and write its report to ``out`` (default ``reports/<name>``),
+    atomically. Returns what was written."""
     formats = list(FORMATS) if formats is None else formats
     out_path = Path(out) if out is not None else None
+    remote = open_storage(str(trials_dir), flag="SEARCH") if is_uri(str(trials_dir)) else None
     if out_path is not None:
-        check_target(out_path, REPORT_KIND, legacy=_legacy_report, protect=[trials_dir])
+        check_target(out_path, REPORT_KIND, legacy=_legacy_report,
+                     protect=[cache_folder(remote) if remote is not None else trials_dir])
+    if remote is not None:
+        log.info("downloading %s", remote)
+        trials_dir = sync_down(remote)
     log.info("reading %s", trials_dir)
     search = collect_search(trials_dir)
     table = build_table(search, group_by=group_by, baseline=baseline)
