@@ -110,6 +110,7 @@ def trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     from ray.train import TrainingFailedError
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    from mtlsearch.placement import PG_FILE
     from mtlsearch.trainable import failure_reason, make_trainer, run_in_process
 
     space: Space = ctx["space"]
@@ -153,6 +154,7 @@ def trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
                 callbacks=[TuneReportCallback()],
                 tensorboard_dir=tensorboard_dir,
                 baselines=baselines,
+                placement_group_file=(fatal.parent / PG_FILE).uri,
             ).fit()
     except TrainingFailedError as err:
         message = f"trial {trial_id} failed: {failure_reason(err)}"
@@ -233,6 +235,7 @@ def build_tuner(
 
     exp_dir = parse_storage(exp_dir)
 
+    from mtlsearch.placement import ReleasePlacementGroups
     from mtlsearch.tracking import make_callbacks
 
     trainable = _trainable(ctx)
@@ -281,7 +284,10 @@ def build_tuner(
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         progress_reporter=_reporter(space),
         verbose=1,
-        callbacks=make_callbacks(space.tracking, name=exp_dir.name, exp_dir=exp_dir, cwd=ctx["cwd"]) or None,
+        callbacks=[
+            *make_callbacks(space.tracking, name=exp_dir.name, exp_dir=exp_dir, cwd=ctx["cwd"]),
+            ReleasePlacementGroups(exp_dir.uri),
+        ],
     )
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
 
@@ -360,6 +366,27 @@ def metadata(
         "planned_trials": trials,
         "static_config": cfg.to_dict(),
     }
+
+
+def check_trials(space: Space, trials: list[dict[str, Any]] | None) -> int:
+    """Build every planned trial's model on the ``meta`` device (an Optuna search: its
+    static config) so a combination of keys that cannot work fails before any data is
+    generated or Ray starts; returns the number of distinct models checked."""
+    from mtlsearch.models import check_buildable
+
+    seen: set[str] = set()
+    for values in trials if trials is not None else [{}]:
+        cfg = load_config(absolutize(space.tree(values), os.getcwd()))
+        shape = cfg.to_dict()
+        for irrelevant in ("train", "eval", "name"):
+            shape.pop(irrelevant, None)
+        key = json.dumps(shape, sort_keys=True, default=str)
+        if key in seen:
+            continue
+        seen.add(key)
+        varied = {k: v for k, v in values.items() if k in space.ablated_keys} or None
+        check_buildable(cfg, varied)
+    return len(seen)
 
 
 def dry_run(space: Space, exp_dir: str | Path | Location) -> str:
@@ -493,15 +520,16 @@ def run_search(
     _init_ray(address, space)
 
     # Generate datasets once here rather than in concurrent trials.
-    from mtlsearch.data.pipeline import resolve_root
+    from mtlsearch.data.pipeline import needs_cameras, resolve_root
 
     seen: set[str] = set()
     for values in trials if trials is not None else [{}]:
-        data = load_config(prepare(space.tree(values))).data
-        key = json.dumps(plain(vars(data)), sort_keys=True, default=str)
+        cfg = load_config(prepare(space.tree(values)))
+        # The dataset, and whether this trial needs its cameras (checked by resolve_root).
+        key = json.dumps([plain(vars(cfg.data)), needs_cameras(cfg)], sort_keys=True, default=str)
         if key not in seen:
             seen.add(key)
-            resolve_root(load_config(prepare(space.tree(values))))
+            resolve_root(cfg)
 
     baselines_meta = None
     baselines: dict[str, Any] = {}
@@ -622,6 +650,7 @@ def run_cli(args: argparse.Namespace) -> int:
     check_address(args.address)
     res = space.resources
     check_gpus(res.gpus_per_worker, res.workers, args.address)
+    check_trials(space, None if space.search.algorithm == "optuna" else space.expand())
     if args.dry_run:
         print(dry_run(space, exp_dir))
         return 0

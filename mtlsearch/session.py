@@ -26,6 +26,7 @@ from typing import Any, Literal
 Backend = Literal["train", "tune"]
 BACKEND_KEY = "report_to"
 """The loop-config key that names the back end (default ``train``)."""
+PG_FILE_KEY = "placement_group_file"
 
 
 @dataclass(frozen=True)
@@ -90,11 +91,22 @@ class Session:
 
 
 def open_session(loop_config: dict[str, Any]) -> Session:
-    """The session a loop config asks for (``loop_config["report_to"]``)."""
+    """The session a loop config asks for (``loop_config["report_to"]``).
+
+    A Train run inside a search trial also records its placement group (rank 0, at
+    ``loop_config["placement_group_file"]``) so the search can free it if Tune ends the
+    trial (:mod:`mtlsearch.placement`).
+    """
     backend = loop_config.get(BACKEND_KEY) or "train"
     if backend not in ("train", "tune"):
         raise ValueError(f"{BACKEND_KEY}: expected 'train' or 'tune', got {backend!r}")
-    return Session(backend)
+    session = Session(backend)
+    record = loop_config.get(PG_FILE_KEY)
+    if backend == "train" and record and session.identity()[0] == 0:
+        from mtlsearch.placement import record_current_group
+
+        record_current_group(record)
+    return session
 
 
-__all__ = ["BACKEND_KEY", "Backend", "Session", "open_session"]
+__all__ = ["BACKEND_KEY", "PG_FILE_KEY", "Backend", "Session", "open_session"]

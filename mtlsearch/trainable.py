@@ -22,7 +22,7 @@ from typing import Any
 from mtlsearch.config import Config, load_config
 from mtlsearch.errors import UserError
 from mtlsearch.outputs import check_run_folder
-from mtlsearch.session import BACKEND_KEY
+from mtlsearch.session import BACKEND_KEY, PG_FILE_KEY
 from mtlsearch.storage import Location, open_storage
 from mtlsearch.storage import parse as parse_storage
 
@@ -44,6 +44,7 @@ def make_trainer(
     data_root: str | Path | None = None,
     max_failures: int = 0,
     report_to: str = "train",
+    placement_group_file: str | None = None,
 ):
     """Build the ``TorchTrainer`` that trains ``cfg`` on ``workers`` DDP workers.
 
@@ -56,6 +57,8 @@ def make_trainer(
     workers from the latest checkpoint. ``report_to`` picks the loop's
     :class:`mtlsearch.session.Session`: ``"tune"`` for a local-mode run inside a
     Tune trial (the trial then persists checkpoints and reports), else ``"train"``.
+    ``placement_group_file``: where rank 0 records the run's placement group, for
+    :class:`mtlsearch.placement.ReleasePlacementGroups`.
     """
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -72,7 +75,7 @@ def make_trainer(
         )
     if not name or "/" in name:
         raise UserError(f"run name must be a non-empty string without '/', got {name!r}")
-    check_baselines({**cfg.eval.baselines, **(baselines or {})})
+    check_baselines({**cfg.eval.baselines, **(baselines or {})}, cfg.task_names)
     root = Path(data_root) if data_root is not None else resolve_root(cfg)
     loop_config = {
         "config": cfg.to_dict(),
@@ -80,6 +83,7 @@ def make_trainer(
         "data_root": str(root.resolve()),
         "baselines": baselines or {},
         BACKEND_KEY: report_to,
+        PG_FILE_KEY: placement_group_file,
     }
     ray_path, ray_fs = parse_storage(storage_path).ray_storage()
     resources: dict[str, float] = {"CPU": float(cpus_per_worker)}

@@ -262,3 +262,42 @@ def test_search_survives_a_dead_worker_node(cluster: LocalCluster, tmp_path: Pat
     state = cluster.status()
     assert state["free"] == state["total"] == 1.0, state  # only the head is left, all free
     assert all(s == "REMOVED" for s in state["pgs"]), state
+
+
+def test_asha_stopping_two_worker_trials_frees_their_placement_groups(
+    tmp_path: Path,
+) -> None:
+    """DDP trials (2 workers each) launch a TorchTrainer whose placement group the Train
+    controller owns; when ASHA stops a trial, Train's cleaner (which needs the State API,
+    i.e. the dashboard) must free it before the pending trials can start."""
+    c = LocalCluster(tmp_path)
+    try:
+        c.start(head_cpus=3, worker_cpus=0)
+        body = yaml.safe_load(tiny_space(tmp_path, iterations=6).read_text())
+        body["name"] = "ddp"
+        body["base"]["train"].update({"eval_every": 2, "log_every": 2})
+        body["space"] = {"train.lr": {"grid": [0.003, 1e-9, 1e-10]}}
+        body["seeds"] = [0]
+        body["scheduler"] = {"type": "asha", "max_t": 3, "grace_period": 1, "reduction_factor": 2}
+        body["resources"] = {"workers": 2, "cpus_per_worker": 0.5}
+        body["max_concurrent_trials"] = 2
+        space = tmp_path / "ddp.yaml"
+        space.write_text(yaml.safe_dump(body))
+        start = time.time()
+        done = subprocess.run(
+            [str(BIN / "mtlsearch"), "search", str(space), "--storage", str(tmp_path / "trials"),
+             "--address", c.address],
+            cwd=tmp_path, env=c.env, capture_output=True, text=True, timeout=900,
+        )
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert time.time() - start < 900
+        exp = tmp_path / "trials" / "ddp"
+        reports = {p.parent.name: [r["iteration"] for r in rows(p.parent)]
+                   for p in exp.glob("*/params.json")}
+        assert len(reports) == 3 and all(its for its in reports.values()), reports
+        assert any(its[-1] < 6 for its in reports.values()), reports  # ASHA stopped one
+        state = c.status()
+        assert state["free"] == state["total"] == 3.0, state
+        assert all(s == "REMOVED" for s in state["pgs"]), state
+    finally:
+        c.shutdown()
