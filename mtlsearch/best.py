@@ -5,7 +5,8 @@ Contract: :func:`best_trials` reads a search folder through
 / ``error.txt`` files) and ranks the finished (``TERMINATED``) trials by their last
 reported value of the metric: the search's own ``search.metric`` / ``mode`` unless
 ``--metric`` (direction from the metric registry, or ``--mode``) is given. A list of
-metrics (multi-objective search) gives the Pareto set, ordered by the first metric.
+metrics (multi-objective search, or ``--metric a,b``) gives the Pareto set, ordered by
+the first metric.
 Each :class:`Best` holds the trial's FULL resolved config as trained: the trial's
 ``config.yaml`` (written by :func:`mtlsearch.search.trial` when it started), else
 rebuilt from ``mtlsearch.json`` (the space file, profile, ``--set`` and sections) and
@@ -64,6 +65,8 @@ def _metrics_and_modes(meta: dict[str, Any], metric: str | None, mode: str | Non
     if metric is None:
         metric = search.get("metric") or "loss"
         mode = mode or search.get("mode")
+    elif "," in metric:
+        metric = [m.strip() for m in metric.split(",") if m.strip()]
     metrics = list(metric) if isinstance(metric, list) else [str(metric)]
     if mode is None:
         modes = [metric_direction(m) or "min" for m in metrics]

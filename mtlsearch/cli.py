@@ -145,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override max_concurrent_trials")
     p.add_argument("--seed", type=int, default=None, metavar="S",
                    help="override search.seed (the sampler's seed; trial seeds are 'seeds')")
+    p.add_argument("--sampler", default=None, choices=["tpe", "nsga2", "cmaes", "gp", "random"],
+                   help="override search.sampler (algorithm optuna)")
+    p.add_argument("--scheduler", default=None, choices=["asha", "hyperband", "median", "pbt"],
+                   help="override scheduler.type (its other keys keep the space's values or defaults)")
     p.add_argument("--tracking", default=None, metavar="LIST",
                    help="comma-separated trackers, e.g. tensorboard,mlflow,wandb (overrides the space's)")
 
@@ -153,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
              "the best finished trial of a search (Pareto set if multi-objective), its full config")
     p.add_argument("search_dir", metavar="SEARCH", help="search folder, e.g. trials/demo")
     p.add_argument("--metric", default=None, metavar="M",
-                   help="rank by this metric (default: the search's metric; max/min from the registry)")
+                   help="rank by this metric, or a,b for a Pareto set (default: the search's metric)")
     p.add_argument("--mode", choices=["max", "min"], default=None, help="direction of --metric")
     p.add_argument("--out", default=None, metavar="FILE",
                    help="write the resolved config as YAML (mtlsearch train FILE reproduces it)")

@@ -71,9 +71,12 @@ def _selected(table: str, selectors: list[str]) -> bool:
     return False
 
 
-def plan(paper: str, tables: str | None, spaces_dir: Path = SPACES_DIR) -> list[Planned]:
-    """The spaces to run for ``paper`` (``3dmtl``/``cvm``) and the ``--tables`` selection."""
+def plan(paper: str, tables: str | None, spaces_dir: Path | None = None) -> list[Planned]:
+    """The spaces to run for ``paper`` (``3dmtl``/``cvm``) and the ``--tables`` selection,
+    from ``spaces_dir`` (default :data:`SPACES_DIR`)."""
     from mtlsearch.report.papers import list_tables
+
+    spaces_dir = spaces_dir if spaces_dir is not None else SPACES_DIR
 
     if paper not in PAPERS:
         raise UserError(f"paper {paper!r}: expected one of {', '.join(PAPERS)}")

@@ -236,6 +236,7 @@ def build_tuner(
     exp_dir = parse_storage(exp_dir)
 
     from mtlsearch.placement import ReleasePlacementGroups
+    from mtlsearch.strategies import checkpoints_to_keep
     from mtlsearch.tracking import make_callbacks
 
     trainable = _trainable(ctx)
@@ -281,7 +282,7 @@ def build_tuner(
         storage_path=storage_path,
         storage_filesystem=storage_filesystem,
         failure_config=tune.FailureConfig(max_failures=max_failures(space)),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=checkpoints_to_keep(space)),
         progress_reporter=_reporter(space),
         verbose=1,
         callbacks=[
@@ -604,18 +605,22 @@ def run_search(
 
 
 def cli_sections(args: argparse.Namespace) -> dict[str, Any]:
-    """The sections ``--num-samples``, ``--max-concurrent-trials``, ``--seed`` and
-    ``--tracking`` set (merged over the space's and the profile's, checked like them)."""
+    """The sections ``--num-samples``, ``--seed``, ``--sampler``, ``--scheduler``,
+    ``--max-concurrent-trials`` and ``--tracking`` set (merged over the space's and the
+    profile's, key by key, and checked like them)."""
     from mtlsearch.tracking import parse_flag
 
     out: dict[str, Any] = {}
     search = {
         key: value for key, value in (
-            ("num_samples", getattr(args, "num_samples", None)), ("seed", getattr(args, "seed", None))
+            ("num_samples", getattr(args, "num_samples", None)), ("seed", getattr(args, "seed", None)),
+            ("sampler", getattr(args, "sampler", None)),
         ) if value is not None
     }
     if search:
         out["search"] = search
+    if getattr(args, "scheduler", None) is not None:
+        out["scheduler"] = {"type": args.scheduler}
     if getattr(args, "max_concurrent_trials", None) is not None:
         out["max_concurrent_trials"] = args.max_concurrent_trials
     if getattr(args, "tracking", None) is not None:

@@ -30,7 +30,8 @@ Schedulers (Tune, on ``training_iteration``, i.e. evaluations), one scalar metri
   keys that can change during training may vary: :data:`PBT_MUTABLE`. Others (the
   model, the data, the regularizer's structure) are refused, as are conditional keys,
   multi-worker trials (their Train run restores its own checkpoint, not Tune's) and
-  Optuna searches (PBT explores by itself; use grid or random).
+  Optuna searches (PBT explores by itself; use grid or random). Under PBT every
+  checkpoint of a trial is kept (:func:`checkpoints_to_keep`).
 """
 
 from __future__ import annotations
@@ -168,6 +169,13 @@ def make_scheduler(space: Any) -> Any:
     raise ValueError(f"unknown scheduler {sc.type!r} (known: {', '.join(SCHEDULERS)})")
 
 
+def checkpoints_to_keep(space: Any) -> int | None:
+    """Tune checkpoints kept per trial: 2, or all of them under PBT (a weak trial may be
+    sent to any recent checkpoint of a strong one; deleting it breaks the exploit)."""
+    sc = space.scheduler
+    return None if sc is not None and sc.type == "pbt" else 2
+
+
 def mutable_keys(space: Any) -> list[str]:
     """Keys whose value a trial must take from Tune's config rather than its planned row
     (PBT changes them when it exploits another trial)."""
@@ -179,6 +187,7 @@ __all__ = [
     "PBT_MUTABLE",
     "SAMPLERS",
     "SCHEDULERS",
+    "checkpoints_to_keep",
     "make_sampler",
     "make_scheduler",
     "mutable_keys",

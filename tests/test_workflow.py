@@ -129,6 +129,19 @@ def test_search_flags_override_the_space(tmp_path: Path) -> None:
     assert space.tracking == {"mlflow": {}}
     with pytest.raises(UserError, match=r"command line: search\.num_samples"):
         load_space(path, None, [], {"search": {"num_samples": 0}})
+    args = build_parser().parse_args(["search", str(path), "--sampler", "nsga2"])
+    assert load_space(path, None, [], cli_sections(args)).search.sampler == "nsga2"
+
+
+def test_search_flag_scheduler_adds_or_changes_the_scheduler(tmp_path: Path) -> None:
+    from mtlsearch.search import cli_sections
+
+    path = write_space(tmp_path, {"name": "g", "base": tiny_base(),
+                                  "space": {"train.lr": {"grid": [0.001, 0.01]}},
+                                  "scheduler": {"type": "asha", "max_t": 2, "grace_period": 2}})
+    args = build_parser().parse_args(["search", str(path), "--scheduler", "median"])
+    sc = load_space(path, None, [], cli_sections(args)).scheduler
+    assert (sc.type, sc.grace_period) == ("median", 2)
 
 
 def test_search_flag_num_samples_on_a_grid_is_refused(tmp_path: Path) -> None:
@@ -387,6 +400,8 @@ def test_best_pareto_set_for_a_multi_objective_search(tmp_path: Path) -> None:
     chosen, metrics, _ = best_trials(folder)
     # (30, .6) is dominated by (40, .5); the interrupted and errored trials do not count.
     assert [b.trial_id for b in chosen] == ["abcde_00001", "abcde_00002"]
+    again, metrics, _ = best_trials(make_search(tmp_path / "b"), "semseg_miou,depth_rmse")
+    assert [b.trial_id for b in again] == ["abcde_00001", "abcde_00002"] and len(metrics) == 2
     paths = targets(tmp_path / "best.yaml", chosen)
     assert [p.name for p in paths] == ["best.yaml", "best.abcde_00002.yaml"]
 
@@ -469,8 +484,8 @@ def test_reproduce_plans_the_shipped_spaces_of_the_chosen_tables() -> None:
     every = {p.space_path.name for p in plan("3dmtl", None)}
     assert {"render_tasks.yaml", "aux_heads.yaml", "data_fraction.yaml"} <= every
     assert {p.table.split("/")[0] for p in plan("cvm", "depth_planes")} == {"crossview_cvm"}
-    with pytest.raises(UserError, match="--tables 5: table5_regularizer_outputs has no shipped space"):
-        plan("3dmtl", "5")
+    with pytest.raises(UserError, match="--tables 1: table1_nyuv2_sota has no shipped space"):
+        plan("3dmtl", "1")
     with pytest.raises(UserError, match="--tables 9: no table of 3dmtl matches"):
         plan("3dmtl", "9")
 

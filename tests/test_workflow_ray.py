@@ -1,0 +1,202 @@
+"""The researcher's workflow through Ray (slow): an MLflow-tracked search, ``best`` and a
+retrain from its YAML at the same seed; an Optuna NSGA-II search; HyperBand and PBT.
+
+Tiny trials (4 iterations of a 4-room SynthRooms at 32x40) sharing one
+``ray.init(num_cpus=2)``, as in ``tests/test_search.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mtlsearch.cli import build_parser
+
+pytestmark = pytest.mark.slow
+
+
+def tiny_base(cache: Path, eval_every: int = 2) -> dict:
+    return {
+        "tasks": {"semseg": 1.0, "depth": 1.0},
+        "data": {
+            "synth": {"scenes": 4, "views": 2, "size": [32, 40], "cache_dir": str(cache)},
+            "crop_size": [32, 40], "num_workers": 0, "max_val_images": 4,
+        },
+        "model": {"backbone": "resnet18", "decoder_width": 16},
+        "train": {"iterations": 4, "eval_every": eval_every, "batch_size": 2, "log_every": 2},
+        "eval": {"edge_thresholds": 5},
+    }
+
+
+def write_space(folder: Path, body: dict) -> Path:
+    path = folder / f"{body['name']}.yaml"
+    path.write_text(yaml.safe_dump(body, sort_keys=False))
+    return path
+
+
+def run(*argv: str) -> int:
+    args = build_parser().parse_args(list(argv))
+    module, func = args._handler.split(":")
+    import importlib
+
+    return getattr(importlib.import_module(module), func)(args)
+
+
+def results(trial: Path) -> list[dict]:
+    return [json.loads(line) for line in (trial / "result.json").read_text().splitlines() if line.strip()]
+
+
+def trial_dirs(exp: Path) -> list[Path]:
+    return sorted(p.parent for p in exp.glob("*/params.json"))
+
+
+@pytest.fixture(scope="module")
+def ray_session(tmp_path_factory: pytest.TempPathFactory):
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
+    yield tmp_path_factory.mktemp("synth-cache")
+    ray.shutdown()
+
+
+def test_tracked_search_best_and_retrain_reach_the_same_metrics(
+    ray_session: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    mlflow = pytest.importorskip("mlflow")
+    monkeypatch.chdir(tmp_path)
+    space = write_space(tmp_path, {
+        "name": "tracked", "base": tiny_base(ray_session),
+        "space": {"train.lr": {"grid": [0.001, 0.003]}},
+        "search": {"algorithm": "grid", "metric": "depth_rmse"},
+        "max_concurrent_trials": 2,
+    })
+    assert run("search", str(space), "--storage", "trials", "--tracking", "mlflow") == 0
+    exp = tmp_path / "trials" / "tracked"
+    assert json.loads((exp / "mtlsearch.json").read_text())["tracking"] == {"mlflow": {}}
+    for trial in trial_dirs(exp):
+        assert (trial / "config.yaml").is_file()
+
+    # MLflow's own reader: one finished run per trial, params and the metric's history.
+    client = mlflow.tracking.MlflowClient(tracking_uri=(tmp_path / "mlruns").as_uri())
+    experiment = client.get_experiment_by_name("tracked")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
+    assert {r.data.params["train.lr"] for r in runs} == {"0.001", "0.003"}
+    history = client.get_metric_history(runs[0].info.run_id, "depth_rmse")
+    assert len(history) == 2
+
+    capsys.readouterr()
+    assert run("status", str(exp)) == 0
+    assert "2 terminated" in capsys.readouterr().out
+    assert run("best", str(exp), "--out", "best.yaml") == 0
+    text = (tmp_path / "best.yaml").read_text()
+    final = dict(re.findall(r"(\w+)=([-\d.e+]+)", text.split("# final metrics: ")[1].splitlines()[0]))
+    assert "depth_rmse" in final
+
+    capsys.readouterr()
+    assert run("train", "best.yaml", "--storage", str(tmp_path / "runs")) == 0
+    printed = dict(re.findall(r"^  (\w+): (\S+)$", capsys.readouterr().out, re.M))
+    for key in ("depth_rmse", "semseg_miou", "loss"):
+        assert printed[key] == final[key], key
+
+
+def test_nsga2_multi_objective_search(ray_session: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import optuna
+
+    from mtlsearch.best import best_trials
+
+    monkeypatch.chdir(tmp_path)
+    space = write_space(tmp_path, {
+        "name": "nsga", "base": tiny_base(ray_session),
+        "fixed": {"regularizer.enabled": True},
+        "space": {"regularizer.alpha.max": {"uniform": [0.5, 4.0]}},
+        "search": {"algorithm": "optuna", "sampler": "nsga2", "population_size": 2,
+                   "metric": ["semseg_miou", "depth_rmse"], "mode": ["max", "min"], "num_samples": 2},
+        "max_concurrent_trials": 2,
+    })
+    assert run("search", str(space), "--storage", "trials", "--seed", "3") == 0
+    exp = tmp_path / "trials" / "nsga"
+    study = optuna.load_study(study_name="nsga", storage=f"sqlite:///{exp / 'optuna.db'}")
+    assert len(study.trials) == 2 and len(study.directions) == 2
+    chosen, metrics, _ = best_trials(exp)
+    assert metrics == ["semseg_miou", "depth_rmse"] and 1 <= len(chosen) <= 2
+    assert all(b.config["regularizer"]["enabled"] for b in chosen)
+
+
+def test_hyperband_search(ray_session: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    space = write_space(tmp_path, {
+        "name": "hb", "base": tiny_base(ray_session, eval_every=1),
+        "space": {"train.lr": {"grid": [0.0003, 0.001, 0.003]}},
+        "search": {"algorithm": "grid", "metric": "depth_rmse"},
+        "scheduler": {"type": "hyperband", "max_t": 4, "reduction_factor": 2},
+        "max_concurrent_trials": 2,
+    })
+    assert run("search", str(space), "--storage", "trials") == 0
+    exp = tmp_path / "trials" / "hb"
+    trials = trial_dirs(exp)
+    assert len(trials) == 3 and not any((t / "error.txt").exists() for t in trials)
+    last = [results(t)[-1]["training_iteration"] for t in trials]
+    assert max(last) == 4 and all(1 <= n <= 4 for n in last)
+
+
+def test_pbt_exploits_checkpoints_and_perturbs_the_learning_rate(
+    ray_session: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PBT restarts the weaker trial from the stronger one's checkpoint with a perturbed
+    lr: every trial still ends at the last iteration, none errors, and Tune's PBT log
+    records the exploits."""
+    monkeypatch.chdir(tmp_path)
+    space = write_space(tmp_path, {
+        "name": "pbt", "base": tiny_base(ray_session, eval_every=1),
+        "space": {"train.lr": {"grid": [0.0001, 0.003]}},
+        "search": {"algorithm": "grid", "metric": "depth_rmse"},
+        "scheduler": {"type": "pbt", "perturbation_interval": 1, "quantile_fraction": 0.5},
+        "max_concurrent_trials": 2,
+    })
+    assert run("search", str(space), "--storage", "trials") == 0
+    exp = tmp_path / "trials" / "pbt"
+    trials = trial_dirs(exp)
+    assert len(trials) == 2 and not any((t / "error.txt").exists() for t in trials)
+    assert all(results(t)[-1]["iteration"] == 4 for t in trials)
+    policy = list(exp.glob("pbt_policy_*.txt")) + list(exp.glob("pbt_global.txt"))
+    assert policy, "PBT wrote no exploit log"
+
+
+def test_reproduce_runs_a_table_then_reuses_it(
+    ray_session: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """``reproduce 3dmtl --tables 6`` on a tiny stand-in for render_tasks.yaml: the search
+    runs, the report puts Table 6 beside ours with its findings; a second call reuses it."""
+    from mtlsearch import reproduce
+
+    spaces = tmp_path / "spaces"
+    spaces.mkdir()
+    write_space(spaces, {
+        "name": "render_tasks", "paper": "3dmtl/table6_render_tasks",
+        "fixed": {"regularizer.enabled": True},
+        "space": {"regularizer.tasks": {"grid": [["semseg"], ["depth"], "all"]}},
+        "baseline": {"regularizer.tasks": "all"},
+        "search": {"algorithm": "grid", "metric": "semseg_miou", "mode": "max"},
+        "max_concurrent_trials": 2,
+        "profiles": {"tiny": {"extends": "tiny.yaml"}},
+    })
+    flat = {f"{s}.{k}": v for s, sub in tiny_base(ray_session).items() if isinstance(sub, dict)
+            for k, v in sub.items()}
+    flat["tasks"] = {"semseg": 1.0, "depth": 1.0}
+    (spaces / "tiny.yaml").write_text(yaml.safe_dump(flat))
+    monkeypatch.setattr(reproduce, "SPACES_DIR", spaces)
+    monkeypatch.chdir(tmp_path)
+    argv = ["reproduce", "3dmtl", "--tables", "6", "--profile", "tiny", "--storage", "trials", "--out", "rep"]
+    assert run(*argv) == 0
+    text = (tmp_path / "rep" / "reproduce.md").read_text()
+    assert "3dmtl/table6_render_tasks" in text and "Findings" in text and "render_tasks (ran)" in text
+    assert (tmp_path / "rep" / "render_tasks" / "table.md").is_file()
+    capsys.readouterr()
+    assert run(*argv) == 0
+    assert "reusing the finished search" in capsys.readouterr().out
+    assert "render_tasks (reused)" in (tmp_path / "rep" / "reproduce.md").read_text()
