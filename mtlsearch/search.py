@@ -57,7 +57,14 @@ from mtlsearch.space import (
     load_space,
     plain,
 )
-from mtlsearch.storage import Location, open_storage, pull_study, push_study, study_path
+from mtlsearch.storage import (
+    Location,
+    open_storage,
+    pull_study,
+    push_study,
+    study_path,
+    study_storage,
+)
 from mtlsearch.storage import parse as parse_storage
 from mtlsearch.tasks import TASKS
 
@@ -243,13 +250,12 @@ def build_tuner(
     scheduler = _scheduler(space)
     search = space.search
     if search.algorithm == "optuna":
-        import optuna
         from ray.tune.search import ConcurrencyLimiter
         from ray.tune.search.optuna import OptunaSearch
 
         from mtlsearch.strategies import make_sampler
 
-        storage = optuna.storages.RDBStorage(f"sqlite:///{study_path(exp_dir)}")
+        storage = study_storage(exp_dir)
         searcher = OptunaSearch(
             space=space.define_by_run(),
             metric=search.metric,

@@ -26,12 +26,16 @@ Contract:
   (``<cache>/storage/<hash>/<name>``, refreshed on each call: only changed files are
   fetched, files it wrote that vanished remotely are removed, and it never deletes or
   overwrites a file it did not write). :func:`study_path` is the driver-side SQLite
-  file of a search's Optuna study (``<cache>/studies/<hash>/optuna.db``).
+  file of a search's Optuna study (``<cache>/studies/<hash>/optuna.db``);
+  :func:`study_storage` its Optuna storage, which survives Tune's pickling of the searcher
+  into another cache folder; :func:`push_study`/:func:`pull_study` copy it beside the
+  results and back.
 * The cache root is ``$MTLSEARCH_CACHE_DIR`` or ``.cache/mtlsearch`` in the launch folder.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -381,6 +385,49 @@ def study_path(search: Location) -> Path:
     return cache_root() / "studies" / search.key / "optuna.db"
 
 
+def study_storage(search: str | Location) -> Any:
+    """The Optuna storage of a search's study (:func:`study_path`): a plain SQLite
+    ``RDBStorage`` for local storage; for a URI a :class:`DriverStudyStorage`, which Tune
+    pickles with its searcher and which finds the driver's copy again when unpickled
+    (``--resume`` from another launch folder or machine, after :func:`pull_study`)."""
+    search = parse(search)
+    if search.is_local:
+        from optuna.storages import RDBStorage
+
+        return RDBStorage(f"sqlite:///{study_path(search)}")
+    return _driver_study_storage_class()(search.uri)
+
+
+@functools.cache
+def _driver_study_storage_class() -> type:
+    from optuna.storages import RDBStorage
+
+    class DriverStudyStorage(RDBStorage):
+        """SQLite storage at the driver's :func:`study_path` of ``search_uri``, recomputed
+        on unpickling (the cache folder may differ from where it was pickled)."""
+
+        def __init__(self, search_uri: str) -> None:
+            self.search_uri = search_uri
+            super().__init__(f"sqlite:///{study_path(parse(search_uri))}")
+
+        def __setstate__(self, state: dict[str, Any]) -> None:
+            db = study_path(parse(state["search_uri"]))
+            db.parent.mkdir(parents=True, exist_ok=True)
+            super().__setstate__({**state, "url": f"sqlite:///{db}"})
+
+    DriverStudyStorage.__module__ = __name__
+    DriverStudyStorage.__qualname__ = "DriverStudyStorage"
+    return DriverStudyStorage
+
+
+def __getattr__(name: str) -> Any:
+    # DriverStudyStorage is built on first use so that importing this module never
+    # imports optuna; pickle finds the class here by name.
+    if name == "DriverStudyStorage":
+        return _driver_study_storage_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def copy_sqlite(source: str | Path, target: str | Path) -> None:
     """A consistent copy of the SQLite database ``source`` at ``target`` (atomic), even
     while another connection has it open."""
@@ -402,32 +449,55 @@ def copy_sqlite(source: str | Path, target: str | Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def push_study(local_db: str | Path, search: Location) -> None:
-    """Copy the driver's study beside the results (``<search>/optuna.db``); no-op for
-    local storage, where the study lives there already."""
-    if search.is_local or not Path(local_db).is_file():
-        return
-    with tempfile.TemporaryDirectory(prefix="mtlsearch-study-") as tmp:
-        snapshot = Path(tmp) / "optuna.db"
-        copy_sqlite(local_db, snapshot)
-        (search / "optuna.db").upload(snapshot)
+def _pushed(local_db: Path) -> Path:
+    """Beside the driver's study: the (size, mtime) of the copy it last pushed or pulled."""
+    return local_db.with_name(local_db.name + ".synced")
 
 
-def pull_study(search: Location, local_db: str | Path) -> bool:
-    """Bring ``<search>/optuna.db`` down to the driver's study file unless the local copy
-    is at least as new; return whether one was copied."""
-    if search.is_local:
-        return False
-    remote = search / "optuna.db"
+def _remote_stamp(remote: Location) -> list[int] | None:
     import pyarrow.fs as pafs
 
     info = remote.fs.get_file_info(remote.path)
     if info.type != pafs.FileType.File:
+        return None
+    return [int(info.size or 0), int(info.mtime_ns or 0)]
+
+
+def push_study(local_db: str | Path, search: Location) -> None:
+    """Copy the driver's study beside the results (``<search>/optuna.db``); no-op for
+    local storage, where the study lives there already."""
+    local_db = Path(local_db)
+    if search.is_local or not local_db.is_file():
+        return
+    remote = search / "optuna.db"
+    with tempfile.TemporaryDirectory(prefix="mtlsearch-study-") as tmp:
+        snapshot = Path(tmp) / "optuna.db"
+        copy_sqlite(local_db, snapshot)
+        remote.upload(snapshot)
+    _pushed(local_db).write_text(json.dumps(_remote_stamp(remote)), encoding="utf-8")
+
+
+def pull_study(search: Location, local_db: str | Path) -> bool:
+    """Bring ``<search>/optuna.db`` down to the driver's study file, unless the remote copy
+    is the one this driver last pushed or pulled (the local one may be newer: a search
+    killed before it could push), or, with no such record, the local copy is newer.
+    Returns whether it was copied."""
+    if search.is_local:
+        return False
+    remote = search / "optuna.db"
+    stamp = _remote_stamp(remote)
+    if stamp is None:
         return False
     local = Path(local_db)
-    if local.is_file() and local.stat().st_mtime_ns >= int(info.mtime_ns or 0):
-        return False
+    if local.is_file():
+        try:
+            synced = json.loads(_pushed(local).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            synced = None
+        if synced == stamp or (synced is None and local.stat().st_mtime_ns >= stamp[1]):
+            return False
     remote.download(local)
+    _pushed(local).write_text(json.dumps(stamp), encoding="utf-8")
     return True
 
 
@@ -512,5 +582,6 @@ __all__ = [
     "push_study",
     "redact",
     "study_path",
+    "study_storage",
     "sync_down",
 ]

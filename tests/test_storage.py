@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -192,11 +193,47 @@ def test_study_copied_beside_results_and_back(bucket: str, s3_endpoint: str, tmp
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
     storage.push_study(db, search)  # while the study's connection is still open
     assert (search / "optuna.db").is_file()
-    assert not storage.pull_study(search, db)  # the local copy is as new
+    assert not storage.pull_study(search, db)  # the bucket holds what this driver pushed
     db.unlink()
+    assert storage.pull_study(search, db)
+    assert not storage.pull_study(search, db)
+    time.sleep(1.1)  # S3 keeps whole seconds
+    (search / "optuna.db").upload(db)  # another driver pushed since: the bucket wins
     assert storage.pull_study(search, db)
     loaded = optuna.load_study(study_name="opt", storage=f"sqlite:///{db}")
     assert len(loaded.trials) == 3
+
+
+def test_pickled_study_storage_finds_the_drivers_copy_elsewhere(
+    bucket: str, s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tune pickles the searcher (with its study storage) into the experiment; resuming
+    from another launch folder or machine unpickles it where the driver's copy is now."""
+    import pickle
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    search = storage.open_storage(uri(s3_endpoint, bucket, "trials/moved"))
+    (tmp_path / "local").mkdir()
+    assert isinstance(storage.study_storage(tmp_path / "local"), optuna.storages.RDBStorage)
+    first = storage.study_path(search)
+    first.parent.mkdir(parents=True)
+    backend = storage.study_storage(search)
+    assert type(backend).__name__ == "DriverStudyStorage" and str(first) in backend.url
+    study = optuna.create_study(study_name="moved", storage=backend)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    storage.push_study(first, search)
+    state = pickle.dumps(study)
+    monkeypatch.setenv(storage.CACHE_ENV, str(tmp_path / "elsewhere"))
+    moved = storage.study_path(search)
+    assert moved != first and storage.pull_study(search, moved)
+    first.unlink()
+    restored = pickle.loads(state)
+    assert len(restored.trials) == 2
+    restored.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    assert not first.exists() and len(optuna.load_study(
+        study_name="moved", storage=f"sqlite:///{moved}").trials) == 3
 
 
 def test_ray_accepts_the_pair(bucket: str, s3_endpoint: str) -> None:
@@ -325,12 +362,15 @@ def test_commands_refuse_bad_storage_before_data_or_ray(
     bucket: str, s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture,
 ) -> None:
-    import ray
-
+    import mtlsearch.cluster
     from mtlsearch.cli import build_parser
     from mtlsearch.report import build_report
     from mtlsearch.trainable import run_cli as train_cli
 
+    def no_ray(*args: object, **kwargs: object) -> None:
+        raise AssertionError("Ray was started")
+
+    monkeypatch.setattr(mtlsearch.cluster, "connect", no_ray)
     monkeypatch.chdir(tmp_path)
     synth = tmp_path / "synth"
     space = write_space(tmp_path, {
@@ -350,7 +390,7 @@ def test_commands_refuse_bad_storage_before_data_or_ray(
         train_cli(build_parser().parse_args(["train", str(config), "--storage", missing]))
     with pytest.raises(UserError, match="^SEARCH .*missing-bucket"):
         build_report(f"s3://missing-bucket/trials/x?endpoint_override={s3_endpoint}&scheme=http")
-    assert not synth.exists() and not ray.is_initialized()
+    assert not synth.exists()
 
     trials = uri(s3_endpoint, bucket)
     with pytest.raises(UserError, match="no search in s3://"):
