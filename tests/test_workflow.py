@@ -533,3 +533,21 @@ def test_docs_quote_the_trials_of_every_listed_space() -> None:
     assert "2 settings x 2 seeds" in demo.description
     makefile = (ROOT / "Makefile").read_text()
     assert "search_spaces/demo.yaml --profile cpu --reuse" in makefile
+
+
+def test_docs_quote_the_paper_profile_and_the_search_bench() -> None:
+    text = " ".join((SPACES / "README.md").read_text().split())
+    prof = yaml.safe_load((SPACES / "profiles" / "paper.yaml").read_text())
+    m = re.search(r"`profiles/paper\.yaml`: (.*?)\. - ", text)
+    assert m
+    quoted = m.group(1)
+    its = prof["train.iterations"]
+    ramp = int(its * prof["regularizer.alpha.ramp_fraction"])
+    assert f"{prof['train.optimizer'].upper()} lr {prof['train.lr']:g}" in quoted
+    assert f"batch {prof['train.batch_size']}, {its // 1000}K iterations" in quoted
+    assert f"alpha 0 -> {prof['regularizer.alpha.max']:g} over {ramp // 1000}K" in quoted
+    readme = (ROOT / "README.md").read_text()
+    m = re.search(r"`bench search` \((\d+) trials x (\d+) iterations\)", readme)
+    assert m
+    args = build_parser().parse_args(["bench", "search"])
+    assert (args.trials, args.iterations) == (int(m.group(1)), int(m.group(2)))
