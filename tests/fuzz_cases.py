@@ -273,6 +273,21 @@ def _set(tree: dict[str, Any], section: str, key: str, value: Any) -> dict[str, 
     return tree
 
 
+def _put(path: Path, content: str | bytes) -> Path:
+    """Write ``content`` at ``path`` (parents created); return ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    return path
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True)
+    return path
+
+
 def _copy_search(d: Path, fx: Fixtures) -> Path:
     dst = d / "trials" / "hand"
     shutil.copytree(fx.search, dst)
@@ -682,13 +697,9 @@ def _cli_cases() -> list[Case]:
         cases.append(Case("cli-report", " ".join(extra), report(extra)))
     cases += [
         Case("cli-report", "folder missing", lambda d, fx: ["report", str(d / "nosuch")]),
-        Case("cli-report", "folder is a file",
-             lambda d, fx: [(d / "f").write_text("x") and "report", str(d / "f")]),
-        Case("cli-report", "empty folder", lambda d, fx: [(d / "e").mkdir() or "report", str(d / "e")]),
+        Case("cli-report", "folder is a file", lambda d, fx: ["report", str(_put(d / "f", "x"))]),
+        Case("cli-report", "empty folder", lambda d, fx: ["report", str(_mkdir(d / "e"))]),
     ]
-
-    def predict(setup: Callable[[Path, Fixtures], list[str]]) -> Callable[[Path, Fixtures], list[str]]:
-        return setup
 
     def good_image(d: Path) -> Path:
         from PIL import Image
@@ -697,28 +708,24 @@ def _cli_cases() -> list[Case]:
         Image.new("RGB", (24, 20), (120, 80, 40)).save(path)
         return path
 
+    def predict(checkpoint: Callable[[Path, Fixtures], Path], image: Callable[[Path], Path],
+                out: Callable[[Path], Path] = lambda d: d / "p") -> Callable[[Path, Fixtures], list[str]]:
+        return lambda d, fx: ["predict", str(checkpoint(d, fx)), str(image(d)), "--out", str(out(d))]
+
+    def good(d: Path, fx: Fixtures) -> Path:
+        return fx.checkpoint
+
     cases += [
-        Case("cli-predict", "checkpoint missing",
-             predict(lambda d, fx: ["predict", str(d / "no.pt"), str(good_image(d)), "--out", str(d / "p")])),
-        Case("cli-predict", "image missing",
-             predict(lambda d, fx: ["predict", str(fx.checkpoint), str(d / "no.png"), "--out", str(d / "p")])),
-        Case("cli-predict", "image is text",
-             predict(lambda d, fx: [(d / "x.png").write_text("text") and "predict", str(fx.checkpoint),
-                                    str(d / "x.png"), "--out", str(d / "p")])),
-        Case("cli-predict", "decompression bomb image",
-             predict(lambda d, fx: [(d / "b.png").write_bytes(BOMB_PNG) and "predict", str(fx.checkpoint),
-                                    str(d / "b.png"), "--out", str(d / "p")])),
-        Case("cli-predict", "90-megapixel image",
-             predict(lambda d, fx: [(d / "b.png").write_bytes(LARGE_PNG) and "predict", str(fx.checkpoint),
-                                    str(d / "b.png"), "--out", str(d / "p")])),
+        Case("cli-predict", "checkpoint missing", predict(lambda d, fx: d / "no.pt", good_image)),
+        Case("cli-predict", "image missing", predict(good, lambda d: d / "no.png")),
+        Case("cli-predict", "image is text", predict(good, lambda d: _put(d / "x.png", "text"))),
+        Case("cli-predict", "decompression bomb image", predict(good, lambda d: _put(d / "b.png", BOMB_PNG))),
+        Case("cli-predict", "90-megapixel image", predict(good, lambda d: _put(d / "b.png", LARGE_PNG))),
         Case("cli-predict", "--out an existing file",
-             predict(lambda d, fx: [(d / "p").write_text("keep") and "predict", str(fx.checkpoint),
-                                    str(good_image(d)), "--out", str(d / "p")])),
+             predict(good, good_image, lambda d: _put(d / "p", "keep"))),
         Case("cli-predict", "--out an unrelated folder",
-             predict(lambda d, fx: [(d / "p").mkdir() or (d / "p" / "a.txt").write_text("x") and "predict",
-                                    str(fx.checkpoint), str(good_image(d)), "--out", str(d / "p")])),
-        Case("cli-predict", "--out the image's folder",
-             predict(lambda d, fx: ["predict", str(fx.checkpoint), str(good_image(d)), "--out", str(d)])),
+             predict(good, good_image, lambda d: _put(d / "p" / "a.txt", "x").parent)),
+        Case("cli-predict", "--out the image's folder", predict(good, good_image, lambda d: d)),
     ]
     return cases
 
@@ -834,8 +841,8 @@ def _search_folder_cases(rng: random.Random) -> list[Case]:
 
     out_case("an unrelated folder (thesis.tex)", lambda d, s, fx: mk(d / "thesis", {"thesis.tex": "x"}))
     out_case("a folder with a hidden file", lambda d, s, fx: mk(d / "h", {".keep": ""}))
-    out_case("an existing file", lambda d, s, fx: (d / "f.txt").write_text("keep") and d / "f.txt")
-    out_case("inside an existing file", lambda d, s, fx: (d / "f.txt").write_text("keep") and d / "f.txt" / "r")
+    out_case("an existing file", lambda d, s, fx: _put(d / "f.txt", "keep"))
+    out_case("inside an existing file", lambda d, s, fx: _put(d / "f.txt", "keep") / "r")
     out_case("the search folder", lambda d, s, fx: s)
     out_case("the trials folder (its parent)", lambda d, s, fx: s.parent)
     out_case("the case folder (its grandparent)", lambda d, s, fx: d)
@@ -856,8 +863,12 @@ def _search_folder_cases(rng: random.Random) -> list[Case]:
     out_case("a marker whose file list is not a list", lambda d, s, fx: mk(d / "r", {
         ".mtlsearch-report": json.dumps({"tool": "mtlsearch", "kind": "report", "files": "table.md"}),
         "table.md": "mine"}))
-    out_case("a symbolic link to a folder", lambda d, s, fx: (mk(d / "real", {"a.txt": "x"}),
-                                                          (d / "ln").symlink_to(d / "real"))[0].parent / "ln")
+    def link(d: Path, s: Path, fx: Fixtures) -> Path:
+        mk(d / "real", {"a.txt": "x"})
+        (d / "ln").symlink_to(d / "real")
+        return d / "ln"
+
+    out_case("a symbolic link to a folder", link)
     out_case("the home of the user's data (cwd)", lambda d, s, fx: Path("."))
 
     def resume(edit: Callable[[Path], None]) -> Callable[[Path, Fixtures], list[str]]:
@@ -1249,7 +1260,7 @@ def _colmap_cases() -> list[Case]:
                       "ok", may_replace=("p.png",)))
     for label, build in [
         ("--out an unrelated PNG", preview(setup=foreign_png)),
-        ("--out an unrelated text file", preview(setup=lambda d, ds: (d / "t.tex").write_text("x") and d / "t.tex")),
+        ("--out an unrelated text file", preview(setup=lambda d, ds: _put(d / "t.tex", "x"))),
         ("--out a folder", preview(setup=lambda d, ds: d)),
         ("--out in a missing folder", preview(setup=lambda d, ds: d / "nosuch" / "p.png")),
         ("--num 0", preview(("--num", "0"))),
