@@ -9,7 +9,9 @@ Contract:
   ``data synthrooms --force``), a folder holding an earlier mtlsearch output *of the same
   kind*, recognised by its marker file ``.mtlsearch-<kind>`` (JSON: tool, kind, and the
   list of files written). Such a folder is replaced only while it holds nothing but the
-  files its marker lists: a file the user added is never deleted.
+  files its marker lists: a file the user added is never deleted. An output written
+  before markers existed is recognised only by the command's ``legacy`` check (its own
+  file names and nothing else).
 * Anything else is refused with a :class:`UserError` naming the flag and the path: an
   existing file where a folder is expected, a symbolic link, a folder without this
   kind's marker, a folder holding files mtlsearch did not write, a path whose parent is a
