@@ -617,7 +617,7 @@ def _cli_cases() -> list[Case]:
                   ["--scenes", "-3"], ["--views", "0"], ["--seed", "-1"], ["--val-fraction", "1.0"],
                   ["--val-fraction", "nan"], ["--val-fraction", "-0.1"], ["--workers", "0"],
                   ["--scenes", "x"]):
-        cases.append(Case("cli-synthrooms", " ".join(extra), synth(extra)))
+        cases.append(Case("cli-synthrooms", " ".join(extra), synth(extra), mentions=extra[0]))
 
     def a_file(d: Path) -> None:
         (d / "out").write_text("precious")
@@ -830,7 +830,7 @@ def _search_folder_cases(rng: random.Random) -> list[Case]:
             out = setup(d, s, fx)
             return ["report", str(s), "--out", str(out), "--format", "md"]
 
-        items.append((f"--out {label}", Case("folder-out", "", build)))
+        items.append((f"--out {label}", Case("folder-out", "", build, mentions="--out")))
 
     def mk(path: Path, files: dict[str, str]) -> Path:
         path.mkdir(parents=True, exist_ok=True)
@@ -949,6 +949,14 @@ def _search_folder_cases(rng: random.Random) -> list[Case]:
     return cases  # controls appended above keep their own names
 
 
+DATASET_FILES = {
+    "image": "images/", "segmentation": "segmentation/", "normals": "normals/", "edge": "edge/",
+    "saliency": "saliency/", "depth": "depth/", "split": "train.txt", "camera": "cameras/",
+    "meta.json": "meta.json",
+}
+"""Label prefix of a dataset case -> what its error or problem line must name."""
+
+
 def _dataset_cases(rng: random.Random) -> list[Case]:
     cases: list[Case] = []
 
@@ -960,7 +968,8 @@ def _dataset_cases(rng: random.Random) -> list[Case]:
                 return ["data", "check", str(ds)]
             return ["data", "preview", str(ds), "--out", str(d / "preview.png"), "--num", "1"]
 
-        cases.append(Case("folder-dataset", f"{command}: {label}", build))
+        token = next(t for prefix, t in DATASET_FILES.items() if label.startswith(prefix))
+        cases.append(Case("folder-dataset", f"{command}: {label}", build, mentions=token))
 
     def write(rel: str, content: bytes) -> Callable[[Path, str], None]:
         def edit(ds: Path, id_: str) -> None:
@@ -1233,7 +1242,10 @@ def _colmap_cases() -> list[Case]:
         ("model folder missing", lambda d, fx: ["data", "import-colmap", str(d / "nosuch"), "--out",
                                                 str(d / "c")]),
     ]:
-        cases.append(Case("cli-colmap", label, build))
+        token = ("--scale" if label.startswith("--scale") else "--out" if label.startswith("--out")
+                 else "images.txt" if label.startswith(("image", "zero", "infinite"))
+                 else "nosuch" if label.startswith("model") else "cameras.txt")
+        cases.append(Case("cli-colmap", label, build, mentions=token))
 
     def preview(extra: tuple[str, ...] = (), setup: Callable[[Path, Path], Path] | None = None
                 ) -> Callable[[Path, Fixtures], list[str]]:
