@@ -149,6 +149,7 @@ def loss_curves(search: Search, table: AblationTable, path: Path) -> Path | None
         ax.grid(alpha=0.3)
         if twin is not None:
             twin.set_ylabel("alpha (dotted)")
+            twin.set_ylim(bottom=0)
     handles, names = [], []
     for ax in axes.flat:
         h, n = ax.get_legend_handles_labels()
