@@ -8,6 +8,7 @@ Everything here runs without Ray; the end-to-end searches are in
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -551,3 +552,28 @@ def test_docs_quote_the_paper_profile_and_the_search_bench() -> None:
     assert m
     args = build_parser().parse_args(["bench", "search"])
     assert (args.trials, args.iterations) == (int(m.group(1)), int(m.group(2)))
+
+
+def test_wandb_callback_is_offline_unless_configured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """W&B is not installed here: the callback class is replaced by a recorder."""
+    import importlib.util
+
+    import ray.air.integrations.wandb as ray_wandb
+
+    from mtlsearch import tracking
+
+    seen: list[dict] = []
+    monkeypatch.setattr(ray_wandb, "WandbLoggerCallback", lambda **kw: seen.append(kw) or kw)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "wandb" else real(name, *a))
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    exp = tmp_path / "trials" / "demo"
+    tracking.make_callbacks({"wandb": {}}, name="demo", exp_dir=exp, cwd=tmp_path)
+    assert seen[-1]["mode"] == "offline" and seen[-1]["project"] == "demo" and seen[-1]["dir"] == str(exp)
+    assert os.environ["WANDB_MODE"] == "offline"
+    monkeypatch.delenv("WANDB_MODE")
+    tracking.make_callbacks({"wandb": {"mode": "online", "project": "p", "entity": "e"}},
+                            name="demo", exp_dir=exp, cwd=tmp_path)
+    assert (seen[-1]["mode"], seen[-1]["project"], seen[-1]["entity"]) == ("online", "p", "e")
+    assert "WANDB_MODE" not in os.environ
