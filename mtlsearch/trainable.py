@@ -176,6 +176,9 @@ def run_cli(args: argparse.Namespace) -> int:
     from mtlsearch.data.pipeline import resolve_root
 
     root = resolve_root(cfg)
+    from mtlsearch.data.check import preflight
+
+    preflight(cfg, root)  # a broken dataset fails here, before Ray starts
 
     from ray.train import TrainingFailedError
 

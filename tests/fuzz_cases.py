@@ -53,7 +53,19 @@ GUARDS = (
     ("mtlsearch.search", "run_search"),
     ("ray", "init"),
 )
-"""(module, attribute) the fuzz test replaces by a function raising :class:`Reached`."""
+"""(module, attribute) the fuzz test replaces by :func:`make_guard`'s function."""
+
+
+def make_guard(module: str, attr: str, original: Callable[..., Any]) -> Callable[..., Any]:
+    """A stand-in raising :class:`Reached`; ``resolve_root`` still resolves an existing
+    ``data.root`` (only SynthRooms generation is stopped), so dataset checks run."""
+
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        if attr == "resolve_root" and args and getattr(args[0].data, "root", ""):
+            return original(*args, **kwargs)
+        raise Reached(f"{module}.{attr}")
+
+    return guarded
 
 
 @dataclass
@@ -1035,6 +1047,22 @@ def _dataset_cases(rng: random.Random) -> list[Case]:
     ]
     for label, edit in edits:
         ds_case(label, edit, "check")
+    def train_case(label: str, edit: Callable[[Path, str], None], expect: str = "error") -> None:
+        def build(d: Path, fx: Fixtures) -> list[str]:
+            ds = _copy_dataset(d, fx)
+            edit(ds, _first_id(ds))
+            return ["train", str(fx.config), "--storage", str(d / "runs"),
+                    "--set", f"data.root={ds}"]
+
+        category = "folder-dataset" if expect == "error" else "control"
+        cases.append(Case(category, f"train: {label}", build, expect))
+
+    train_case("a good dataset", lambda ds, id_: None, "reached")
+    train_case("no depth folder", lambda ds, id_: shutil.rmtree(ds / "depth"))
+    train_case("no images folder", lambda ds, id_: shutil.rmtree(ds / "images"))
+    for label, edit in edits:
+        if label.startswith(("image", "segmentation", "depth .npy", "split", "meta.json", "camera")):
+            train_case(label, edit)  # files of the first view, for the config's semseg and depth
     drawn = ("image", "segmentation", "normals", "edge", "saliency", "depth .npy", "split")
     previewable = [(label, edit) for label, edit in edits
                    if label.startswith(drawn) and label != "depth .npy wrong size"]

@@ -17,9 +17,9 @@ import pytest
 
 from tests.fuzz_cases import (
     GUARDS,
-    Reached,
     build_fixtures,
     generate_cases,
+    make_guard,
     run_case,
     snapshot,
     verdict,
@@ -30,13 +30,6 @@ CPU_BUDGET_S = 120.0
 """CPU seconds of this process for all cases (about 30 on an idle 2-core machine)."""
 WALL_BUDGET_S = 300.0
 """Wall-clock bound, generous: the machine may be shared by parallel test runs."""
-
-
-def _guard(name: str):
-    def guarded(*args, **kwargs):
-        raise Reached(name)
-
-    return guarded
 
 
 def test_generator_is_seeded_and_large() -> None:
@@ -50,7 +43,8 @@ def test_generator_is_seeded_and_large() -> None:
 def test_fuzz_bad_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     pytest.importorskip("ray")
     for module, attr in GUARDS:
-        monkeypatch.setattr(importlib.import_module(module), attr, _guard(f"{module}.{attr}"))
+        target = importlib.import_module(module)
+        monkeypatch.setattr(target, attr, make_guard(module, attr, getattr(target, attr)))
     monkeypatch.setenv("MPLBACKEND", "Agg")
     fx = build_fixtures(tmp_path / "fixtures")
     fixtures_before = snapshot(fx.root)

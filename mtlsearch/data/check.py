@@ -181,3 +181,18 @@ def run_cli(args: Any) -> int:
     report = check_dataset(args.root, args.layout)
     print(format_report(report))
     return 0 if report.ok else 1
+
+
+def preflight(cfg: Any, root: str | Path) -> None:
+    """Cheap checks of a training run's dataset before any process starts: the layout's
+    reader opens ``root``, provides the config's tasks, both split lists read, and the
+    first view of each split decodes. Raises :class:`UserError` naming the file."""
+    from mtlsearch.data.pipeline import make_reader
+
+    reader = make_reader(cfg.data.layout, root)
+    tasks = list(cfg.tasks)
+    reader.check_tasks(tasks)
+    for split in ("train", "val"):
+        ids = reader.split_ids(split)
+        if ids:
+            reader.read_view(ids[0], tasks)
