@@ -229,6 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
              "per-trial overhead of mtlsearch search against a bare loop")
     p.add_argument("--trials", type=int, default=4)
     p.add_argument("--iterations", type=int, default=10)
+    p.add_argument("--workers", type=int, default=1,
+                   help="DDP workers per trial (1: the loop runs in the trial's process)")
+    p.add_argument("--profile-phases", action="store_true",
+                   help="print where each trial's time goes (start, model, first step, ...)")
     p = _add(bench_sub, "crossview", "mtlsearch.bench.crossview:run_cli",
              "cross-view module time and memory against depth planes and views")
     p.add_argument("--size", type=_size, default=(56, 72), metavar="HxW", help="feature size")

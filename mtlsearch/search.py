@@ -47,6 +47,7 @@ from typing import Any
 from mtlsearch.config import config_fields, load_config, set_dotted
 from mtlsearch.errors import NonFiniteLossError, UserError
 from mtlsearch.outputs import check_run_folder
+from mtlsearch.phases import mark
 from mtlsearch.space import (
     INDEX_KEY,
     SEED_KEY,
@@ -76,6 +77,9 @@ CONFIG_FILE = "config.yaml"
 FATAL_FILE = "fatal_error.txt"
 """Written in a trial's folder when it fails for a reason a retry cannot fix."""
 DEFAULT_MAX_FAILURES = 2
+REUSE_ACTORS = True
+"""A finished trial's process (torch, timm and mtlsearch imported) runs the next trial
+that fits it, instead of a new process per trial (seconds each; ``mtlsearch bench search``)."""
 PATH_KEYS = ("data.root", "data.synth.cache_dir", "model.pretrained_path")
 """Config paths made absolute (relative to the launch folder) before trials run, since
 Tune runs trials in their own working directories."""
@@ -147,6 +151,7 @@ def trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     baselines = ctx["baselines"].get(baseline_hash(space.baseline_config(values))) or None
     write_resolved_config(cfg, baselines, fatal.parent / CONFIG_FILE)
     tensorboard_dir = Path(tune_ctx.get_trial_dir()) / "tensorboard"
+    mark("trial_start", trial_id)
     try:
         if in_process(space):
             run_in_process(cfg, tensorboard_dir=tensorboard_dir, baselines=baselines)
@@ -172,6 +177,8 @@ def trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
         message = f"trial {trial_id} failed: {type(err).__name__}: {err}"
         _write_fatal(fatal, message)
         raise RuntimeError(message) from None
+    finally:
+        mark("trial_end", trial_id)
 
 
 def write_resolved_config(cfg: Any, baselines: dict[str, Any] | None, path: str | Path | Location) -> None:
@@ -269,6 +276,7 @@ def build_tuner(
             scheduler=scheduler,
             num_samples=search.num_samples,
             trial_dirname_creator=_trial_dirname,
+            reuse_actors=REUSE_ACTORS,
         )
         param_space: dict[str, Any] = {}
     else:
@@ -281,6 +289,7 @@ def build_tuner(
             num_samples=1,
             max_concurrent_trials=space.max_concurrent_trials,
             trial_dirname_creator=_trial_dirname,
+            reuse_actors=REUSE_ACTORS,
         )
     storage_path, storage_filesystem = exp_dir.parent.ray_storage()
     run_config = tune.RunConfig(

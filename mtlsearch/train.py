@@ -69,6 +69,7 @@ from mtlsearch.metrics import check_baselines
 from mtlsearch.models import build_model, compute_losses
 from mtlsearch.models.losses import source_view_losses
 from mtlsearch.models.regularizer import alpha_at
+from mtlsearch.phases import mark
 from mtlsearch.session import Session, open_session
 
 
@@ -80,6 +81,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     rank, world = session.identity()
     master = rank == 0
     device = session.device()
+    if master:
+        mark("loop_start")
     baselines = {**cfg.eval.baselines, **(loop_config.get("baselines") or {})}
     check_baselines(baselines, cfg.task_names)
     seed_everything(cfg.train.seed)
@@ -97,6 +100,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     # -- model, optimizer, LR schedule -------------------------------------------
     model = build_model(cfg, info.num_classes)
     model = session.prepare_model(model)
+    if master:
+        mark("model_ready")
     optimizer = make_optimizer(model, cfg.train)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, poly_schedule(cfg.train.iterations, cfg.train.poly_power)
@@ -135,6 +140,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     last_checkpoint, reported_at = step, None
     alpha, lr = alpha_at(step, cfg), optimizer.param_groups[0]["lr"]
     tic = time.perf_counter()
+    first_step = step + 1
     model.train()
     try:
         while step < iterations:
@@ -165,6 +171,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             optimizer.step()
             scheduler.step()
             step += 1
+            if master and step == first_step:
+                mark("first_step")
             log_window.add(means)
             report_window.add(means)
 
@@ -208,6 +216,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     finally:
         if writer is not None:
             writer.close()
+        if master:
+            mark("loop_end")
 
 
 def evaluate_and_report(

@@ -3,21 +3,27 @@
 Runs the same N short trainings (seeds 0..N-1 of one tiny config) twice:
 
 1. bare: the training loop in this process, one after the other (Ray Train's local
-   mode, ``TorchTrainer`` with 0 workers: ``train_loop_per_worker`` runs here with
-   no Ray cluster, no actors, no Tune; one torch thread, like a 1-CPU Ray worker);
+   mode, ``TorchTrainer`` with 0 workers: no Ray cluster, no actors, no Tune; one
+   torch thread, like a 1-CPU Ray worker);
 2. platform: ``mtlsearch search`` on a generated space (``seeds: [0..N-1]``), one
-   trial at a time, each a Tune function trial that launches a one-worker
-   ``TorchTrainer``.
+   trial at a time: with ``--workers 1`` each Tune trial runs the loop in its own
+   process, with ``--workers N`` each launches an N-worker ``TorchTrainer`` (DDP).
 
-and prints per-trial wall times, the per-trial overhead of the platform and the
-ratio. The SynthRooms generation and ``ray.init`` are timed separately, not per trial.
+and prints per-trial wall times, the per-trial overhead of the platform, the ratio,
+and the peak resident memory of Ray's processes while a trial runs (sampled every
+0.2 s; the driver excluded). ``--profile-phases`` adds where each trial's time goes,
+from the timestamps of :mod:`mtlsearch.phases`. SynthRooms generation and
+``ray.init`` are timed separately, not per trial.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +31,15 @@ from typing import Any
 import yaml
 
 from mtlsearch.errors import UserError
+
+PHASES = (
+    ("scheduling", "previous trial end (or search start) -> trial_start"),
+    ("train start", "trial_start -> loop_start (controller, workers, imports)"),
+    ("data + model", "loop_start -> model_ready"),
+    ("first step", "model_ready -> first_step"),
+    ("training", "first_step -> loop_end (steps, evaluations, checkpoints)"),
+    ("teardown", "loop_end -> trial_end"),
+)
 
 
 def tiny_config(iterations: int, cache_dir: str) -> dict[str, Any]:
@@ -44,10 +59,77 @@ def tiny_config(iterations: int, cache_dir: str) -> dict[str, Any]:
     }
 
 
+class RaySampler:
+    """Peak summed RSS of the local Ray instance's processes (driver excluded), sampled."""
+
+    def __init__(self, interval: float = 0.2) -> None:
+        self.interval = interval
+        self.peak = 0
+        self.idle = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def rss() -> int:
+        """RSS of every process the local Ray instance runs: this driver started it, so
+        they are its descendants (GCS, raylet, dashboard, trial and worker processes)."""
+        import psutil
+
+        total = 0
+        for proc in psutil.Process().children(recursive=True):
+            try:
+                total += proc.memory_info().rss
+            except psutil.Error:
+                continue
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.rss())
+            time.sleep(self.interval)
+
+    def __enter__(self) -> RaySampler:
+        self.idle = self.rss()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def phase_table(events: list[dict], search_start: float) -> dict[str, list[float]]:
+    """Seconds per phase per trial from :mod:`mtlsearch.phases` events."""
+    by_trial: dict[str, dict[str, float]] = {}
+    order: list[str] = []
+    current = None
+    for event in events:
+        if event["event"] == "trial_start":
+            current = event["trial"]
+            order.append(current)
+        trial = event["trial"] or current
+        if trial is not None:
+            by_trial.setdefault(trial, {}).setdefault(event["event"], event["t"])
+    out: dict[str, list[float]] = {name: [] for name, _ in PHASES}
+    previous_end = search_start
+    for trial in order:
+        t = by_trial[trial]
+        marks = [previous_end, t.get("trial_start"), t.get("loop_start"), t.get("model_ready"),
+                 t.get("first_step"), t.get("loop_end"), t.get("trial_end")]
+        for (name, _), a, b in zip(PHASES, marks, marks[1:]):
+            if a is not None and b is not None:
+                out[name].append(b - a)
+        previous_end = t.get("trial_end", previous_end)
+    return out
+
+
 def run_cli(args: argparse.Namespace) -> int:
-    """``mtlsearch bench search [--trials N] [--iterations I]``."""
-    if args.trials < 1 or args.iterations < 1:
-        raise UserError(f"--trials and --iterations must be >= 1, got {args.trials}, {args.iterations}")
+    """``mtlsearch bench search [--trials N] [--iterations I] [--workers W] [--profile-phases]``."""
+    if args.trials < 1 or args.iterations < 1 or args.workers < 1:
+        raise UserError(
+            f"--trials, --iterations and --workers must be >= 1, got {args.trials}, "
+            f"{args.iterations}, {args.workers}"
+        )
     from mtlsearch.config import load_config
     from mtlsearch.data.pipeline import resolve_root
     from mtlsearch.trainable import make_trainer
@@ -58,7 +140,7 @@ def run_cli(args: argparse.Namespace) -> int:
     root = resolve_root(load_config(base))
     print(f"dataset: {root} ({time.time() - t0:.1f} s)", flush=True)
 
-    # Ray Train workers run with OMP_NUM_THREADS = CPUs per worker (1); match it here.
+    # Ray workers run with OMP_NUM_THREADS = CPUs per worker (1); match it here.
     import torch
 
     torch.set_num_threads(1)
@@ -71,8 +153,8 @@ def run_cli(args: argparse.Namespace) -> int:
         bare.append(time.time() - start)
         print(f"bare trial {seed}: {bare[-1]:.1f} s", flush=True)
 
-    import ray
-
+    from mtlsearch.cluster import connect
+    from mtlsearch.phases import ENV, read
     from mtlsearch.search import run_search
     from mtlsearch.space import load_space
 
@@ -82,16 +164,19 @@ def run_cli(args: argparse.Namespace) -> int:
         "base": base,
         "seeds": list(range(args.trials)),
         "search": {"algorithm": "grid", "metric": "loss", "mode": "min"},
-        "resources": {"workers": 1, "cpus_per_worker": 1},
+        "resources": {"workers": args.workers, "cpus_per_worker": 1},
         "max_concurrent_trials": 1,
     }))
+    events_path = work / "phases.jsonl"
+    os.environ[ENV] = str(events_path)
     start = time.time()
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False)
+    connect(num_cpus=max(os.cpu_count() or 1, args.workers) + 1)
     init_s = time.time() - start
-    start = time.time()
-    code = run_search(load_space(space_path), work / "trials", "bench")
-    search_s = time.time() - start
+    with RaySampler() as memory:
+        start = time.time()
+        code = run_search(load_space(space_path), work / "trials", "bench")
+        search_s = time.time() - start
+    os.environ.pop(ENV, None)
     if code != 0:
         print("error: the benchmark search failed")
         return code
@@ -103,14 +188,26 @@ def run_cli(args: argparse.Namespace) -> int:
     n = args.trials
     bare_mean = sum(bare) / n
     platform_mean = search_s / n
+    kind = "in the trial's process" if args.workers == 1 else f"{args.workers}-worker TorchTrainer"
     print()
-    print(f"trials: {n} x {args.iterations} iterations (tiny config), one at a time")
+    print(f"trials: {n} x {args.iterations} iterations (tiny config), one at a time, {kind}")
     print(f"bare loop per trial:           {', '.join(f'{t:.1f}' for t in bare)} s (mean {bare_mean:.1f} s)")
     print(f"search, Tune trial time:       {', '.join(f'{t:.1f}' for t in per_trial)} s")
     print(f"search wall per trial:         {platform_mean:.1f} s (total {search_s:.1f} s, "
           f"ray.init {init_s:.1f} s not included)")
     print(f"platform overhead per trial:   {platform_mean - bare_mean:.1f} s")
     print(f"ratio search / bare:           {platform_mean / bare_mean:.2f}")
+    print(f"Ray processes' memory (RSS):   {memory.idle / 2**20:.0f} MiB idle, "
+          f"{memory.peak / 2**20:.0f} MiB peak with one trial running "
+          f"(+{(memory.peak - memory.idle) / 2**20:.0f} MiB per running trial)")
+    if args.profile_phases:
+        table = phase_table(read(str(events_path)), search_start=start)
+        print()
+        print("where a trial's time goes (mean over trials, seconds):")
+        for name, meaning in PHASES:
+            values = table[name]
+            mean = f"{statistics.mean(values):6.2f}" if values else "     -"
+            print(f"  {name:<13} {mean}   {meaning}")
     print(f"(scratch folder: {work})")
     return 0
 
