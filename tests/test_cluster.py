@@ -11,6 +11,7 @@ cluster holds no reserved CPU afterwards. It kills only the processes it started
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -77,9 +78,11 @@ class LocalCluster:
         self.pids: set[int] = set()
 
     def start(self, head_cpus: int = 1, worker_cpus: int = 2) -> None:
+        self.dashboard = f"http://127.0.0.1:{free_port()}"
         self._run("--head", f"--port={self.port}", f"--num-cpus={head_cpus}",
                   f"--temp-dir={self.temp_dir}", "--include-dashboard=true",
-                  "--dashboard-host=127.0.0.1", f"--dashboard-port={free_port()}")
+                  "--dashboard-host=127.0.0.1",
+                  f"--dashboard-port={self.dashboard.rsplit(':', 1)[1]}")
         self.pids = self._own_pids()
         if worker_cpus:
             self._run(f"--address={self.address}", f"--num-cpus={worker_cpus}",
@@ -133,10 +136,8 @@ class LocalCluster:
 
 
 def _kill(pid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 @pytest.fixture
@@ -299,5 +300,33 @@ def test_asha_stopping_two_worker_trials_frees_their_placement_groups(
         state = c.status()
         assert state["free"] == state["total"] == 3.0, state
         assert all(s == "REMOVED" for s in state["pgs"]), state
+    finally:
+        c.shutdown()
+
+
+def test_search_submitted_as_a_ray_job_with_the_project_as_working_dir(tmp_path: Path) -> None:
+    """The README's way: `ray job submit --working-dir . -- python -m mtlsearch search ...`;
+    the driver runs on the head and the trials import mtlsearch from the shipped folder."""
+    c = LocalCluster(tmp_path)
+    project = Path(__file__).resolve().parents[1]
+    try:
+        c.start(head_cpus=2, worker_cpus=0)
+        body = yaml.safe_load(tiny_space(tmp_path, iterations=4).read_text())
+        body["name"] = "job"
+        body["seeds"] = [0]
+        space = tmp_path / "job.yaml"
+        space.write_text(yaml.safe_dump(body))
+        env = {**c.env, "RAY_API_SERVER_ADDRESS": c.dashboard}
+        done = subprocess.run(
+            [str(BIN / "ray"), "job", "submit", "--working-dir", str(project), "--",
+             "python", "-m", "mtlsearch", "search", str(space),
+             "--storage", str(tmp_path / "trials")],
+            cwd=project, env=env, capture_output=True, text=True, timeout=600,
+        )
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert "succeeded" in done.stdout + done.stderr
+        exp = tmp_path / "trials" / "job"
+        finished = [rows(p.parent) for p in exp.glob("*/params.json")]
+        assert len(finished) == 2 and all(r and r[-1]["iteration"] == 4 for r in finished)
     finally:
         c.shutdown()

@@ -14,7 +14,7 @@ import yaml
 
 from mtlsearch.cli import build_parser
 from mtlsearch.errors import UserError
-from mtlsearch.search import META_FILE, OPTUNA_DB, TRAIN_DIR, run_cli
+from mtlsearch.search import META_FILE, OPTUNA_DB, run_cli
 
 
 def tiny_base(cache: Path) -> dict:
