@@ -83,3 +83,20 @@ def test_hostile_files_are_listed_as_problems(tmp_path: Path, capsys: pytest.Cap
     (tmp_path / "gt_sets" / "val.txt").write_bytes(b"\xff\x00")
     code, out = _run(capsys, str(tmp_path))
     assert code == 1 and "val.txt: not a UTF-8 text file" in out
+
+
+def test_preflight_before_training(tmp_path: Path) -> None:
+    from mtlsearch.config import load_config
+    from mtlsearch.data.check import preflight
+    from mtlsearch.errors import UserError
+
+    make_nyud_tree(tmp_path)
+    data = {"data.layout": "nyud", "data.root": str(tmp_path)}
+    cfg = load_config(None, {**data, "tasks": {"semseg": 1.0, "depth": 1.0}})
+    preflight(cfg, tmp_path)
+    with pytest.raises(UserError, match="'sal' is not provided|task 'sal'"):
+        (tmp_path / "saliency").rename(tmp_path / "no-saliency")
+        preflight(load_config(None, {**data, "tasks": {"sal": 1.0}}), tmp_path)
+    (tmp_path / "images" / "a.png").write_bytes(b"not a png")
+    with pytest.raises(UserError, match="a.png"):
+        preflight(cfg, tmp_path)
