@@ -689,6 +689,12 @@ def run_cli(args: argparse.Namespace) -> int:
             f"{exp_dir} already exists: continue it with --resume, or choose another --name "
             "(results are never overwritten)"
         )
+    static = space.static_config()
+    if static.data.root:  # a broken dataset fails here, before Ray starts
+        from mtlsearch.data.check import preflight
+        from mtlsearch.data.pipeline import resolve_root
+
+        preflight(static, resolve_root(static))
     return run_search(space, storage, name, address=args.address, resume=args.resume)
 
 

@@ -1057,6 +1057,20 @@ def _dataset_cases(rng: random.Random) -> list[Case]:
         category = "folder-dataset" if expect == "error" else "control"
         cases.append(Case(category, f"train: {label}", build, expect))
 
+    def search_case(label: str, edit: Callable[[Path, str], None], expect: str = "error") -> None:
+        def build(d: Path, fx: Fixtures) -> list[str]:
+            ds = _copy_dataset(d, fx)
+            edit(ds, _first_id(ds))
+            return ["search", str(_spaces(d, fx) / "demo.yaml"), "--profile", "cpu", "--storage",
+                    str(d / "trials"), "--set", f"data.root={ds}"]
+
+        category = "folder-dataset" if expect == "error" else "control"
+        cases.append(Case(category, f"search: {label}", build, expect))
+
+    search_case("a good dataset", lambda ds, id_: None, "reached")
+    search_case("split non-UTF-8", write("gt_sets/train.txt", b"\xff\xfe\x00s\x00"))
+    search_case("image decompression bomb", write("images/{id}.png", BOMB_PNG))
+    search_case("no segmentation folder", lambda ds, id_: shutil.rmtree(ds / "segmentation"))
     train_case("a good dataset", lambda ds, id_: None, "reached")
     train_case("no depth folder", lambda ds, id_: shutil.rmtree(ds / "depth"))
     train_case("no images folder", lambda ds, id_: shutil.rmtree(ds / "images"))
