@@ -274,3 +274,37 @@ def test_tiny_variant_learns_in_the_cpu_profile(decoder, synth_cache, tmp_path, 
     for task in ("semseg", "depth", "normals"):
         curve = [v for _, v in scalars[f"train/loss_inter_{task}"]]
         assert curve[-1] < 0.9 * curve[0], (task, curve)
+
+
+@pytest.mark.parametrize("space", ["aux_heads", "render_tasks", "data_fraction", "regularizer_outputs"])
+def test_invpt_tables_name_the_paper_invpt_profile(space):
+    from mtlsearch.space import load_space
+    from tests.test_train import REPO
+
+    loaded = load_space(REPO / "search_spaces" / f"{space}.yaml", "paper_invpt")
+    cfg = loaded.static_config()
+    assert (cfg.model.backbone, cfg.model.decoder, cfg.model.decoder_width) == ("vit_large_patch16_384", "invpt", 512)
+    assert (cfg.train.optimizer, cfg.train.lr, cfg.train.weight_decay, cfg.train.batch_size) == ("adam", 2e-5, 1e-6, 6)
+    assert (cfg.train.iterations, cfg.data.crop_size, cfg.loss.edge_pos_weight) == (40000, (448, 576), 0.95)
+    assert cfg.regularizer.render_scale * 448 == 56 and cfg.regularizer.alpha.ramp_fraction * 40000 == 20000
+    for values in loaded.expand():
+        loaded.trial_config(values)
+
+
+def test_paper_profiles_and_base_models_space():
+    from mtlsearch.space import load_space
+    from mtlsearch.yamlio import load_mapping
+    from tests.test_train import REPO
+
+    profiles = REPO / "search_spaces" / "profiles"
+    for name, decoder, optimizer in [("paper_invpt_pascal", "invpt", "adam"), ("paper_mtinet", "mtinet", "sgd"),
+                                     ("paper_mtinet_pascal", "mtinet", "sgd")]:
+        prof = {k: v for k, v in load_mapping(profiles / f"{name}.yaml").items()
+                if k not in ("resources", "max_concurrent_trials")}
+        cfg = load_config(None, prof)
+        assert (cfg.model.decoder, cfg.train.optimizer, cfg.train.iterations) == (decoder, optimizer, 40000)
+    space = load_space(REPO / "search_spaces" / "base_models.yaml", "cpu")
+    pairs = [(c.model.decoder, c.model.backbone, c.regularizer.enabled)
+             for c in (space.trial_config(v) for v in space.expand())]
+    assert pairs == [(d, b, r) for d, b in [("hps", "hrnet_w18_small"), ("mtinet", "hrnet_w18_small"),
+                                            ("invpt", "vit_tiny_patch16_224")] for r in (False, True)]
