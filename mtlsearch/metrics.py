@@ -43,6 +43,7 @@ Metrics without any valid pixel report NaN. Percentages are in [0, 100].
 from __future__ import annotations
 
 import abc
+import functools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -377,8 +378,7 @@ def _edge_engine() -> tuple[Callable[..., Any], Callable[..., Any], Callable[...
     reseed = _matcher_reseed()
 
     def seeded_correspond_pixels(*args: Any, **kwargs: Any) -> Any:
-        if reseed is not None:
-            reseed(MATCHER_SEED)
+        reseed(MATCHER_SEED)
         return correspond_pixels(*args, **kwargs)
 
     return seeded_correspond_pixels, binary_thin, fast_nms
@@ -387,20 +387,33 @@ def _edge_engine() -> tuple[Callable[..., Any], Callable[..., Any], Callable[...
 MATCHER_SEED = 1
 """Seed of the BSDS matcher's random outlier edges, set before every matching."""
 
+RESEED_SYMBOLS = ("_ZN6Random4randE", "_ZN6Random6reseedEm")
+"""The matcher's global generator ``Random::rand`` and ``Random::reseed(uint64)``, as
+pyEdgeEval 0.2.8's ``correspond_pixels`` extension exports them (Itanium C++ names)."""
 
-def _matcher_reseed() -> Callable[[int], None] | None:
+
+@functools.lru_cache(maxsize=1)
+def _matcher_reseed() -> Callable[[int], None]:
     """``Random::rand.reseed`` of pyEdgeEval's C++ matcher (BSDS seeds it from the clock),
-    so edge scores are reproducible; ``None`` if the library does not export it."""
+    so edge scores are reproducible. pyEdgeEval has no Python API for it, so it is called
+    through ctypes; a build that does not export the symbols raises a UserError rather
+    than scoring edges non-reproducibly."""
     import ctypes
     import importlib
 
     module = importlib.import_module("pyEdgeEval._lib.correspond_pixels")
+    path = getattr(module, "__file__", None)
     try:
-        lib = ctypes.CDLL(module.__file__)
-        rng = ctypes.addressof(ctypes.c_char.in_dll(lib, "_ZN6Random4randE"))
-        func = lib._ZN6Random6reseedEm
-    except (OSError, ValueError, AttributeError):
-        return None
+        lib = ctypes.CDLL(path)
+        rng = ctypes.addressof(ctypes.c_char.in_dll(lib, RESEED_SYMBOLS[0]))
+        func = getattr(lib, RESEED_SYMBOLS[1])
+    except (OSError, ValueError, AttributeError, TypeError) as err:
+        raise UserError(
+            f"edge evaluation cannot be made reproducible: pyEdgeEval's matcher ({path}) does "
+            f"not export {' and '.join(RESEED_SYMBOLS)} ({err}), so its clock-seeded outlier "
+            "edges would change scores between runs; install the pinned build: "
+            "pip install --force-reinstall pyedgeeval==0.2.8"
+        ) from None
     func.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
     func.restype = None
     return lambda seed: func(rng, seed)

@@ -1,4 +1,4 @@
-"""COLMAP text model -> cameras/<id>.json with known poses and intrinsics."""
+"""COLMAP text and binary models -> cameras/<id>.json with known poses and intrinsics."""
 
 from __future__ import annotations
 
@@ -97,4 +97,63 @@ def test_bad_models_name_the_file(tmp_path: Path) -> None:
     (d / "images.txt").unlink()
     (d / "cameras.txt").write_text("1 PINHOLE 10 10 1 2 3 4\n")
     with pytest.raises(UserError, match=r"missing COLMAP file: .*images\.txt"):
+        cameras_from_model(d)
+
+
+def test_quaternion_order_is_colmaps_w_first() -> None:
+    """Random rotations: (w, x, y, z) as COLMAP writes them, sign-invariant, normalised."""
+    from scipy.spatial.transform import Rotation
+
+    rots = Rotation.random(20, random_state=0)
+    for R, q_xyzw in zip(rots.as_matrix(), rots.as_quat()):
+        q = np.roll(q_xyzw, 1)  # -> (w, x, y, z)
+        assert np.allclose(qvec_to_rotmat(q), R)
+        assert np.allclose(qvec_to_rotmat(-3.0 * q), R)
+    # 120 degrees about (1, 1, 1) permutes the axes: x -> y -> z -> x.
+    c, s = np.cos(np.pi / 3), np.sin(np.pi / 3) / np.sqrt(3)
+    assert np.allclose(qvec_to_rotmat(np.array([c, s, s, s])), [[0, 0, 1], [1, 0, 0], [0, 1, 0]])
+    with pytest.raises(ValueError, match="zero quaternion"):
+        qvec_to_rotmat(np.zeros(4))
+
+
+def _write_binary_model(text_dir: Path, bin_dir: Path) -> None:
+    pycolmap = pytest.importorskip("pycolmap")
+    (text_dir / "points3D.txt").write_text("")
+    rec = pycolmap.Reconstruction()
+    rec.read_text(str(text_dir))
+    bin_dir.mkdir(parents=True)
+    rec.write_binary(str(bin_dir))
+
+
+def test_binary_model_reads_like_the_text_model(tmp_path: Path) -> None:
+    """COLMAP's default output (sparse/0/*.bin, read through pycolmap) gives the same
+    cameras as the text model it was converted from."""
+    _write_model(tmp_path / "txt")
+    _write_binary_model(tmp_path / "txt", tmp_path / "bin")
+    assert not list((tmp_path / "bin").glob("*.txt"))
+    from_text = cameras_from_model(tmp_path / "txt", scale=2.0)
+    from_bin = cameras_from_model(tmp_path / "bin", scale=2.0)
+    assert from_bin.keys() == from_text.keys()
+    for id_, cam in from_text.items():
+        assert from_bin[id_]["scene"] == cam["scene"] and from_bin[id_]["frame"] == cam["frame"]
+        assert np.allclose(from_bin[id_]["K"], cam["K"])
+        assert np.allclose(from_bin[id_]["cam2world"], cam["cam2world"])
+    (tmp_path / "bin" / "cameras.bin").write_bytes(b"\xff" * 8)
+    with pytest.raises(UserError, match=r"bin: cannot read the binary COLMAP model"):
+        cameras_from_model(tmp_path / "bin")
+    (tmp_path / "bin" / "points3D.bin").unlink()
+    with pytest.raises(UserError, match=r"missing COLMAP file: .*points3D\.bin"):
+        cameras_from_model(tmp_path / "bin")
+
+
+def test_binary_model_without_pycolmap_names_the_extra(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    d = tmp_path / "bin"
+    d.mkdir()
+    for name in ("cameras.bin", "images.bin", "points3D.bin"):
+        (d / name).write_bytes(b"\0" * 8)
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pycolmap", None)
+    with pytest.raises(UserError, match=r"needs pycolmap \(pip install 'mtlsearch\[colmap\]'\)"):
         cameras_from_model(d)

@@ -399,3 +399,29 @@ def test_sync_metrics_one_reduction_for_all() -> None:
     other = torch.cat([m.to_tensor() for m in w1.values()])
     sync_metrics(w0, lambda t: t.add_(other))  # in-place, returns the tensor
     assert compute_all(w0) == pytest.approx(compute_all(whole))
+
+
+def test_edge_metric_refuses_a_matcher_it_cannot_reseed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pyEdgeEval build whose matcher does not export the reseed symbol (renamed, other
+    compiler) would score edges with a clock-seeded generator: the metric raises a
+    UserError naming the symbol instead (it used to go on unseeded without a word)."""
+    import mtlsearch.metrics as edge_module
+
+    prob, gt = _edge_maps()
+    gt[..., 8:24, 12] = 1.0
+    prob[..., 8:24, 12] = 0.9
+    edge_module._matcher_reseed.cache_clear()
+    monkeypatch.setattr(edge_module, "RESEED_SYMBOLS", ("_ZN6Random4randE", "_ZN6Random7reseed2Em"))
+    try:
+        with pytest.raises(UserError, match=r"cannot be made reproducible: .*_ZN6Random7reseed2Em"):
+            EdgeMetric(max_dist=0.04, from_logits=False).update(prob, gt)
+    finally:
+        monkeypatch.undo()
+        edge_module._matcher_reseed.cache_clear()
+    # The pinned build resolves both symbols; scores repeat.
+    scores = []
+    for _ in range(2):
+        m = EdgeMetric(max_dist=0.04, from_logits=False)
+        m.update(prob, gt)
+        scores.append(m.compute()["odsf"])
+    assert scores[0] == scores[1] == pytest.approx(100.0)

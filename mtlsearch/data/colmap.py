@@ -1,4 +1,9 @@
-"""``mtlsearch data import-colmap``: COLMAP text model -> ``cameras/<id>.json``.
+"""``mtlsearch data import-colmap``: COLMAP model (text or binary) -> ``cameras/<id>.json``.
+
+A text model (``cameras.txt``, ``images.txt``) is parsed here; a binary model
+(``cameras.bin``, ``images.bin``, ``points3D.bin``: what ``colmap mapper`` writes to
+``sparse/0`` by default) is read through ``pycolmap`` (the ``colmap`` extra:
+``pip install mtlsearch[colmap]``). Both feed the same checks and conversion.
 
 COLMAP's ``images.txt`` stores world-to-camera poses (quaternion QW QX QY QZ and
 translation TX TY TZ, OpenCV camera axes); ``cameras.txt`` stores intrinsics whose
@@ -20,6 +25,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 from mtlsearch.errors import UserError
 from mtlsearch.outputs import check_target, output_folder
@@ -66,17 +72,12 @@ class ColmapImage:
 
 
 def qvec_to_rotmat(q: np.ndarray) -> np.ndarray:
-    """Rotation matrix of a unit quaternion (w, x, y, z) (normalised first)."""
+    """Rotation matrix of a quaternion in COLMAP's order (w, x, y, z), normalised first."""
     q = np.asarray(q, dtype=np.float64)
-    n = np.linalg.norm(q)
-    if n == 0:
+    if q.shape != (4,) or np.linalg.norm(q) == 0:
         raise ValueError("zero quaternion")
-    w, x, y, z = q / n
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-    ])
+    # SciPy's from_quat takes scalar-last (x, y, z, w) unless scalar_first (SciPy >= 1.14).
+    return Rotation.from_quat(np.roll(q, -1)).as_matrix()
 
 
 def _lines(path: Path) -> list[tuple[int, str]]:
@@ -87,6 +88,29 @@ def _lines(path: Path) -> list[tuple[int, str]]:
     except (OSError, UnicodeDecodeError) as err:
         raise UserError(f"cannot read {path}: {err}") from None
     return list(enumerate(text.splitlines(), start=1))
+
+
+def _camera(where: str, model: str, width: int, height: int,
+            params: list[float]) -> ColmapCamera:
+    """One camera after the checks every model format shares; ``where`` prefixes errors."""
+    if model not in _INTRINSICS:
+        raise UserError(f"{where}: unsupported camera model {model!r} "
+                        f"(supported: {', '.join(_INTRINSICS)})")
+    if len(params) != _NUM_PARAMS[model]:
+        raise UserError(f"{where}: {model} needs {_NUM_PARAMS[model]} parameters, "
+                        f"got {len(params)}")
+    if not np.isfinite(params).all() or width <= 0 or height <= 0:
+        raise UserError(f"{where}: camera size and parameters must be positive and finite")
+    i_fx, i_fy, i_cx, i_cy = _INTRINSICS[model]
+    if params[i_fx] <= 0 or params[i_fy] <= 0:
+        raise UserError(f"{where}: focal lengths must be positive, got "
+                        f"{params[i_fx]} and {params[i_fy]}")
+    K = np.array([
+        [params[i_fx], 0.0, params[i_cx] - 0.5],
+        [0.0, params[i_fy], params[i_cy] - 0.5],
+        [0.0, 0.0, 1.0],
+    ])
+    return ColmapCamera(model, width, height, K)
 
 
 def read_cameras_txt(path: Path) -> dict[int, ColmapCamera]:
@@ -102,24 +126,7 @@ def read_cameras_txt(path: Path) -> dict[int, ColmapCamera]:
             params = [float(p) for p in parts[4:]]
         except (IndexError, ValueError):
             raise UserError(f"{path}:{lineno}: expected CAMERA_ID MODEL WIDTH HEIGHT PARAMS...") from None
-        if model not in _INTRINSICS:
-            raise UserError(f"{path}:{lineno}: unsupported camera model {model!r} "
-                            f"(supported: {', '.join(_INTRINSICS)})")
-        if len(params) != _NUM_PARAMS[model]:
-            raise UserError(f"{path}:{lineno}: {model} needs {_NUM_PARAMS[model]} parameters, "
-                            f"got {len(params)}")
-        if not np.isfinite(params).all() or width <= 0 or height <= 0:
-            raise UserError(f"{path}:{lineno}: camera size and parameters must be positive and finite")
-        i_fx, i_fy, i_cx, i_cy = _INTRINSICS[model]
-        if params[i_fx] <= 0 or params[i_fy] <= 0:
-            raise UserError(f"{path}:{lineno}: focal lengths must be positive, got "
-                            f"{params[i_fx]} and {params[i_fy]}")
-        K = np.array([
-            [params[i_fx], 0.0, params[i_cx] - 0.5],
-            [0.0, params[i_fy], params[i_cy] - 0.5],
-            [0.0, 0.0, 1.0],
-        ])
-        cams[cam_id] = ColmapCamera(model, width, height, K)
+        cams[cam_id] = _camera(f"{path}:{lineno}", model, width, height, params)
     return cams
 
 
@@ -153,35 +160,73 @@ def read_images_txt(path: Path) -> list[ColmapImage]:
     return images
 
 
+def read_model_bin(model_dir: Path) -> tuple[dict[int, ColmapCamera], list[ColmapImage]]:
+    """Cameras and posed images of a binary model, read by ``pycolmap`` (optional extra)."""
+    for name in ("cameras.bin", "images.bin", "points3D.bin"):
+        if not (model_dir / name).is_file():
+            raise UserError(f"missing COLMAP file: {model_dir / name}")
+    try:
+        import pycolmap
+    except ImportError:
+        raise UserError(f"{model_dir}: a binary COLMAP model needs pycolmap "
+                        "(pip install 'mtlsearch[colmap]'), or convert it to text with "
+                        "`colmap model_converter --output_type TXT`") from None
+    rec = pycolmap.Reconstruction()
+    try:
+        rec.read_binary(str(model_dir))
+    except (ValueError, RuntimeError) as err:
+        raise UserError(f"{model_dir}: cannot read the binary COLMAP model ({err})") from None
+    where = str(model_dir / "cameras.bin")
+    cams = {int(cid): _camera(f"{where}: camera {cid}", c.model_name, int(c.width),
+                              int(c.height), [float(v) for v in c.params])
+            for cid, c in rec.cameras.items()}
+    images = []
+    for iid, img in sorted(rec.images.items()):
+        if not img.has_pose:
+            continue
+        pose = img.cam_from_world()
+        x, y, z, w = (float(v) for v in pose.rotation.quat)  # Eigen order: scalar last
+        images.append(ColmapImage(int(iid), np.array([w, x, y, z]),
+                                  np.asarray(pose.translation, dtype=np.float64),
+                                  int(img.camera_id), str(img.name)))
+    return cams, images
+
+
 def cameras_from_model(model_dir: str | Path, scale: float = 1.0) -> dict[str, dict[str, Any]]:
-    """Read a COLMAP text model; returns id -> {"K", "cam2world", "scene", "frame"}."""
+    """Read a COLMAP model, text (``*.txt``) or binary (``*.bin``, through pycolmap);
+    returns id -> {"K", "cam2world", "scene", "frame"}."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise UserError(f"COLMAP model folder not found: {model_dir}")
     if not np.isfinite(scale) or scale <= 0:
         raise UserError(f"--scale must be a positive number, got {scale}")
-    cams = read_cameras_txt(model_dir / "cameras.txt")
-    images = read_images_txt(model_dir / "images.txt")
+    binary = not (model_dir / "cameras.txt").exists() and (model_dir / "cameras.bin").exists()
+    images_file = model_dir / ("images.bin" if binary else "images.txt")
+    if binary:
+        cams, images = read_model_bin(model_dir)
+    else:
+        cams = read_cameras_txt(model_dir / "cameras.txt")
+        images = read_images_txt(images_file)
     if not images:
-        raise UserError(f"{model_dir / 'images.txt'}: no images")
+        raise UserError(f"{images_file}: no images")
     out: dict[str, dict[str, Any]] = {}
     names: dict[str, str] = {}
     by_scene: dict[str, list[tuple[str, str]]] = {}
     for img in images:
         if img.camera_id not in cams:
-            raise UserError(f"{model_dir / 'images.txt'}: image {img.name!r} uses camera "
-                            f"{img.camera_id}, absent from cameras.txt")
+            raise UserError(f"{images_file}: image {img.name!r} uses camera "
+                            f"{img.camera_id}, absent from {images_file.with_stem('cameras').name}")
         pure = PurePosixPath(img.name.replace("\\", "/"))
         id_ = pure.stem
         if id_ in names:
-            raise UserError(f"{model_dir / 'images.txt'}: images {names[id_]!r} and {img.name!r} "
+            raise UserError(f"{images_file}: images {names[id_]!r} and {img.name!r} "
                             f"both map to id {id_!r}")
         names[id_] = img.name
         scene = pure.parent.name or "colmap"
         try:
             R = qvec_to_rotmat(img.qvec)
         except ValueError:
-            raise UserError(f"{model_dir / 'images.txt'}: image {img.name!r} has a zero quaternion") from None
+            raise UserError(f"{images_file}: image {img.name!r} has a zero quaternion") from None
         c2w = np.eye(4)
         c2w[:3, :3] = R.T
         c2w[:3, 3] = -R.T @ (scale * img.tvec)

@@ -17,9 +17,9 @@ Decoding follows the field's loaders (ASTMT, MTI-Net, ATRC):
   each person (class_ind 15) with parts paints its parts (fields part_name, mask) with
   the 6-part grouping (head, torso, upper arms, lower arms/hands, upper legs, lower
   legs/feet), 0 = background. An image without any person part is all-ignore (255).
-* edge: Laplacian of the Context label map (3x3 kernel [0 1 0; 1 -4 1; 0 1 0],
-  reflect-101 border, as cv2.Laplacian with ksize 1), nonzero -> edge, then thinned
-  with Guo-Hall's two-subiteration algorithm (as skimage.morphology.thin).
+* edge: Laplacian of the Context label map (cv2.Laplacian with ksize 1: 3x3 kernel
+  [0 1 0; 1 -4 1; 0 1 0], reflect-101 border), nonzero -> edge, then thinned with
+  Guo-Hall's two-subiteration algorithm (skimage.morphology.thin).
 * normals: distilled normals kept only on Context classes that exist in NYUv2's class
   list (plus tvmonitor), zero (invalid) elsewhere.
 """
@@ -29,7 +29,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
+import skimage.morphology
 
 from mtlsearch.data.reader import (
     IGNORE,
@@ -213,58 +215,16 @@ def decode_human_parts(path: Path) -> np.ndarray:
 
 
 def laplacian(labels: np.ndarray) -> np.ndarray:
-    """4-neighbour Laplacian (kernel [0 1 0; 1 -4 1; 0 1 0]) with reflect-101 borders."""
-    x = labels.astype(np.float64)
-    p = np.pad(x, 1, mode="reflect")
-    return p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:] - 4.0 * x
-
-
-def _thin_luts() -> tuple[np.ndarray, np.ndarray]:
-    """Deletion tables of Guo & Hall's two subiterations, indexed by the 8-neighbour code
-    (bit i = neighbour i, counter-clockwise from the east: E, NE, N, NW, W, SW, S, SE)."""
-    lut1 = np.zeros(256, dtype=bool)
-    lut2 = np.zeros(256, dtype=bool)
-    for code in range(256):
-        b = [(code >> i) & 1 == 1 for i in range(8)]
-        crossings = sum(
-            1 for i in (0, 2, 4, 6) if not b[i] and (b[i + 1] or b[(i + 2) % 8])
-        )
-        n1 = sum(1 for k in (1, 3, 5, 7) if b[k] or b[k - 1])
-        n2 = sum(1 for k in (1, 3, 5, 7) if b[k] or b[(k + 1) % 8])
-        g12 = crossings == 1 and min(n1, n2) in (2, 3)
-        g3 = not ((b[1] or b[2] or not b[7]) and b[0])
-        g3p = not ((b[5] or b[6] or not b[3]) and b[4])
-        lut1[code] = g12 and g3
-        lut2[code] = g12 and g3p
-    return lut1, lut2
-
-
-_LUTS: tuple[np.ndarray, np.ndarray] | None = None
+    """4-neighbour Laplacian (kernel [0 1 0; 1 -4 1; 0 1 0]) with reflect-101 borders:
+    ``cv2.Laplacian`` with ``ksize=1``, in float64 so label ids stay exact."""
+    return cv2.Laplacian(labels.astype(np.float64), cv2.CV_64F, ksize=1,
+                         borderType=cv2.BORDER_REFLECT_101)
 
 
 def thin(mask: np.ndarray) -> np.ndarray:
     """Morphological thinning of a binary mask to one-pixel-wide curves (Guo & Hall 1989,
-    the algorithm of ``skimage.morphology.thin``), iterated until nothing changes."""
-    global _LUTS
-    if _LUTS is None:
-        _LUTS = _thin_luts()
-    skel = np.pad(mask.astype(bool), 1)
-    h, w = mask.shape
-    # (dy, dx) of bits 0..7: E, NE, N, NW, W, SW, S, SE.
-    offsets = ((0, 1), (-1, 1), (-1, 0), (-1, -1), (0, -1), (1, -1), (1, 0), (1, 1))
-    count = int(skel.sum())
-    while True:
-        for lut in _LUTS:
-            code = np.zeros((h, w), dtype=np.uint8)
-            for bit, (dy, dx) in enumerate(offsets):
-                code |= skel[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w].astype(np.uint8) << bit
-            delete = lut[code] & skel[1:-1, 1:-1]
-            skel[1:-1, 1:-1] &= ~delete
-        new = int(skel.sum())
-        if new == count:
-            break
-        count = new
-    return skel[1:-1, 1:-1].copy()
+    ``skimage.morphology.thin``), iterated until nothing changes."""
+    return skimage.morphology.thin(np.asarray(mask, dtype=bool))
 
 
 def context_edges(labels: np.ndarray) -> np.ndarray:
