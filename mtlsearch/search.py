@@ -436,18 +436,26 @@ def dry_run(space: Space, exp_dir: str | Path | Location) -> str:
     return "\n".join(lines)
 
 
+def trial_statuses(results: Any) -> dict[str, str]:
+    """Trial folder name -> Tune status (TERMINATED, ERROR, RUNNING, ...) of a ResultGrid's
+    experiment, read back through the public :class:`ray.tune.ExperimentAnalysis`."""
+    from ray.tune import ExperimentAnalysis
+
+    analysis = ExperimentAnalysis(results.experiment_path, storage_filesystem=results.filesystem)
+    return {Path(t.path).name: t.status for t in analysis.trials if t.path}
+
+
 def summarize(results: Any, exp_dir: Location, space: Space) -> tuple[int, int]:
     """Print N finished / M errored, the best trial, where results are."""
     finished, errored, unfinished = 0, 0, 0
     best = None
     metric = space.search.metric if not space.search.multi_objective else None
-    analysis = getattr(results, "_experiment_analysis", None)
-    statuses = [t.status for t in getattr(analysis, "trials", [])] or None
-    for i, result in enumerate(results):
+    statuses = trial_statuses(results)
+    for result in results:
         if result.error is not None:
             errored += 1
             continue
-        if statuses is not None and i < len(statuses) and statuses[i] != "TERMINATED":
+        if statuses.get(Path(result.path).name, "TERMINATED") != "TERMINATED":
             unfinished += 1
             continue
         finished += 1

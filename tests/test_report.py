@@ -120,6 +120,30 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 # ---------------------------------------------------------------------------
 
 
+def test_tune_state_through_public_apis(experiment: Path, capsys: pytest.CaptureFixture) -> None:
+    """Statuses come from Tune's public ExperimentAnalysis (report) and ResultGrid
+    (the search's summary line), not from Tune's private attributes or state files."""
+    from types import SimpleNamespace
+
+    from ray.tune import ExperimentAnalysis, ResultGrid
+
+    from mtlsearch.report.collect import read_tune_state
+    from mtlsearch.search import summarize, trial_statuses
+
+    state, note = read_tune_state(experiment)
+    assert note is None and len(state) == 9
+    assert sorted(s["status"] for s in state.values()) == ["ERROR"] + ["TERMINATED"] * 8
+    assert {s["relative_logdir"] for s in state.values()} == {
+        p.name for p in experiment.iterdir() if (p / "params.json").is_file()}
+    results = ResultGrid(ExperimentAnalysis(str(experiment)))
+    assert sorted(trial_statuses(results).values()) == ["ERROR"] + ["TERMINATED"] * 8
+    space = SimpleNamespace(search=SimpleNamespace(metric="semseg_miou", mode="max",
+                                                   multi_objective=False))
+    assert summarize(results, experiment, space) == (8, 1)
+    out = capsys.readouterr().out
+    assert "8 finished, 1 errored" in out and "best semseg_miou = 47 " in out  # semseg, seed 2: 40 + 5 + 2
+
+
 def test_results_parquet_one_row_per_trial(report, experiment: Path) -> None:
     res = pd.read_parquet(report.out / "results.parquet")
     assert len(res) == 9

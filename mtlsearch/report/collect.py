@@ -3,8 +3,12 @@ per reported evaluation.
 
 Reading is tolerant by design: a search may still be running or may have been killed,
 so files can be missing, ``result.json`` can end in a half-written line and Tune's
-``experiment_state-*.json`` may be absent or stale. Nothing here unpickles Tune's
-binary state; statuses come from the JSON state or are inferred from the files.
+saved experiment state may be absent, stale or unreadable. Each trial's own files
+(``params.json``, ``result.json`` or ``progress.csv``, ``error.txt``) give its config,
+reports and error; statuses and the trials that never wrote a folder come from Tune's
+public :class:`ray.tune.ExperimentAnalysis` (which, like Tune's own restore, loads the
+cloudpickled trial state: report only search folders you trust), else are inferred from
+the files.
 """
 
 from __future__ import annotations
@@ -147,36 +151,38 @@ def check_meta(meta: dict[str, Any], path: Path) -> None:
                             f"got {type(search[key]).__name__}")
 
 
-def read_experiment_state(search_dir: Path) -> dict[str, dict[str, Any]]:
-    """Trial id -> ``{"status", "relative_logdir", "config", "last_result", "error_file"}``
-    from the newest readable ``experiment_state-*.json`` (empty if there is none)."""
-    files = sorted(search_dir.glob("experiment_state-*.json"), key=lambda p: (p.stat().st_mtime, p.name))
-    for path in reversed(files):
-        data = _read_json(path)
-        if not isinstance(data, dict) or not isinstance(data.get("trial_data"), list):
-            continue
-        out: dict[str, dict[str, Any]] = {}
-        for entry in data["trial_data"]:
-            try:
-                trial_json, meta_json = entry
-                trial = json.loads(trial_json) if isinstance(trial_json, str) else trial_json
-                meta = json.loads(meta_json) if isinstance(meta_json, str) else meta_json
-            except (ValueError, TypeError):
-                continue
-            if not isinstance(trial, dict) or "trial_id" not in trial:
-                continue
-            meta = meta if isinstance(meta, dict) else {}
-            logdir = trial.get("relative_logdir")
-            trial["relative_logdir"] = logdir if isinstance(logdir, str) else None
-            out[str(trial["trial_id"])] = {
-                "status": trial.get("status"),
-                "relative_logdir": trial.get("relative_logdir"),
-                "config": trial.get("config") if isinstance(trial.get("config"), dict) else {},
-                "last_result": meta.get("last_result") if isinstance(meta.get("last_result"), dict) else {},
-                "error_file": meta.get("error_filename"),
-            }
-        return out
-    return {}
+def read_tune_state(search_dir: Path) -> tuple[dict[str, dict[str, Any]], str | None]:
+    """Trial id -> ``{"status", "relative_logdir", "config", "last_result"}`` from Tune's
+    saved experiment state, read through the public :class:`ray.tune.ExperimentAnalysis`,
+    and a note when that state exists but cannot be read (``({}, None)`` without one)."""
+    import logging
+
+    from ray.tune import ExperimentAnalysis
+
+    quiet = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # it warns per unreadable result.json; collect notes them
+    try:
+        analysis = ExperimentAnalysis(str(search_dir))
+    except ValueError as err:
+        if "No experiment snapshot file" in str(err):
+            return {}, None  # Tune saved no state here (a copied or hand-made folder)
+        return {}, f"Tune's experiment state unreadable ({err}): statuses inferred from the trial files"
+    except Exception as err:  # any corrupt state (pickle, JSON, types): fall back to the files
+        return {}, (f"Tune's experiment state unreadable ({type(err).__name__}: {err}): "
+                    "statuses inferred from the trial files")[:400]
+    finally:
+        quiet.setLevel(level)
+    out: dict[str, dict[str, Any]] = {}
+    for trial in analysis.trials:
+        last = trial.last_result
+        out[str(trial.trial_id)] = {
+            "status": trial.status,
+            "relative_logdir": Path(trial.path).name if trial.path else None,
+            "config": trial.config if isinstance(trial.config, dict) else {},
+            "last_result": last if isinstance(last, dict) else {},
+        }
+    return out, None
 
 
 def error_summary(text: str, max_lines: int = 3, max_chars: int = 400) -> str:
@@ -361,11 +367,13 @@ def collect(trials_dir: str | Path) -> Search:
             raise UserError(f"{meta_path}: not a JSON object (corrupt search metadata?)")
         check_meta(loaded, meta_path)
         meta = loaded
-    state = read_experiment_state(path)
+    state, state_note = read_tune_state(path)
+    if state_note:
+        notes.append(state_note)
     trial_dirs = sorted(p for p in path.iterdir() if _is_trial_dir(p))
     if not meta and not state and not trial_dirs:
         raise UserError(
-            f"{path} is not a search folder (no {META_FILE}, experiment_state-*.json or trial folders)"
+            f"{path} is not a search folder (no {META_FILE}, Tune experiment state or trial folders)"
         )
     if not meta:
         notes.append(f"{META_FILE} missing: ablated keys inferred from the trials' params")
@@ -517,7 +525,7 @@ __all__ = [
     "error_summary",
     "latest_checkpoint",
     "parse_trial_dir",
-    "read_experiment_state",
+    "read_tune_state",
     "read_json_lines",
     "single_task_baselines",
 ]
