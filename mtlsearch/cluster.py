@@ -141,11 +141,15 @@ def connect(
     return f"http://{url}" if url and "://" not in url else url
 
 
-def check_gpus(per_worker: float, workers: int, address: str | None) -> None:
+def check_gpus(
+    per_worker: float, workers: int, address: str | None, *, dry_run: bool = False
+) -> str | None:
     """Refuse a GPU request the cluster (or this machine) cannot ever satisfy, instead of
-    leaving its trials pending forever. Joins the cluster at ``address`` to read it."""
+    leaving its trials pending forever. Joins the cluster at ``address`` to read it.
+
+    A local ``--dry-run`` only returns a note (the plan may be meant for a cluster)."""
     if per_worker <= 0:
-        return
+        return None
     if address:
         import ray
 
@@ -158,11 +162,15 @@ def check_gpus(per_worker: float, workers: int, address: str | None) -> None:
         have = float(torch.cuda.device_count())
         where = "this machine"
     need = per_worker * max(workers, 1)
-    if have < need:
-        raise UserError(
-            f"resources.gpus_per_worker: {workers} worker(s) x {per_worker} GPU need {need:g} "
-            f"GPU(s), but {where} has {have:g}; set resources.gpus_per_worker=0 to train on CPUs"
-        )
+    if have >= need:
+        return None
+    message = (
+        f"resources.gpus_per_worker: {workers} worker(s) x {per_worker} GPU need {need:g} "
+        f"GPU(s), but {where} has {have:g}"
+    )
+    if dry_run and not address:
+        return f"note: {message}; run it on a cluster with --address, or set resources.gpus_per_worker=0"
+    raise UserError(f"{message}; set resources.gpus_per_worker=0 to train on CPUs")
 
 
 __all__ = ["CONNECT_TIMEOUT_S", "check_address", "check_gpus", "connect", "parse_address", "quiet_ray_logs"]

@@ -375,7 +375,7 @@ def metadata(
         "tracking": space.tracking,
         "tasks": {
             t: {"weight": w, "metric": f"{t}_{TASKS[t].metric}",
-                "mode": "max" if TASKS[t].higher_is_better else "min"}
+                "mode": TASKS[t].mode}
             for t, w in cfg.tasks.items()
         },
         "single_task_baselines": baselines,
@@ -677,10 +677,12 @@ def run_cli(args: argparse.Namespace) -> int:
     check_available(space.tracking)
     check_address(args.address)
     res = space.resources
-    check_gpus(res.gpus_per_worker, res.workers, args.address)
+    gpu_note = check_gpus(res.gpus_per_worker, res.workers, args.address, dry_run=args.dry_run)
     check_trials(space, None if space.search.algorithm == "optuna" else space.expand())
     if args.dry_run:
         print(dry_run(space, exp_dir))
+        if gpu_note:
+            print(gpu_note)
         return 0
     if exp_dir.exists() and not args.resume and getattr(args, "reuse", False):
         from mtlsearch.status import search_state

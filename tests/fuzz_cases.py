@@ -35,7 +35,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 SPACES = REPO / "search_spaces"
-TIME_LIMIT_S = 10.0
+TIME_LIMIT_S = 30.0
 """Per case; the slowest good case (a report with its plots) takes about 2 s."""
 
 

@@ -252,12 +252,16 @@ RAY_RUN = {
 }
 
 
+BASELINES = {"semseg": {"miou": 10.0}, "depth": {"rmse": 2.0}, "normals": {"mean_err": 40.0},
+             "edge": {"odsf": 20.0}}
+
+
 def test_two_workers_report_tensorboard_checkpoint_and_resume(cache, tmp_path, ray_cluster):
     cfg = tiny(cache, **RAY_RUN)
     log = tmp_path / "reports.jsonl"
     trainer = make_trainer(cfg, workers=2, storage_path=tmp_path / "trials", name="ddp",
                            callbacks=[report_recorder(log)], tensorboard_dir=tmp_path / "tb",
-                           baselines={"depth": {"rmse": 2.0}})
+                           baselines=BASELINES)
     result = trainer.fit()
     reports = read_reports(log)
     assert [r["metrics"][0]["iteration"] for r in reports] == [10, 20]
@@ -273,7 +277,12 @@ def test_two_workers_report_tensorboard_checkpoint_and_resume(cache, tmp_path, r
         for key in keys:  # statistics and losses are reduced before reporting
             assert first[key] == pytest.approx(second[key], nan_ok=True), key
     assert result.metrics["iteration"] == 20
-    assert result.metrics["delta_m"] == pytest.approx(-(result.metrics["depth_rmse"] - 2.0) / 2.0 * 100)
+    m = result.metrics
+    by_hand = (  # one term per task, lower-is-better terms negated
+        (m["semseg_miou"] - 10.0) / 10.0 - (m["depth_rmse"] - 2.0) / 2.0
+        - (m["normals_mean_err"] - 40.0) / 40.0 + (m["edge_odsf"] - 20.0) / 20.0
+    ) / 4 * 100
+    assert m["delta_m"] == pytest.approx(by_hand)
 
     state = load_checkpoint(Path(result.checkpoint.path))
     assert state["step"] == 20 and state["config"]["train"]["iterations"] == 20
