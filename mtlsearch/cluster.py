@@ -107,6 +107,8 @@ def connect(
     # Inside `ray job submit` the job's cluster is in RAY_ADDRESS; otherwise a run
     # without --address starts its own local instance, whatever else runs here.
     address = address or os.environ.get("RAY_ADDRESS") or None
+    if address == "local":
+        address = None
     if address:
         check_address(address)
         # Ray's core prints a warning line per retry (about 20 s of them) for a refused
