@@ -40,9 +40,7 @@ from mtlsearch.metrics import (
     flatten_baselines,
     sync_metrics,
 )
-from mtlsearch.tasks import get_task, resize_pred
-
-OUTPUT_PREFIXES = {"heads": "", "renders": "render_", "average": "avg_"}
+from mtlsearch.tasks import MULTIVIEW_PREFIX, OUTPUT_PREFIXES, get_task, resize_pred
 
 
 def to_device(tree: Any, device: torch.device | str) -> Any:
@@ -195,7 +193,7 @@ def evaluate(
         sets["avg_"] = fresh(rendered)
     use_mv = multiview and cfg.cvm.enabled
     if use_mv:
-        sets["mv_"] = fresh(tasks)
+        sets[MULTIVIEW_PREFIX] = fresh(tasks)
     want_renders = "render_" in sets or "avg_" in sets
 
     was_training = bare.training
@@ -218,7 +216,7 @@ def evaluate(
                 update_metric(metric, task, pred, labels[task], sizes)
             if use_mv:
                 mv_heads = bare(**model_inputs(views, cfg, multiview=True), render=False)["heads"]
-                for task, metric in sets["mv_"].items():
+                for task, metric in sets[MULTIVIEW_PREFIX].items():
                     update_metric(metric, task, mv_heads[task], labels[task], sizes)
     finally:
         bare.train(was_training)
@@ -245,7 +243,7 @@ def with_delta_m(
     flat = flatten_baselines(baselines)
     out = dict(results)
     out["delta_m"] = delta_m(results, flat, tasks=tasks)
-    mv = {k[len("mv_"):]: v for k, v in results.items() if k.startswith("mv_")}
+    mv = {k[len(MULTIVIEW_PREFIX):]: v for k, v in results.items() if k.startswith(MULTIVIEW_PREFIX)}
     if mv:
         out["mv_delta_m"] = delta_m(mv, flat, tasks=tasks)
     return out

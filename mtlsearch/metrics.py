@@ -10,7 +10,8 @@ averaged per image) and scores them at the end::
     m.reset()
 
 Reported keys are ``f"{task}_{name}"`` (``semseg_miou``, ``depth_rmse``, ...); see
-:func:`compute_all` and :func:`metric_directions`.
+:func:`compute_all`; their directions are the task registry's
+(:func:`mtlsearch.tasks.metric_directions`).
 
 Reduction across DDP workers (the contract)
 -------------------------------------------
@@ -53,12 +54,15 @@ import torch
 import torch.nn.functional as F
 
 from mtlsearch.errors import UserError
-from mtlsearch.tasks import IGNORE, NUM_CLASSES, TASKS, resize_label, resize_pred
-
-METRIC_PREFIXES = ("render_", "avg_", "mv_")
-"""Prefixes of a metric scored on another output (regularizer renders, the Table-5
-average, multi-view input); the prefixed key has the direction of the plain one."""
-
+from mtlsearch.tasks import (
+    IGNORE,
+    NUM_CLASSES,
+    TASKS,
+    metric_direction,
+    resize_label,
+    resize_pred,
+    strip_prefixes,
+)
 
 # ---------------------------------------------------------------------------
 # Base class
@@ -68,12 +72,12 @@ average, multi-view input); the prefixed key has the direction of the plain one.
 class Metric(abc.ABC):
     """An accumulator of summable float64 statistics (see the module docstring).
 
-    Subclasses declare ``names`` (the keys :meth:`compute` returns), ``higher_is_better``
-    (one bool per name) and the shapes of their statistics in :meth:`_spec`.
+    Subclasses declare ``names`` (the keys :meth:`compute` returns: the metrics of the
+    tasks it scores in :data:`mtlsearch.tasks.TASKS`, where their directions live) and
+    the shapes of their statistics in :meth:`_spec`.
     """
 
     names: tuple[str, ...] = ()
-    higher_is_better: dict[str, bool] = {}
 
     def __init__(self) -> None:
         self.state: dict[str, torch.Tensor] = {}
@@ -169,7 +173,6 @@ class SegMetric(Metric):
     """
 
     names = ("miou", "pixel_acc")
-    higher_is_better = {"miou": True, "pixel_acc": True}
 
     def __init__(self, num_classes: int, ignore_index: int = IGNORE) -> None:
         if num_classes < 1:
@@ -240,7 +243,6 @@ class DepthMetric(Metric):
     """
 
     names = ("rmse", "abs_rel")
-    higher_is_better = {"rmse": False, "abs_rel": False}
 
     def _spec(self) -> dict[str, tuple[int, ...]]:
         return {"sum_sq": (1,), "sum_abs_rel": (1,), "count": (1,)}
@@ -292,10 +294,6 @@ class NormalsMetric(Metric):
     BINS = 18000
     BOUNDS = (11.25, 22.5, 30.0)
     names = ("mean_err", "median_err", "rmse", "within_11_25", "within_22_5", "within_30")
-    higher_is_better = {
-        "mean_err": False, "median_err": False, "rmse": False,
-        "within_11_25": True, "within_22_5": True, "within_30": True,
-    }
 
     def _spec(self) -> dict[str, tuple[int, ...]]:
         return {
@@ -480,7 +478,6 @@ class EdgeMetric(Metric):
     """
 
     names = ("odsf", "oisf")
-    higher_is_better = {"odsf": True, "oisf": True}
 
     def __init__(
         self,
@@ -591,7 +588,6 @@ class SaliencyMetric(Metric):
     """
 
     names = ("maxf",)
-    higher_is_better = {"maxf": True}
 
     def __init__(
         self,
@@ -650,41 +646,11 @@ class SaliencyMetric(Metric):
 # Registry, directions, delta_m
 # ---------------------------------------------------------------------------
 
-METRIC_CLASSES: dict[str, type[Metric]] = {
-    "semseg": SegMetric,
-    "parts": SegMetric,
-    "depth": DepthMetric,
-    "normals": NormalsMetric,
-    "edge": EdgeMetric,
-    "sal": SaliencyMetric,
-}
-
-
-def metric_directions() -> dict[str, bool]:
-    """``{reported key: higher_is_better}`` for every task metric, plus ``delta_m``.
-
-    Keys are ``f"{task}_{name}"`` (``semseg_miou``, ``depth_rmse``, ``depth_abs_rel``, ...)."""
-    out = {
-        f"{task}_{name}": cls.higher_is_better[name]
-        for task, cls in METRIC_CLASSES.items()
-        for name in cls.names
-    }
-    out["delta_m"] = True
-    out["delta_m_st"] = True  # reports: delta_m vs single-task baselines beside a row baseline
-    return out
-
-
-def higher_is_better(key: str) -> bool | None:
-    """Direction of a reported key, also for ``render_``/``avg_``/``mv_`` prefixed keys and
-    losses (lower is better); ``None`` for keys that are not scores (``alpha``, ...)."""
-    directions = metric_directions()
-    while key not in directions and key.startswith(METRIC_PREFIXES):
-        key = key[key.index("_") + 1 :]
-    if key in directions:
-        return directions[key]
-    if key == "loss" or key.startswith("loss_"):
-        return False
-    return None
+def metric_class(task: str) -> type[Metric]:
+    """The metric class of ``task`` (its registry entry's ``scorer``)."""
+    if task not in TASKS:
+        raise UserError(f"tasks.{task}: no metric for this task (known: {', '.join(TASKS)})")
+    return globals()[TASKS[task].scorer]
 
 
 def flatten_baselines(baselines: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
@@ -700,15 +666,14 @@ def check_baselines(
     With ``tasks`` (the config's tasks) and non-empty baselines, every task must have a
     baseline: delta_m averages over all T tasks, so a missing one is refused up front.
     """
-    directions = metric_directions()
     for task, per in baselines.items():
-        if task not in METRIC_CLASSES:
-            raise UserError(f"eval.baselines.{task}: unknown task (known: {', '.join(METRIC_CLASSES)})")
+        if task not in TASKS:
+            raise UserError(f"eval.baselines.{task}: unknown task (known: {', '.join(TASKS)})")
         if not per:
             raise UserError(f"eval.baselines.{task}: no metric given (e.g. {TASKS[task].metric})")
         for name, value in per.items():
-            if f"{task}_{name}" not in directions:
-                known = ", ".join(METRIC_CLASSES[task].names)
+            if name not in TASKS[task].metrics:
+                known = ", ".join(TASKS[task].metrics)
                 raise UserError(f"eval.baselines.{task}.{name}: unknown metric (known: {known})")
             if not math.isfinite(float(value)) or float(value) == 0:
                 raise UserError(f"eval.baselines.{task}.{name}: must be a non-zero number, got {value}")
@@ -725,11 +690,9 @@ def check_baselines(
 def _task_of(key: str) -> tuple[str, str]:
     """``render_depth_rmse`` -> (``render_depth``, ``depth``): the term a key belongs to
     (prefix kept, so renders and heads are never mixed) and its task."""
-    rest = key
-    while rest.startswith(METRIC_PREFIXES):
-        rest = rest[rest.index("_") + 1 :]
+    rest = strip_prefixes(key)
     task = rest.split("_", 1)[0]
-    if task not in METRIC_CLASSES or rest == task:
+    if task not in TASKS or rest == task:
         raise UserError(f"delta_m: {key!r} is not a task metric key such as semseg_miou or depth_rmse")
     return key[: len(key) - len(rest)] + task, task
 
@@ -749,7 +712,7 @@ def delta_m(
     their gains, so it never counts as extra tasks. T is ``tasks`` when given (each needs
     a baseline), else the tasks the baselines name. ``lower_is_better``: a set of keys
     where lower is better, or ``{key: bool}``; keys it does not name (and all keys when it
-    is ``None``) take :func:`higher_is_better`.
+    is ``None``) take :func:`mtlsearch.tasks.metric_direction`.
 
     Raises :class:`UserError` when a task has no baseline, a baseline metric is missing
     from ``results`` or not finite there, a baseline is zero or not finite, or a key is
@@ -776,10 +739,10 @@ def delta_m(
         elif isinstance(lower_is_better, (set, frozenset)):
             lower = key in lower_is_better
         else:
-            up = higher_is_better(key)
-            if up is None:
+            direction = metric_direction(key)
+            if direction is None:
                 raise UserError(f"delta_m: {key!r} is not a known metric")
-            lower = not up
+            lower = direction == "min"
         sign = -1.0 if lower else 1.0
         per_task.setdefault(group, []).append(sign * (value - base) / abs(base) * 100.0)
     if wanted is not None:
@@ -819,14 +782,13 @@ def build_metrics(
         counts.update(num_classes)
     out: dict[str, Metric] = {}
     for task in tasks:
-        if task not in METRIC_CLASSES:
-            raise UserError(f"tasks.{task}: no metric for this task (known: {', '.join(METRIC_CLASSES)})")
-        if task in ("semseg", "parts"):
+        cls = metric_class(task)
+        if cls is SegMetric:
             out[task] = SegMetric(counts[task])
-        elif task == "edge":
+        elif cls is EdgeMetric:
             out[task] = EdgeMetric(max_dist=cfg_eval.edge_max_dist, thresholds=cfg_eval.edge_thresholds)
         else:
-            out[task] = METRIC_CLASSES[task]()
+            out[task] = cls()
     return out
 
 
@@ -854,20 +816,7 @@ def sync_metrics(metrics: Mapping[str, Metric], fn: Callable[[torch.Tensor], tor
         offset += metric.numel
 
 
-def _check_task_registry() -> None:
-    """Every task's primary metric (tasks.py) is one this module reports, same direction."""
-    directions = metric_directions()
-    for name, spec in TASKS.items():
-        key = f"{name}_{spec.metric}"
-        if directions.get(key) is not spec.higher_is_better:
-            raise RuntimeError(f"tasks.py primary metric {key} disagrees with mtlsearch.metrics")
-
-
-_check_task_registry()
-
 __all__ = [
-    "METRIC_CLASSES",
-    "METRIC_PREFIXES",
     "DepthMetric",
     "EdgeMetric",
     "Metric",
@@ -880,7 +829,6 @@ __all__ = [
     "delta_m",
     "edge_thresholds",
     "flatten_baselines",
-    "higher_is_better",
-    "metric_directions",
+    "metric_class",
     "sync_metrics",
 ]

@@ -16,12 +16,19 @@ parts      logits (B, 7, H, W)    int64 (B, H, W), part index     255
 
 A view that lacks a task's label (e.g. video frames labelled with depth only)
 carries a label filled with the ignore value, so every loss skips it.
+
+This module is the one place every task fact is defined: channels, label encoding,
+loss, the metrics it reports with their directions (one vocabulary, Optuna's and
+Tune's: ``"max"``/``"min"``), its primary metric, and the prefixes of keys scored on
+other outputs (``render_``, ``avg_``, ``mv_``). Config, metrics, spaces and reports
+read them from here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -33,17 +40,26 @@ from mtlsearch.classes import (  # noqa: F401  (re-exported)
     SYNTHROOMS_OBJECT_CLASSES,
 )
 
+Direction = Literal["max", "min"]
+"""Whether a larger (``"max"``) or smaller (``"min"``) value of a score is better."""
+
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """A task's contract: output channels, label encoding, loss, primary metric."""
+    """A task's contract: output channels, label encoding, loss, metrics, primary metric."""
 
     name: str
     kind: str  # "classes" | "regression" | "normals" | "binary"
-    metric: str  # primary metric key reported as f"{name}/{metric}"
-    higher_is_better: bool
+    metric: str  # primary metric, reported as f"{name}_{metric}"
+    metrics: Mapping[str, Direction]  # every metric the task reports -> its direction
     ignore: float
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    scorer: str  # the mtlsearch.metrics class that computes ``metrics``
+
+    @property
+    def mode(self) -> Direction:
+        """Direction of the primary metric."""
+        return self.metrics[self.metric]
 
     def channels(self, layout: str = "synthrooms") -> int:
         if self.kind == "classes":
@@ -105,14 +121,67 @@ def balanced_bce_loss(pos_weight: float | None) -> Callable[[torch.Tensor, torch
     return loss
 
 
+_SEG = {"miou": "max", "pixel_acc": "max"}
+_NORMALS = {"mean_err": "min", "median_err": "min", "rmse": "min",
+            "within_11_25": "max", "within_22_5": "max", "within_30": "max"}
+
 TASKS: dict[str, TaskSpec] = {
-    "semseg": TaskSpec("semseg", "classes", "miou", True, IGNORE, cross_entropy_loss),
-    "depth": TaskSpec("depth", "regression", "rmse", False, 0.0, depth_l1_loss),
-    "normals": TaskSpec("normals", "normals", "mean_err", False, 0.0, normals_l1_loss),
-    "edge": TaskSpec("edge", "binary", "odsf", True, IGNORE, balanced_bce_loss(0.95)),
-    "sal": TaskSpec("sal", "binary", "maxf", True, IGNORE, balanced_bce_loss(None)),
-    "parts": TaskSpec("parts", "classes", "miou", True, IGNORE, cross_entropy_loss),
+    "semseg": TaskSpec("semseg", "classes", "miou", _SEG, IGNORE, cross_entropy_loss, "SegMetric"),
+    "depth": TaskSpec("depth", "regression", "rmse", {"rmse": "min", "abs_rel": "min"}, 0.0,
+                      depth_l1_loss, "DepthMetric"),
+    "normals": TaskSpec("normals", "normals", "mean_err", _NORMALS, 0.0, normals_l1_loss,
+                        "NormalsMetric"),
+    "edge": TaskSpec("edge", "binary", "odsf", {"odsf": "max", "oisf": "max"}, IGNORE,
+                     balanced_bce_loss(0.95), "EdgeMetric"),
+    "sal": TaskSpec("sal", "binary", "maxf", {"maxf": "max"}, IGNORE, balanced_bce_loss(None),
+                    "SaliencyMetric"),
+    "parts": TaskSpec("parts", "classes", "miou", _SEG, IGNORE, cross_entropy_loss, "SegMetric"),
 }
+
+OUTPUT_PREFIXES = {"heads": "", "renders": "render_", "average": "avg_"}
+"""Evaluated output -> prefix of its reported keys (regularizer renders, the Table-5
+average of heads and renders)."""
+
+MULTIVIEW_PREFIX = "mv_"
+"""Prefix of the heads' scores with the sample's source views as extra input."""
+
+METRIC_PREFIXES = (*(p for p in OUTPUT_PREFIXES.values() if p), MULTIVIEW_PREFIX)
+"""Prefixes of a metric scored on another output; the prefixed key has the direction
+of the plain one."""
+
+SCORE_DIRECTIONS: dict[str, Direction] = {"delta_m": "max", "delta_m_st": "max"}
+"""Scores that are not one task's: the multi-task gain (``delta_m_st``: reports' gain
+over single-task baselines beside a row baseline)."""
+
+
+def metric_directions() -> dict[str, Direction]:
+    """``{f"{task}_{metric}": direction}`` for every task metric, plus the scores of
+    :data:`SCORE_DIRECTIONS`."""
+    out: dict[str, Direction] = {
+        f"{task}_{name}": d for task, spec in TASKS.items() for name, d in spec.metrics.items()
+    }
+    out.update(SCORE_DIRECTIONS)
+    return out
+
+
+def strip_prefixes(key: str) -> str:
+    """``mv_render_depth_rmse`` -> ``depth_rmse`` (every leading known prefix removed)."""
+    while key.startswith(METRIC_PREFIXES):
+        key = key[key.index("_") + 1 :]
+    return key
+
+
+def metric_direction(key: str) -> Direction | None:
+    """Direction of a reported key, also for prefixed keys (:data:`METRIC_PREFIXES`) and
+    losses (``"min"``); ``None`` for keys that are not scores (``alpha``, ...)."""
+    directions = metric_directions()
+    while key not in directions and key.startswith(METRIC_PREFIXES):
+        key = key[key.index("_") + 1 :]
+    if key in directions:
+        return directions[key]
+    if key == "loss" or key.startswith("loss_"):
+        return "min"
+    return None
 
 
 def get_task(name: str) -> TaskSpec:

@@ -446,7 +446,7 @@ def test_failure_midway_keeps_previous_report(experiment: Path, tmp_path: Path, 
 def test_pareto_front_by_hand() -> None:
     # (semseg up, depth down): (2, 0.5) dominates (1, 1) and (1.5, 2); (0.5, 0.4) has the best depth
     pts = [(1.0, 1.0), (2.0, 0.5), (1.5, 2.0), (0.5, 0.4)]
-    assert pareto_front(pts, ("up", "down")) == [False, True, False, True]
+    assert pareto_front(pts, ("max", "min")) == [False, True, False, True]
 
 
 def test_papers_and_helpers() -> None:
@@ -455,8 +455,8 @@ def test_papers_and_helpers() -> None:
     assert not get_table("crossview_cvm/ablation_num_views").verified
     with pytest.raises(UserError, match="unknown paper table '3dmtl/table9'"):
         get_table("3dmtl/table9")
-    assert direction_of("render_depth_rmse") == "down" and direction_of("best_semseg_miou") == "up"
-    assert direction_of("delta_m") == "up" and direction_of("final_loss_semseg") == "down"
+    assert direction_of("render_depth_rmse") == "min" and direction_of("best_semseg_miou") == "max"
+    assert direction_of("delta_m") == "max" and direction_of("final_loss_semseg") == "min"
     assert direction_of("alpha") is None
     assert values_equal("0.5", 0.5) and values_equal("True", True) and not values_equal("1.0", 0.5)
     assert values_equal("semseg+depth", ["semseg", "depth"])

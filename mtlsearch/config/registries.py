@@ -1,6 +1,6 @@
 """Lookups in the registries that config and space values are checked against.
 
-Contract: every function reads its registry (``mtlsearch.tasks``, ``mtlsearch.metrics``,
+Contract: every function reads its registry (``mtlsearch.tasks``,
 ``mtlsearch.models.decoders``, timm) on first use and caches the answer, so importing
 ``mtlsearch.config`` stays light (no torch, no timm) and ``mtlsearch --help`` fast.
 Nothing here knows a task, metric, decoder or backbone name itself.
@@ -24,35 +24,32 @@ def task_names() -> tuple[str, ...]:
 
 @functools.cache
 def metric_prefixes() -> tuple[str, ...]:
-    """Prefixes of reported keys (renders, head/render average, multi-view): ``mtlsearch.metrics``."""
-    from mtlsearch.metrics import METRIC_PREFIXES
+    """Prefixes of reported keys (renders, head/render average, multi-view): ``mtlsearch.tasks``."""
+    from mtlsearch.tasks import METRIC_PREFIXES
 
     return tuple(METRIC_PREFIXES)
 
 
 @functools.cache
-def metric_directions() -> dict[str, bool]:
-    """``{task}_{metric}`` -> higher is better, for every metric a task reports."""
-    from mtlsearch.metrics import metric_directions as directions
+def metric_directions() -> dict[str, str]:
+    """``{task}_{metric}`` -> ``"max"``/``"min"``, for every metric a task reports."""
+    from mtlsearch.tasks import metric_directions as directions
 
-    return {k: bool(v) for k, v in directions().items() if k != "delta_m"}
+    return {k: v for k, v in directions().items() if k != "delta_m"}
 
 
 def task_metrics(task: str) -> list[str]:
     """The metric names (without the task prefix) that ``task`` reports."""
-    head = f"{task}_"
-    return [k[len(head):] for k in metric_directions() if k.startswith(head)]
+    from mtlsearch.tasks import TASKS
+
+    return list(TASKS[task].metrics) if task in TASKS else []
 
 
 def strip_prefixes(name: str) -> str:
     """``render_semseg_miou`` -> ``semseg_miou`` (every known prefix removed)."""
-    changed = True
-    while changed:
-        changed = False
-        for prefix in metric_prefixes():
-            if name.startswith(prefix):
-                name, changed = name[len(prefix):], True
-    return name
+    from mtlsearch.tasks import strip_prefixes as strip
+
+    return strip(name)
 
 
 def metric_problem(name: str, tasks: list[str] | None = None) -> str | None:
@@ -84,12 +81,9 @@ def metric_problem(name: str, tasks: list[str] | None = None) -> str | None:
 
 def metric_direction(name: str) -> str | None:
     """``"max"`` or ``"min"`` for a reported key (prefixes allowed); None if unknown."""
-    from mtlsearch.metrics import higher_is_better
+    from mtlsearch.tasks import metric_direction as direction
 
-    up = higher_is_better(name)
-    if up is None:
-        return None
-    return "max" if up else "min"
+    return direction(name)
 
 
 @functools.cache

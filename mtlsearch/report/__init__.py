@@ -103,7 +103,7 @@ def _best_trial(search: Search, table: AblationTable) -> str | None:
         key = f"final_{col}"
         if key in res.columns and res[key].notna().any():
             d = direction_of(col)
-            idx = res[key].idxmax() if d == "up" else res[key].idxmin()
+            idx = res[key].idxmax() if d == "max" else res[key].idxmin()
             return str(res.loc[idx, "trial_id"])
     return None
 

@@ -461,7 +461,7 @@ def collect(trials_dir: str | Path) -> Search:
             row[f"final_{key}"] = clean[-1] if clean else float("nan")
             d = direction_of(key)
             if d is not None:
-                row[f"best_{key}"] = (max(clean) if d == "up" else min(clean)) if clean else float("nan")
+                row[f"best_{key}"] = (max(clean) if d == "max" else min(clean)) if clean else float("nan")
         finals = {k[len("final_"):]: v for k, v in row.items() if k.startswith("final_")}
         if "delta_m" in finals:
             row["delta_m"] = finals["delta_m"]

@@ -19,8 +19,7 @@ from typing import Any
 import yaml
 
 from mtlsearch.errors import UserError
-from mtlsearch.metrics import METRIC_PREFIXES, higher_is_better
-from mtlsearch.tasks import TASKS
+from mtlsearch.tasks import METRIC_PREFIXES, TASKS, Direction, metric_direction
 
 UNVERIFIED = {"crossview_cvm"}
 """Papers whose numbers come from a secondary summary."""
@@ -31,19 +30,17 @@ def primary_metrics() -> dict[str, str]:
     return {name: f"{name}_{spec.metric}" for name, spec in TASKS.items()}
 
 
-def direction_of(key: str) -> str | None:
-    """``"up"``/``"down"`` for a reported key (also ``final_``/``best_`` columns and
+def direction_of(key: str) -> Direction | None:
+    """``"max"``/``"min"`` for a reported key (also ``final_``/``best_`` columns and
     ``render_``/``avg_``/``mv_`` prefixed keys); ``None`` when it is not a score.
-    The directions themselves come from :func:`mtlsearch.metrics.higher_is_better`."""
-    up = higher_is_better(key)
-    if up is None:
+    The directions themselves come from :func:`mtlsearch.tasks.metric_direction`."""
+    d = metric_direction(key)
+    if d is None:
         for prefix in ("final_", "best_"):
             if key.startswith(prefix):
-                up = higher_is_better(key[len(prefix):])
+                d = metric_direction(key[len(prefix):])
                 break
-    if up is None:
-        return None
-    return "up" if up else "down"
+    return d
 
 
 def arrow(key: str, style: str = "unicode") -> str:
@@ -52,8 +49,8 @@ def arrow(key: str, style: str = "unicode") -> str:
     if d is None:
         return ""
     if style == "latex":
-        return "$\\uparrow$" if d == "up" else "$\\downarrow$"
-    return "↑" if d == "up" else "↓"
+        return "$\\uparrow$" if d == "max" else "$\\downarrow$"
+    return "↑" if d == "max" else "↓"
 
 
 # ---------------------------------------------------------------------------

@@ -208,8 +208,8 @@ def fraction_plot(table: AblationTable, metrics: list[str], path: Path,
 
 def pareto_front(points: list[tuple[float, float]], directions: tuple[str, str]) -> list[bool]:
     """Which points are non-dominated (no other point is at least as good on both
-    metrics and better on one), given each metric's direction ``"up"``/``"down"``."""
-    signs = [1.0 if d == "up" else -1.0 for d in directions]
+    metrics and better on one), given each metric's direction ``"max"``/``"min"``."""
+    signs = [1.0 if d == "max" else -1.0 for d in directions]
     scored = [(x * signs[0], y * signs[1]) for x, y in points]
     out = []
     for i, (x, y) in enumerate(scored):
@@ -293,7 +293,7 @@ def build_study(search: Search, objective: pd.Series, direction: str) -> Any:
             dists[key] = CategoricalDistribution(sorted(set(values)))
             converted[key] = values
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize" if direction == "up" else "minimize")
+    study = optuna.create_study(direction="maximize" if direction == "max" else "minimize")
     for i, value in enumerate(objective[mask].astype(float)):
         params = {k: converted[k][i] for k in dists}
         study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=float(value)))
@@ -307,7 +307,7 @@ def importance_plot(search: Search, objective: pd.Series, objective_name: str, p
     import optuna
     from optuna.importance import FanovaImportanceEvaluator, get_param_importances
 
-    direction = direction_of(objective_name) or "up"
+    direction = direction_of(objective_name) or "max"
     study = None
     source = "in-memory study built from the trials"
     settings = search.meta.get("search") or {}

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from mtlsearch.errors import UserError
-from mtlsearch.metrics import METRIC_CLASSES, METRIC_PREFIXES, delta_m
+from mtlsearch.metrics import delta_m
 from mtlsearch.report.collect import SEED_KEY, Search, single_task_baselines
 from mtlsearch.report.papers import (
     PaperTable,
@@ -39,6 +39,7 @@ from mtlsearch.report.papers import (
     readable,
     values_equal,
 )
+from mtlsearch.tasks import METRIC_PREFIXES, TASKS
 
 MISSING = "—"
 DAGGER = "†"
@@ -225,7 +226,7 @@ def build_table(search: Search, group_by: list[str] | None = None,
     single, _ = single_task_baselines(search.meta)
 
     primary_cols = [
-        c for c in columns if not c.startswith(METRIC_PREFIXES) and c.split("_")[0] in METRIC_CLASSES
+        c for c in columns if not c.startswith(METRIC_PREFIXES) and c.split("_")[0] in TASKS
     ]
     base_means: dict[str, float] = {}
     if base_label is not None:
@@ -285,7 +286,7 @@ def build_table(search: Search, group_by: list[str] | None = None,
         d = direction_of(col)
         means = {lb: cells[(lb, col)].mean for lb in labels if cells[(lb, col)].n > 0}
         if d is not None and len(means) >= 2:
-            best = max(means.values()) if d == "up" else min(means.values())
+            best = max(means.values()) if d == "max" else min(means.values())
             for lb, m in means.items():
                 if math.isclose(m, best, rel_tol=1e-9, abs_tol=1e-12):
                     cells[(lb, col)].best = True
