@@ -274,7 +274,7 @@ def test_existing_output_and_interrupted_runs(
     (out / "keep.txt").unlink()
     before = sorted(p.name for p in out.iterdir())
 
-    real = sr._write_scene
+    real = sr.writer._write_scene
     calls = []
 
     def failing(job: tuple) -> tuple:
@@ -283,7 +283,7 @@ def test_existing_output_and_interrupted_runs(
             raise KeyboardInterrupt
         return real(job)
 
-    monkeypatch.setattr(sr, "_write_scene", failing)
+    monkeypatch.setattr(sr.writer, "_write_scene", failing)
     with pytest.raises(KeyboardInterrupt):
         sr.generate(out, **{**small, "scenes": 3}, force=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]  # no temporary folder left
@@ -292,7 +292,7 @@ def test_existing_output_and_interrupted_runs(
     with pytest.raises(KeyboardInterrupt):
         sr.generate(tmp_path / "new", **{**small, "scenes": 3})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
-    monkeypatch.setattr(sr, "_write_scene", real)
+    monkeypatch.setattr(sr.writer, "_write_scene", real)
 
     sr.generate(out, **small, force=True)
     assert not (out / "keep.txt").exists() and (out / "meta.json").is_file()
