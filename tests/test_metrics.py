@@ -415,7 +415,7 @@ def test_edge_metric_refuses_a_matcher_it_cannot_reseed(monkeypatch: pytest.Monk
     """A pyEdgeEval build whose matcher does not export the reseed symbol (renamed, other
     compiler) would score edges with a clock-seeded generator: the metric raises a
     UserError naming the symbol instead (it used to go on unseeded without a word)."""
-    import mtlsearch.metrics as edge_module
+    import mtlsearch.metrics.boundaries as edge_module
 
     prob, gt = _edge_maps()
     gt[..., 8:24, 12] = 1.0

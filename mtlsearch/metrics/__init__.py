@@ -1,0 +1,94 @@
+"""Split-level evaluation metrics for the dense prediction tasks, and delta_m.
+
+Contract: one metric family per module, each class following
+:class:`~mtlsearch.metrics.base.Metric` (summable statistics, DDP reduction):
+:mod:`~mtlsearch.metrics.segmentation` (semseg, parts), :mod:`~mtlsearch.metrics.geometry`
+(depth, normals), :mod:`~mtlsearch.metrics.boundaries` (edge),
+:mod:`~mtlsearch.metrics.saliency` (sal); :mod:`~mtlsearch.metrics.gain` holds delta_m and
+the baselines. Which class scores a task, which keys it reports and their directions
+come from :data:`mtlsearch.tasks.TASKS`; :func:`build_metrics` makes one per task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from mtlsearch.errors import UserError
+from mtlsearch.metrics.base import Metric, compute_all, sync_metrics
+from mtlsearch.metrics.boundaries import MATCHER_SEED, EdgeMetric, edge_thresholds
+from mtlsearch.metrics.gain import check_baselines, delta_m, flatten_baselines
+from mtlsearch.metrics.geometry import DepthMetric, NormalsMetric
+from mtlsearch.metrics.saliency import SaliencyMetric
+from mtlsearch.metrics.segmentation import SegMetric
+from mtlsearch.tasks import NUM_CLASSES, TASKS
+
+_SCORERS: dict[str, type[Metric]] = {
+    cls.__name__: cls
+    for cls in (SegMetric, DepthMetric, NormalsMetric, EdgeMetric, SaliencyMetric)
+}
+
+
+def metric_class(task: str) -> type[Metric]:
+    """The metric class of ``task`` (its registry entry's ``scorer``)."""
+    if task not in TASKS:
+        raise UserError(f"tasks.{task}: no metric for this task (known: {', '.join(TASKS)})")
+    return _SCORERS[TASKS[task].scorer]
+
+
+def build_metrics(
+    tasks: Iterable[str],
+    num_classes: Mapping[str, int] | int | None = None,
+    cfg_eval: Any = None,
+    *,
+    layout: str = "synthrooms",
+) -> dict[str, Metric]:
+    """One fresh metric per task.
+
+    ``num_classes``: ``{task: classes}``, an int (semseg's class count), or ``None`` (the
+    layout's counts from tasks.py). ``cfg_eval``: an ``EvalConfig`` (``edge_max_dist``,
+    ``edge_thresholds``; its ``baselines`` are validated) or ``None`` for the defaults.
+    """
+    if cfg_eval is None:
+        from mtlsearch.config import EvalConfig
+
+        cfg_eval = EvalConfig()
+    check_baselines(getattr(cfg_eval, "baselines", {}) or {})
+    if layout not in NUM_CLASSES:
+        raise UserError(f"data.layout: unknown layout {layout!r} (known: {', '.join(NUM_CLASSES)})")
+    counts = dict(NUM_CLASSES[layout])
+    if isinstance(num_classes, int):
+        counts["semseg"] = num_classes
+    elif num_classes is not None:
+        counts.update(num_classes)
+    out: dict[str, Metric] = {}
+    for task in tasks:
+        cls = metric_class(task)
+        if cls is SegMetric:
+            out[task] = SegMetric(counts[task])
+        elif cls is EdgeMetric:
+            out[task] = EdgeMetric(max_dist=cfg_eval.edge_max_dist, thresholds=cfg_eval.edge_thresholds)
+        else:
+            out[task] = cls()
+    return out
+
+
+
+
+__all__ = [
+    "MATCHER_SEED",
+    "DepthMetric",
+    "EdgeMetric",
+    "Metric",
+    "NormalsMetric",
+    "SaliencyMetric",
+    "SegMetric",
+    "build_metrics",
+    "check_baselines",
+    "compute_all",
+    "delta_m",
+    "edge_thresholds",
+    "flatten_baselines",
+    "metric_class",
+    "sync_metrics",
+]

@@ -1,0 +1,94 @@
+"""Segmentation scores (semseg, parts): mIoU and pixel accuracy from one confusion
+matrix per split.
+
+Contract: :class:`SegMetric` follows :class:`~mtlsearch.metrics.base.Metric`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mtlsearch.metrics.base import (
+    Metric,
+    _fit,
+    _pct,
+    _squeeze_channel,
+)
+from mtlsearch.tasks import (
+    IGNORE,
+    resize_label,
+)
+
+# ---------------------------------------------------------------------------
+# Segmentation (semseg, parts)
+# ---------------------------------------------------------------------------
+
+
+class SegMetric(Metric):
+    """mIoU and pixel accuracy (percent) from a confusion matrix over the split.
+
+    ``pred``: logits (B, C, H, W) (argmax; bilinearly resized to the label first if the
+    sizes differ) or labels (B, H, W) (nearest-resized). ``target``: (B, H, W) or
+    (B, 1, H, W) class indices, ``ignore_index`` skipped.
+
+    mIoU averages the per-class IoU ``TP / (TP + FP + FN)`` over the classes whose union
+    ``TP + FP + FN`` is non-zero, i.e. classes that occur in the labels or the predictions
+    of the split; classes absent from both are excluded rather than counted as 0 or 1.
+    (ATRC's ``MeanIoU`` and MTL-PyTorch count such classes as 0; on the full NYUD/PASCAL
+    validation splits, where every class occurs, the conventions agree.) Pixel accuracy = correct / valid pixels.
+    """
+
+    names = ("miou", "pixel_acc")
+
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE) -> None:
+        if num_classes < 1:
+            raise ValueError(f"SegMetric: num_classes must be >= 1, got {num_classes}")
+        self.num_classes = int(num_classes)
+        self.ignore_index = ignore_index
+        super().__init__()
+
+    def _spec(self) -> dict[str, tuple[int, ...]]:
+        return {"confusion": (self.num_classes, self.num_classes)}
+
+    @property
+    def confusion(self) -> torch.Tensor:
+        """(C, C) pixel counts, rows = label, columns = prediction."""
+        return self.state["confusion"]
+
+    @torch.no_grad()
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        target = _squeeze_channel(target, "SegMetric target").long()
+        size = tuple(target.shape[-2:])
+        if pred.dim() == 4:
+            if pred.shape[1] != self.num_classes:
+                raise ValueError(
+                    f"SegMetric: logits have {pred.shape[1]} channels, expected {self.num_classes}"
+                )
+            labels = _fit(pred, size).argmax(dim=1)
+        elif pred.dim() == 3:
+            labels = resize_label(pred.long(), size, "semseg")
+        else:
+            raise ValueError(f"SegMetric: pred must be (B, C, H, W) or (B, H, W), got {tuple(pred.shape)}")
+        if labels.shape != target.shape:
+            raise ValueError(f"SegMetric: pred {tuple(labels.shape)} vs target {tuple(target.shape)}")
+        valid = target != self.ignore_index
+        t, p = target[valid], labels[valid].to(target.device)
+        c = self.num_classes
+        if t.numel() and (t.min() < 0 or t.max() >= c or p.min() < 0 or p.max() >= c):
+            raise ValueError(f"SegMetric: label or prediction outside [0, {c}) (ignore {self.ignore_index})")
+        counts = torch.bincount(t * c + p, minlength=c * c).reshape(c, c)
+        self.state["confusion"] += counts.to("cpu", torch.float64)
+
+    def per_class_iou(self) -> torch.Tensor:
+        """IoU of every class in [0, 1]; NaN where the union is zero."""
+        cm = self.confusion
+        tp = cm.diag()
+        union = cm.sum(0) + cm.sum(1) - tp
+        return torch.where(union > 0, tp / union.clamp_min(1), torch.full_like(tp, float("nan")))
+
+    def compute(self) -> dict[str, float]:
+        iou = self.per_class_iou()
+        present = ~torch.isnan(iou)
+        miou = 100.0 * float(iou[present].mean()) if present.any() else float("nan")
+        cm = self.confusion
+        return {"miou": miou, "pixel_acc": _pct(float(cm.diag().sum()), float(cm.sum()))}
