@@ -133,7 +133,7 @@ def run_space(item: Planned, profile: str, storage: Path, address: str | None) -
 def _effects(report: Any) -> list[str]:
     """Per paired row after the first: our effect vs the first paired row, its sign
     against the paper's, and whether it lies within the seeds' spread."""
-    from mtlsearch.report.tables import _paper_cell
+    from mtlsearch.report.compare import _paper_cell
 
     cmp, table = report.comparison, report.table
     if cmp is None or len(cmp.pairs) < 2:
@@ -162,7 +162,7 @@ def _effects(report: Any) -> list[str]:
 
 def summary_markdown(paper: str, profile: str, reports: list[tuple[Planned, str, Any]]) -> str:
     """``reproduce.md``: per table, the comparison and which findings hold."""
-    from mtlsearch.report.tables import paper_markdown
+    from mtlsearch.report.compare import paper_markdown
 
     lines = [f"# Reproducing {paper} (profile {profile})", ""]
     lines += ["| table | space | search | ordering agreement |", "|---|---|---|---|"]

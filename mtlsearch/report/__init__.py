@@ -29,15 +29,17 @@ from mtlsearch.errors import UserError
 from mtlsearch.outputs import MARKER_PREFIX, check_target, output_folder
 from mtlsearch.report.collect import Search
 from mtlsearch.report.collect import collect as collect_search
-from mtlsearch.report.papers import direction_of, get_table
-from mtlsearch.report.tables import (
-    AblationTable,
+from mtlsearch.report.compare import (
     PaperComparison,
-    build_table,
     compare_paper,
     paper_html,
     paper_latex,
     paper_markdown,
+)
+from mtlsearch.report.papers import direction_of, get_table
+from mtlsearch.report.tables import (
+    AblationTable,
+    build_table,
     to_csv,
     to_html,
     to_latex,
