@@ -143,5 +143,3 @@ def _surface(obj: Obj, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         [c * n_loc[:, 0] - s * n_loc[:, 1], s * n_loc[:, 0] + c * n_loc[:, 1], n_loc[:, 2]], 1
     )
     return n, uv
-
-

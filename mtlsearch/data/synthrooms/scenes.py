@@ -496,4 +496,3 @@ def sample_scene(
     next_inst = _place_decorations(rng, scene, palette, wall_main, _CEIL + 1)
     _place_objects(rng, scene, palette, next_inst)
     return scene, rng
-

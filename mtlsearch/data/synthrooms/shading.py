@@ -245,4 +245,3 @@ def labelled_frames(views: int, extra: int) -> list[int]:
     if views == 1:
         return [0]
     return [round(i * (total - 1) / (views - 1)) for i in range(views)]
-
