@@ -27,3 +27,13 @@ def write_yaml(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray instance for one test module (2 CPUs, no dashboard, workers' logs not
+    forwarded), shut down after the module; skips without Ray."""
+    ray = pytest.importorskip("ray")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

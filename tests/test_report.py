@@ -60,10 +60,9 @@ META = {
 
 
 @pytest.fixture(scope="module")
-def experiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def experiment(tmp_path_factory: pytest.TempPathFactory, local_ray) -> Path:
     """A real Tune experiment: 3 task settings x 3 seeds, the (depth, seed 2) trial fails
     after its first report."""
-    ray = pytest.importorskip("ray")
     from ray import tune
 
     offsets = dict(OFFSETS)
@@ -85,20 +84,16 @@ def experiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
             })
 
     root = tmp_path_factory.mktemp("trials")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        tuner = tune.Tuner(
-            trainable,
-            param_space={
-                "regularizer.tasks": tune.grid_search([["semseg"], ["depth"], "all"]),
-                "train.seed": tune.grid_search(list(SEEDS)),
-            },
-            tune_config=tune.TuneConfig(reuse_actors=True),
-            run_config=tune.RunConfig(name=NAME, storage_path=str(root), verbose=0),
-        )
-        tuner.fit()
-    finally:
-        ray.shutdown()
+    tuner = tune.Tuner(
+        trainable,
+        param_space={
+            "regularizer.tasks": tune.grid_search([["semseg"], ["depth"], "all"]),
+            "train.seed": tune.grid_search(list(SEEDS)),
+        },
+        tune_config=tune.TuneConfig(reuse_actors=True),
+        run_config=tune.RunConfig(name=NAME, storage_path=str(root), verbose=0),
+    )
+    tuner.fit()
     (root / NAME / "mtlsearch.json").write_text(json.dumps(META))
     return root / NAME
 

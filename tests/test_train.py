@@ -216,15 +216,6 @@ def test_local_mode_multiview_cvm_and_cross_view(cache, tmp_path, one_thread):
 # ---------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 def report_recorder(path: Path):
     """A Train callback (run on the controller) appending every report to ``path``."""
     from ray.train import UserCallback
@@ -256,7 +247,7 @@ BASELINES = {"semseg": {"miou": 10.0}, "depth": {"rmse": 2.0}, "normals": {"mean
              "edge": {"odsf": 20.0}}
 
 
-def test_two_workers_report_tensorboard_checkpoint_and_resume(cache, tmp_path, ray_cluster):
+def test_two_workers_report_tensorboard_checkpoint_and_resume(cache, tmp_path, local_ray):
     cfg = tiny(cache, **RAY_RUN)
     log = tmp_path / "reports.jsonl"
     trainer = make_trainer(cfg, workers=2, storage_path=tmp_path / "trials", name="ddp",
@@ -302,7 +293,7 @@ def test_two_workers_report_tensorboard_checkpoint_and_resume(cache, tmp_path, r
     assert steps == [5, 10, 15, 20, 25, 30]
 
 
-def test_cli_non_finite_loss_fails_with_reason(cache, tmp_path, ray_cluster, capsys):
+def test_cli_non_finite_loss_fails_with_reason(cache, tmp_path, local_ray, capsys):
     """A real divergence (lr 1e30) stops every worker at the same iteration: the run
     fails, the CLI exits 1 and names the iteration and the non-finite losses."""
     config = tmp_path / "diverge.yaml"
