@@ -26,6 +26,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.tiny import tiny_base
+
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 BIN = Path(sys.executable).parent
@@ -193,15 +195,7 @@ def test_address_mistakes_are_one_error_line_within_seconds(head_only: LocalClus
 def tiny_space(tmp: Path, iterations: int, gpus: float = 0) -> Path:
     body = {
         "name": "nodes",
-        "base": {
-            "tasks": {"semseg": 1.0, "depth": 1.0},
-            "data": {"synth": {"scenes": 4, "views": 2, "size": [32, 40],
-                               "cache_dir": str(tmp / "cache")},
-                     "crop_size": [32, 40], "num_workers": 0, "max_val_images": 4},
-            "model": {"backbone": "resnet18", "decoder_width": 16},
-            "train": {"iterations": iterations, "eval_every": 8, "batch_size": 2, "log_every": 8},
-            "eval": {"edge_thresholds": 5},
-        },
+        "base": tiny_base(tmp / "cache", eval_every=8, iterations=iterations),
         "space": {"train.lr": {"grid": [0.001, 0.002]}},
         "seeds": [0, 1],
         "search": {"algorithm": "grid", "metric": "loss", "mode": "min", "max_failures": 3},
@@ -276,7 +270,7 @@ def test_asha_stopping_two_worker_trials_frees_their_placement_groups(
         c.start(head_cpus=3, worker_cpus=0)
         body = yaml.safe_load(tiny_space(tmp_path, iterations=6).read_text())
         body["name"] = "ddp"
-        body["base"]["train"].update({"eval_every": 2, "log_every": 2})
+        body["base"]["train"]["eval_every"] = 2
         body["space"] = {"train.lr": {"grid": [0.003, 1e-9, 1e-10]}}
         body["seeds"] = [0]
         body["scheduler"] = {"type": "asha", "max_t": 3, "grace_period": 1, "reduction_factor": 2}

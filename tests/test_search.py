@@ -10,36 +10,10 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
-from mtlsearch.cli import build_parser
 from mtlsearch.errors import UserError
-from mtlsearch.search import META_FILE, OPTUNA_DB, run_cli
-
-
-def tiny_base(cache: Path) -> dict:
-    return {
-        "tasks": {"semseg": 1.0, "depth": 1.0},
-        "data": {
-            "synth": {"scenes": 4, "views": 2, "size": [32, 40], "cache_dir": str(cache)},
-            "crop_size": [32, 40],
-            "num_workers": 0,
-            "max_val_images": 4,
-        },
-        "model": {"backbone": "resnet18", "decoder_width": 16},
-        "train": {"iterations": 4, "eval_every": 2, "batch_size": 2, "log_every": 2},
-        "eval": {"edge_thresholds": 5},
-    }
-
-
-def write_space(folder: Path, body: dict) -> Path:
-    path = folder / f"{body['name']}.yaml"
-    path.write_text(yaml.safe_dump(body, sort_keys=False))
-    return path
-
-
-def search(*argv: str) -> int:
-    return run_cli(build_parser().parse_args(["search", *argv]))
+from mtlsearch.search import META_FILE, OPTUNA_DB
+from tests.tiny import search, tiny_base, write_space
 
 
 def trial_dirs(exp: Path) -> dict[str, Path]:

@@ -19,6 +19,7 @@ import pytest
 
 from mtlsearch import storage
 from mtlsearch.errors import UserError
+from tests.tiny import search, tiny_base, write_space
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                "AWS_DEFAULT_REGION": "us-east-1"}
@@ -249,36 +250,6 @@ def test_ray_accepts_the_pair(bucket: str, s3_endpoint: str) -> None:
 
 
 # -- end to end: a search on S3, its report, an Optuna study resumed from the URI ----------
-
-
-def tiny_base(cache: Path) -> dict:
-    return {
-        "tasks": {"semseg": 1.0, "depth": 1.0},
-        "data": {
-            "synth": {"scenes": 4, "views": 2, "size": [32, 40], "cache_dir": str(cache)},
-            "crop_size": [32, 40],
-            "num_workers": 0,
-            "max_val_images": 4,
-        },
-        "model": {"backbone": "resnet18", "decoder_width": 16},
-        "train": {"iterations": 4, "eval_every": 2, "batch_size": 2, "log_every": 2},
-        "eval": {"edge_thresholds": 5},
-    }
-
-
-def write_space(folder: Path, body: dict) -> Path:
-    import yaml
-
-    path = folder / f"{body['name']}.yaml"
-    path.write_text(yaml.safe_dump(body, sort_keys=False))
-    return path
-
-
-def search(*argv: str) -> int:
-    from mtlsearch.cli import build_parser
-    from mtlsearch.search import run_cli
-
-    return run_cli(build_parser().parse_args(["search", *argv]))
 
 
 @pytest.fixture(scope="module")

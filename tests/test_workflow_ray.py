@@ -15,27 +15,9 @@ import pytest
 import yaml
 
 from mtlsearch.cli import build_parser
+from tests.tiny import tiny_base, write_space
 
 pytestmark = pytest.mark.slow
-
-
-def tiny_base(cache: Path, eval_every: int = 2) -> dict:
-    return {
-        "tasks": {"semseg": 1.0, "depth": 1.0},
-        "data": {
-            "synth": {"scenes": 4, "views": 2, "size": [32, 40], "cache_dir": str(cache)},
-            "crop_size": [32, 40], "num_workers": 0, "max_val_images": 4,
-        },
-        "model": {"backbone": "resnet18", "decoder_width": 16},
-        "train": {"iterations": 4, "eval_every": eval_every, "batch_size": 2, "log_every": 2},
-        "eval": {"edge_thresholds": 5},
-    }
-
-
-def write_space(folder: Path, body: dict) -> Path:
-    path = folder / f"{body['name']}.yaml"
-    path.write_text(yaml.safe_dump(body, sort_keys=False))
-    return path
 
 
 def run(*argv: str) -> int:

@@ -1,0 +1,44 @@
+"""Shared helpers of the Ray end-to-end tests: the tiny config, space files, the CLI.
+
+The tiny config trains two tasks on 4 SynthRooms scenes at 32x40 in seconds, so the
+tests measure the platform (Tune, Train, storage, schedulers), not the model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def tiny_base(cache: Path | str, eval_every: int = 2, iterations: int = 4) -> dict[str, Any]:
+    """A two-task config that trains ``iterations`` steps, evaluating every ``eval_every``."""
+    return {
+        "tasks": {"semseg": 1.0, "depth": 1.0},
+        "data": {
+            "synth": {"scenes": 4, "views": 2, "size": [32, 40], "cache_dir": str(cache)},
+            "crop_size": [32, 40],
+            "num_workers": 0,
+            "max_val_images": 4,
+        },
+        "model": {"backbone": "resnet18", "decoder_width": 16},
+        "train": {"iterations": iterations, "eval_every": eval_every, "batch_size": 2,
+                  "log_every": 2},
+        "eval": {"edge_thresholds": 5},
+    }
+
+
+def write_space(folder: Path, body: dict[str, Any]) -> Path:
+    """Write a search space named ``body["name"]`` into ``folder``; return its path."""
+    path = folder / f"{body['name']}.yaml"
+    path.write_text(yaml.safe_dump(body, sort_keys=False))
+    return path
+
+
+def search(*argv: str) -> int:
+    """``mtlsearch search ARGV`` in this process; its exit status."""
+    from mtlsearch.cli import build_parser
+    from mtlsearch.search import run_cli
+
+    return run_cli(build_parser().parse_args(["search", *argv]))
