@@ -75,7 +75,10 @@ class LocalCluster:
         self.worker_nm_port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         # Ray 2.60 clusters authenticate clients by token (~/.ray/auth_token by default).
-        self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
+        # The nodes' `python` (a job's entry point runs it) is this environment's, as on a
+        # cluster whose nodes activated the project's environment before `ray start`.
+        self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
+                    "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
         self.env.pop("RAY_ADDRESS", None)
         self.pids: set[int] = set()
 
