@@ -438,10 +438,17 @@ def dry_run(space: Space, exp_dir: str | Path | Location) -> str:
 
 def trial_statuses(results: Any) -> dict[str, str]:
     """Trial folder name -> Tune status (TERMINATED, ERROR, RUNNING, ...) of a ResultGrid's
-    experiment, read back through the public :class:`ray.tune.ExperimentAnalysis`."""
+    experiment, read back through the public :class:`ray.tune.ExperimentAnalysis`; empty
+    when Tune's saved state cannot be read (every trial without an error then counts as
+    finished)."""
     from ray.tune import ExperimentAnalysis
 
-    analysis = ExperimentAnalysis(results.experiment_path, storage_filesystem=results.filesystem)
+    try:
+        analysis = ExperimentAnalysis(results.experiment_path, storage_filesystem=results.filesystem)
+    except (ValueError, OSError) as err:
+        print(f"warning: cannot read the trials' statuses back ({str(err).splitlines()[0]})",
+              file=sys.stderr)
+        return {}
     return {Path(t.path).name: t.status for t in analysis.trials if t.path}
 
 

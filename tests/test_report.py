@@ -139,6 +139,19 @@ def test_tune_state_through_public_apis(experiment: Path, capsys: pytest.Capture
     assert "8 finished, 1 errored" in out and "best semseg_miou = 47 " in out  # semseg, seed 2: 40 + 5 + 2
 
 
+def test_trial_statuses_without_tune_state(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """No readable Tune state: no statuses (the summary then counts every trial without
+    an error as finished) and one warning line, not a traceback."""
+    from types import SimpleNamespace
+
+    pytest.importorskip("ray")
+    from mtlsearch.search import trial_statuses
+
+    assert trial_statuses(SimpleNamespace(experiment_path=str(tmp_path), filesystem=None)) == {}
+    err = capsys.readouterr().err
+    assert err.startswith("warning: cannot read the trials' statuses back") and err.count("\n") == 1
+
+
 def test_results_parquet_one_row_per_trial(report, experiment: Path) -> None:
     res = pd.read_parquet(report.out / "results.parquet")
     assert len(res) == 9
