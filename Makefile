@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # Two workers: the suite is sized for a 2-core machine.
 PYTEST_ARGS ?= -n 2
 
-.PHONY: install demo test test-cluster lint clean
+.PHONY: install demo test test-services lint clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,14 +23,14 @@ demo: install
 	$(BIN)/mtlsearch search search_spaces/demo.yaml --profile cpu --reuse
 	$(BIN)/mtlsearch report trials/demo --out reports/demo
 
-# The whole suite but the two-node Ray cluster tests, which `make test-cluster` runs
-# (minutes; CI runs both).
+# The whole suite but the tests of real services (a two-node Ray cluster, the S3 end to
+# end), which `make test-services` runs (minutes each; CI runs both targets).
 test: install
 	$(BIN)/ruff check mtlsearch tests
-	$(BIN)/python -m pytest $(PYTEST_ARGS) -m "not cluster" tests
+	$(BIN)/python -m pytest $(PYTEST_ARGS) -m "not cluster and not s3" tests
 
-test-cluster: install
-	$(BIN)/python -m pytest -p no:xdist -m cluster tests
+test-services: install
+	$(BIN)/python -m pytest -p no:xdist -m "cluster or s3" tests
 
 lint: install
 	$(BIN)/ruff check mtlsearch tests

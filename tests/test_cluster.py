@@ -6,7 +6,8 @@ trial running there has written a checkpoint, and checks that every trial ends
 TERMINATED, that a trial of the dead node was retried from its checkpoint
 (``iterations_since_restore`` restarts while ``iteration`` goes on) and that the
 cluster holds no reserved CPU afterwards. It kills only the processes it started
-(found by the cluster's own temp folder and ports). Marked ``cluster`` (minutes).
+(found by the cluster's own temp folder and ports). Marked ``cluster`` (minutes;
+``make test-services``).
 """
 
 from __future__ import annotations

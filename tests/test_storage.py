@@ -269,6 +269,7 @@ def ray_s3(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 
 @pytest.mark.slow
+@pytest.mark.s3
 def test_search_report_and_resume_on_s3(
     ray_s3: Path, s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
