@@ -78,8 +78,10 @@ FATAL_FILE = "fatal_error.txt"
 """Written in a trial's folder when it fails for a reason a retry cannot fix."""
 DEFAULT_MAX_FAILURES = 2
 REUSE_ACTORS = True
-"""A finished trial's process (torch, timm and mtlsearch imported) runs the next trial
-that fits it, instead of a new process per trial (seconds each; ``mtlsearch bench search``)."""
+"""A finished one-worker trial's process (torch, timm and mtlsearch imported) runs the next
+trial that fits it, instead of a new process per trial (seconds each; ``mtlsearch bench
+search``). Multi-worker trials' drivers are not reused: a stopped trial's driver may still
+be waiting on its TorchTrainer."""
 PATH_KEYS = ("data.root", "data.synth.cache_dir", "model.pretrained_path")
 """Config paths made absolute (relative to the launch folder) before trials run, since
 Tune runs trials in their own working directories."""
@@ -276,7 +278,7 @@ def build_tuner(
             scheduler=scheduler,
             num_samples=search.num_samples,
             trial_dirname_creator=_trial_dirname,
-            reuse_actors=REUSE_ACTORS,
+            reuse_actors=REUSE_ACTORS and in_process(space),
         )
         param_space: dict[str, Any] = {}
     else:
@@ -289,7 +291,7 @@ def build_tuner(
             num_samples=1,
             max_concurrent_trials=space.max_concurrent_trials,
             trial_dirname_creator=_trial_dirname,
-            reuse_actors=REUSE_ACTORS,
+            reuse_actors=REUSE_ACTORS and in_process(space),
         )
     storage_path, storage_filesystem = exp_dir.parent.ray_storage()
     run_config = tune.RunConfig(
