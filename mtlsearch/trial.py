@@ -1,0 +1,149 @@
+"""One Tune trial of a search: :func:`trial`, the function trainable ``mtlsearch search`` runs.
+
+Contract: ``trial(config, ctx)`` builds the trial's whole config (the planned row of a
+grid/random search, or Tune's sampled values; paths made absolute against the launch
+folder), writes it as ``<search>/<trial id>/config.yaml`` and trains it: in this process
+for one-worker trials (:func:`in_process`), else through an N-worker ``TorchTrainer``
+whose placement group is recorded for :mod:`mtlsearch.placement`. A failure a retry
+cannot fix (a user error, a NaN loss) writes :data:`FATAL_FILE`, so Tune's retries fail
+at once; ``--resume`` clears those markers. The driver (:mod:`mtlsearch.search`) builds
+the Tuner around it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from mtlsearch.config import config_fields, load_config, set_dotted
+from mtlsearch.errors import NonFiniteLossError, UserError
+from mtlsearch.phases import mark
+from mtlsearch.space import INDEX_KEY, Space, baseline_hash
+from mtlsearch.storage import Location
+from mtlsearch.storage import parse as parse_storage
+
+CONFIG_FILE = "config.yaml"
+"""Written in a trial's folder when it starts: its whole resolved config."""
+FATAL_FILE = "fatal_error.txt"
+"""Written in a trial's folder when it fails for a reason a retry cannot fix."""
+PATH_KEYS = ("data.root", "data.synth.cache_dir", "model.pretrained_path")
+"""Config paths made absolute (relative to the launch folder) before trials run, since
+Tune runs trials in their own working directories."""
+
+
+def absolutize(tree: dict[str, Any], cwd: str) -> dict[str, Any]:
+    """Make the config's relative file paths absolute against ``cwd`` (in place),
+    including relative defaults (``data.synth.cache_dir``) the tree does not set."""
+    defaults = config_fields()
+    for dotted in PATH_KEYS:
+        *parents, leaf = dotted.split(".")
+        node: Any = tree
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        value = node.get(leaf) if isinstance(node, dict) and leaf in node else defaults[dotted]
+        if isinstance(value, str) and value and not os.path.isabs(value):
+            set_dotted(tree, dotted, os.path.normpath(os.path.join(cwd, value)))
+    return tree
+
+
+def in_process(space: Space) -> bool:
+    """Whether trials run the loop in their own process (Train's local mode).
+
+    Single-worker trials do: nothing is started per trial beyond the Tune actor, which
+    reserves the worker's CPUs/GPUs itself, so a trial a scheduler stops releases
+    everything with its actor. Multi-worker trials launch a ``TorchTrainer``.
+    """
+    return space.resources.workers == 1
+
+
+def trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
+    """One Tune trial: build the config, run its training, report through Tune."""
+    from ray import tune
+    from ray.train import TrainingFailedError
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from mtlsearch.placement import PG_FILE
+    from mtlsearch.trainable import failure_reason, make_trainer, run_in_process
+
+    space: Space = ctx["space"]
+    planned = ctx.get("planned")
+    if planned is not None and INDEX_KEY in config:
+        # The planned row, not Tune's copy: a trial still pending when a search was
+        # interrupted comes back from Tuner.restore with unresolved sample_from values.
+        values = dict(planned[config[INDEX_KEY]])
+        # Keys PBT perturbs when it exploits another trial come from Tune's config.
+        values.update({k: config[k] for k in ctx.get("mutable", ()) if k in config})
+    else:
+        values = {k: v for k, v in config.items() if k != INDEX_KEY}
+    tune_ctx = tune.get_context()
+    trial_id = tune_ctx.get_trial_id()
+    # In the search folder itself (shared storage or a URI), not Tune's node-local staging.
+    fatal = parse_storage(ctx["exp_dir"]) / trial_id / FATAL_FILE
+    if fatal.is_file():
+        # A retry after a user error or a NaN loss would fail the same way: fail at once.
+        raise RuntimeError(fatal.read_text().strip())
+    if os.path.isdir(ctx["cwd"]):
+        # Tune starts trials in their own folder; the space's relative paths (weights,
+        # data roots) mean what they meant where the search was launched.
+        os.chdir(ctx["cwd"])
+    tree = absolutize(space.tree(values), ctx["cwd"])
+    cfg = load_config(tree)
+    cfg.name = f"{space.name}/{trial_id}"
+    baselines = ctx["baselines"].get(baseline_hash(space.baseline_config(values))) or None
+    write_resolved_config(cfg, baselines, fatal.parent / CONFIG_FILE)
+    tensorboard_dir = Path(tune_ctx.get_trial_dir()) / "tensorboard"
+    mark("trial_start", trial_id)
+    try:
+        if in_process(space):
+            run_in_process(cfg, tensorboard_dir=tensorboard_dir, baselines=baselines)
+        else:
+            make_trainer(
+                cfg,
+                workers=space.resources.workers,
+                cpus_per_worker=space.resources.cpus_per_worker,
+                gpus_per_worker=space.resources.gpus_per_worker,
+                storage_path=ctx["train_storage"],
+                name=trial_id,
+                callbacks=[TuneReportCallback()],
+                tensorboard_dir=tensorboard_dir,
+                baselines=baselines,
+                placement_group_file=(fatal.parent / PG_FILE).uri,
+            ).fit()
+    except TrainingFailedError as err:
+        message = f"trial {trial_id} failed: {failure_reason(err)}"
+        if _is_deterministic(err):
+            _write_fatal(fatal, message)
+        raise RuntimeError(message) from None
+    except (UserError, NonFiniteLossError) as err:
+        message = f"trial {trial_id} failed: {type(err).__name__}: {err}"
+        _write_fatal(fatal, message)
+        raise RuntimeError(message) from None
+    finally:
+        mark("trial_end", trial_id)
+
+
+def write_resolved_config(cfg: Any, baselines: dict[str, Any] | None, path: str | Path | Location) -> None:
+    """The trial's whole config as trained (baselines folded into ``eval.baselines``), so
+    ``mtlsearch train`` on this file reproduces the trial (``mtlsearch best``)."""
+    from mtlsearch.config.load import to_yaml
+
+    if baselines:
+        cfg = load_config(cfg, {"eval.baselines": {**cfg.eval.baselines, **baselines}})
+    parse_storage(path).write_text(to_yaml(cfg))  # atomic, local or remote
+
+
+def _write_fatal(path: Location, message: str) -> None:
+    path.write_text(message + "\n")
+
+
+def _is_deterministic(err: BaseException) -> bool:
+    """Whether a Train failure comes from the user's config or the loss (not a node)."""
+    failures = getattr(err, "worker_failures", None) or {}
+    causes = [getattr(exc, "cause", None) or exc for exc in failures.values()]
+    names = {"UserError", "NonFiniteLossError"}
+    return bool(causes) and all(type(c).__name__ in names for c in causes)
+
+
+__all__ = ["CONFIG_FILE", "FATAL_FILE", "PATH_KEYS", "absolutize", "in_process", "trial",
+           "write_resolved_config"]
