@@ -1,12 +1,12 @@
 """``mtlsearch search``: run a YAML search space with Ray Tune (+ Optuna, ASHA).
 
-Ray 2.60 (Train V2) pattern: each Tune trial is a FUNCTION trainable, :func:`trial`,
-reserving almost no CPU itself (``{"cpu": 0.01}``); it builds the trial's config
-(base + fixed + profile + ``--set`` + sampled values + seed), launches a Ray Train
-``TorchTrainer`` (:func:`mtlsearch.trainable.make_trainer`) named after the stable
-Tune trial id under ``trials/<name>/_train/``, and forwards the Train reports to
-Tune with ``TuneReportCallback``. A failing Train run re-raises, so Tune records the
-trial as errored (``error.txt``) and the search goes on.
+Each Tune trial is the FUNCTION trainable :func:`mtlsearch.trial.trial`: a one-worker
+trial trains in its own process and reserves the worker's CPUs/GPUs itself; a
+multi-worker trial reserves almost no CPU (``{"cpu": 0.01}``) and launches a Ray Train
+``TorchTrainer`` named after the stable Tune trial id under ``trials/<name>/_train/``,
+whose reports ``TuneReportCallback`` forwards. A failing trial re-raises, so Tune
+records it as errored (``error.txt``), retries it after infrastructure failures, and the
+search goes on. This module builds the Tuner around it and runs the search.
 
 How trials are generated:
 
