@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +33,7 @@ import yaml
 
 from mtlsearch.config import load_config
 from mtlsearch.errors import UserError
+from mtlsearch.outputs import check_file, write_file
 from mtlsearch.space.text import format_value
 
 HEADER = "# written by mtlsearch best"
@@ -208,38 +207,20 @@ def best_yaml(best: Best, search_dir: Path, metrics: list[str], modes: list[str]
     return "\n".join(lines) + "\n" + body
 
 
+def _written_by_best(path: Path) -> bool:
+    """Whether the file at ``path`` starts with :data:`HEADER`."""
+    try:
+        with path.open("rb") as fh:
+            first = fh.readline(200).decode("utf-8", errors="replace").rstrip("\r\n")
+    except OSError:
+        first = ""
+    return first == HEADER
+
+
 def check_yaml_target(out: str | Path, flag: str = "--out") -> Path:
     """``out`` absolute, if it may be written: a new path, or a file this command wrote."""
-    raw = Path(out)
-    target = Path(os.path.abspath(raw))
-    shown = f"{flag} {str(raw)!r}"
-    if not target.parent.is_dir():
-        raise UserError(f"{shown}: folder {str(target.parent)!r} not found")
-    if target.is_symlink():
-        raise UserError(f"{shown} is a symbolic link; give a real file")
-    if target.is_dir():
-        raise UserError(f"{shown} is a folder, expected a YAML file name such as best.yaml")
-    if target.exists():
-        try:
-            with target.open("rb") as fh:
-                first = fh.readline(200).decode("utf-8", errors="replace").rstrip("\r\n")
-        except OSError:
-            first = ""
-        if first != HEADER:
-            raise UserError(f"{shown} exists and was not written by mtlsearch best: refusing to "
-                            "overwrite it; choose a new file name")
-    return target
-
-
-def _write(target: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, target)
-    except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
-        raise UserError(f"--out {target}: cannot write: {err.strerror or err}") from None
+    return check_file(out, flag=flag, expected="a YAML file name such as best.yaml",
+                      ours=_written_by_best, writer="mtlsearch best")
 
 
 def targets(out: str | Path, chosen: list[Best]) -> list[Path]:
@@ -273,7 +254,7 @@ def run_cli(args: argparse.Namespace) -> int:
         if others:
             print("    metrics: " + ", ".join(f"{k}={format_value(v)}" for k, v in others.items()))
         if paths is not None:
-            _write(paths[i], best_yaml(best, search_dir, metrics, modes))
+            write_file(paths[i], best_yaml(best, search_dir, metrics, modes))
             print(f"    config: {paths[i]}  (reproduce: mtlsearch train {paths[i]})")
     if paths is None:
         print("write the whole config with --out best.yaml; mtlsearch train best.yaml reproduces it")

@@ -17,8 +17,10 @@ Contract:
   kind's marker, a folder holding files mtlsearch did not write, a path whose parent is a
   file, and a target that is, contains or lies inside a protected folder (the search
   folder a report reads). ``--force`` never extends to unrelated folders.
-* Files (``data preview --out PNG``) follow the same rule: a new path, or a PNG this
-  command wrote (its ``Software`` text chunk is :func:`png_software`).
+* Files follow the same rule (:func:`check_file`): a new path, or a file the same
+  command wrote, recognised by its content (``data preview --out PNG``: its ``Software``
+  text chunk is :func:`png_software`; ``best --out``: its first line). Text files
+  (``best --out``, ``config schema --out``) are written atomically by :func:`write_file`.
 """
 
 from __future__ import annotations
@@ -239,9 +241,18 @@ def png_software(kind: str) -> str:
     return f"{TOOL} {kind}"
 
 
-def check_file_target(out: str | Path, kind: str, *, flag: str = "--out") -> Path:
-    """Check that a PNG file of ``kind`` may be written at ``out``: a new path, or a PNG
-    an earlier run of the same command wrote. Returns it absolute."""
+def check_file(
+    out: str | Path,
+    *,
+    flag: str = "--out",
+    expected: str,
+    ours: Callable[[Path], bool],
+    writer: str,
+) -> Path:
+    """Check that a file may be written at ``out``: its folder exists, it is neither a
+    symbolic link nor a folder (``expected`` names what to give instead), and a file
+    already there is one ``ours`` recognises as written by ``writer`` (``mtlsearch best``).
+    Returns it absolute; raises :class:`UserError`."""
     raw = Path(out)
     target = Path(os.path.abspath(raw))
     shown = f"{flag} {str(raw)!r}"
@@ -250,25 +261,52 @@ def check_file_target(out: str | Path, kind: str, *, flag: str = "--out") -> Pat
     if target.is_symlink():
         raise UserError(f"{shown} is a symbolic link; give a real file")
     if target.is_dir():
-        raise UserError(f"{shown} is a folder, expected a PNG file name")
-    if target.exists():
-        from PIL import Image
-
-        try:
-            with Image.open(target) as im:
-                software = im.info.get("Software")
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-            software = None
-        if software != png_software(kind):
-            raise UserError(
-                f"{shown} exists and was not written by mtlsearch {kind}: refusing to "
-                "overwrite it; choose a new file name"
-            )
+        raise UserError(f"{shown} is a folder, expected {expected}")
+    if target.exists() and not ours(target):
+        raise UserError(
+            f"{shown} exists and was not written by {writer}: refusing to "
+            "overwrite it; choose a new file name"
+        )
     return target
+
+
+def write_file(target: Path, text: str, *, flag: str = "--out") -> None:
+    """Write ``text`` to ``target`` (already checked, e.g. by :func:`check_file`)
+    atomically: a temporary file beside it, renamed into place. Raises
+    :class:`UserError` naming ``flag``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, target)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise UserError(f"{flag} {target}: cannot write: {err.strerror or err}") from None
+
+
+def _png_software_of(path: Path) -> str | None:
+    """The ``Software`` text chunk of the PNG at ``path`` (None if unreadable or absent)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.info.get("Software")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None
+
+
+def check_file_target(out: str | Path, kind: str, *, flag: str = "--out") -> Path:
+    """Check that a PNG file of ``kind`` may be written at ``out``: a new path, or a PNG
+    an earlier run of the same command wrote. Returns it absolute."""
+    return check_file(
+        out, flag=flag, expected="a PNG file name",
+        ours=lambda path: _png_software_of(path) == png_software(kind), writer=f"mtlsearch {kind}",
+    )
 
 
 __all__ = [
     "MARKER_PREFIX",
+    "check_file",
     "check_file_target",
     "check_run_folder",
     "check_target",
@@ -277,5 +315,6 @@ __all__ = [
     "output_folder",
     "png_software",
     "read_marker",
+    "write_file",
     "write_marker",
 ]

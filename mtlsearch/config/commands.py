@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from mtlsearch.config.load import load_config, to_yaml
 from mtlsearch.config.schema import Config
 from mtlsearch.errors import UserError
+from mtlsearch.outputs import write_file
 
 SCHEMA_ID = "https://mtlsearch.invalid/config.schema.json"
 
@@ -45,14 +44,7 @@ def _write_new(path: Path, text: str) -> None:
             raise UserError(f"--out {path}: exists and is not a schema this command wrote; not replacing it")
     if not path.parent.is_dir():
         raise UserError(f"--out {path}: folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
-        raise UserError(f"--out {path}: cannot write: {err.strerror or err}") from None
+    write_file(path, text)
 
 
 def run_cli(args: argparse.Namespace) -> int:
