@@ -138,10 +138,23 @@ def _fit(pred: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return resize_pred(pred.float(), size)
 
 
+def _single_channel(
+    pred: torch.Tensor, target: torch.Tensor, what: str, *, from_logits: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A one-channel ``pred`` and its ``target`` as (B, H, W) at label resolution (``pred``
+    through a sigmoid when ``from_logits``); ``what`` (the metric) names mismatches."""
+    target = _squeeze_channel(target, f"{what} target")
+    pred4 = pred if pred.dim() == 4 else pred.unsqueeze(1)
+    pred = _squeeze_channel(_fit(pred4, tuple(target.shape[-2:])), f"{what} pred")
+    if from_logits:
+        pred = torch.sigmoid(pred)
+    if pred.shape != target.shape:
+        raise ValueError(f"{what}: pred {tuple(pred.shape)} vs target {tuple(target.shape)}")
+    return pred, target
+
+
 def _pct(num: float, den: float) -> float:
     return 100.0 * num / den if den > 0 else float("nan")
-
-
 
 
 def compute_all(metrics: Mapping[str, Metric], prefix: str = "") -> dict[str, float]:

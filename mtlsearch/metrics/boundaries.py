@@ -17,8 +17,7 @@ import torch
 from mtlsearch.errors import UserError
 from mtlsearch.metrics.base import (
     Metric,
-    _fit,
-    _squeeze_channel,
+    _single_channel,
 )
 from mtlsearch.tasks import (
     IGNORE,
@@ -186,13 +185,7 @@ class EdgeMetric(Metric):
 
     @torch.no_grad()
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        target = _squeeze_channel(target, "EdgeMetric target")
-        pred4 = pred if pred.dim() == 4 else pred.unsqueeze(1)
-        pred = _squeeze_channel(_fit(pred4, tuple(target.shape[-2:])), "EdgeMetric pred")
-        if self.from_logits:
-            pred = torch.sigmoid(pred)
-        if pred.shape != target.shape:
-            raise ValueError(f"EdgeMetric: pred {tuple(pred.shape)} vs target {tuple(target.shape)}")
+        pred, target = _single_channel(pred, target, "EdgeMetric", from_logits=self.from_logits)
         probs = pred.detach().double().cpu().numpy()
         labels = target.detach().double().cpu().numpy()
         for prob, label in zip(probs, labels):

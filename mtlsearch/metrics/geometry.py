@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from mtlsearch.metrics.base import (
     Metric,
     _fit,
-    _squeeze_channel,
+    _single_channel,
 )
 
 # ---------------------------------------------------------------------------
@@ -38,11 +38,8 @@ class DepthMetric(Metric):
 
     @torch.no_grad()
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        target = _squeeze_channel(target, "DepthMetric target").double()
-        pred4 = pred if pred.dim() == 4 else pred.unsqueeze(1)
-        pred = _squeeze_channel(_fit(pred4, tuple(target.shape[-2:])), "DepthMetric pred").double()
-        if pred.shape != target.shape:
-            raise ValueError(f"DepthMetric: pred {tuple(pred.shape)} vs target {tuple(target.shape)}")
+        pred, target = _single_channel(pred, target, "DepthMetric")
+        pred, target = pred.double(), target.double()
         valid = target > 0
         p, t = pred[valid], target[valid]
         err = p - t

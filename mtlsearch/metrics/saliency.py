@@ -11,8 +11,7 @@ import torch
 
 from mtlsearch.metrics.base import (
     Metric,
-    _fit,
-    _squeeze_channel,
+    _single_channel,
 )
 from mtlsearch.tasks import (
     IGNORE,
@@ -69,13 +68,7 @@ class SaliencyMetric(Metric):
 
     @torch.no_grad()
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        target = _squeeze_channel(target, "SaliencyMetric target")
-        pred4 = pred if pred.dim() == 4 else pred.unsqueeze(1)
-        pred = _squeeze_channel(_fit(pred4, tuple(target.shape[-2:])), "SaliencyMetric pred")
-        if self.from_logits:
-            pred = torch.sigmoid(pred)
-        if pred.shape != target.shape:
-            raise ValueError(f"SaliencyMetric: pred {tuple(pred.shape)} vs target {tuple(target.shape)}")
+        pred, target = _single_channel(pred, target, "SaliencyMetric", from_logits=self.from_logits)
         valid = target != self.ignore_index
         prob = pred[valid].double().cpu()
         pos = (target[valid] > 0.5).cpu()
