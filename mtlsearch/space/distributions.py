@@ -24,6 +24,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from mtlsearch.space.text import format_value
+
 INT64_MAX = 2**63 - 1
 
 
@@ -37,21 +39,6 @@ def _number(value: Any) -> bool:
 
 def _finite(value: Any) -> bool:
     return _number(value) and math.isfinite(value)
-
-
-def _text(value: Any) -> str:
-    """Compact text of a value: floats with 4 significant digits, lists as ``[a, b]``."""
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_text(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {_text(v)}" for k, v in value.items()) + "}"
-    return str(value)
 
 
 def label(value: Any) -> Any:
@@ -106,7 +93,7 @@ class Distribution:
         raise NotImplementedError
 
     def describe(self) -> str:
-        return f"{self.name}({', '.join(_text(v) for v in self.args)})"
+        return f"{self.name}({', '.join(format_value(v) for v in self.args)})"
 
 
 class Grid(Distribution):
@@ -145,7 +132,7 @@ class Grid(Distribution):
         return list(self.args)
 
     def describe(self) -> str:
-        return f"{self.name} [{', '.join(_text(v) for v in self.args)}]"
+        return f"{self.name} [{', '.join(format_value(v) for v in self.args)}]"
 
 
 class Choice(Grid):
