@@ -52,6 +52,12 @@ def fail(kind: str, message: str) -> PydanticCustomError:
     return PydanticCustomError(kind, "{message}", {"message": message})
 
 
+def _near_below_far(section: str, near: float, far: float) -> None:
+    """The rule of a depth range (``regularizer``, ``cvm``): ``near`` below ``far``."""
+    if near >= far:
+        raise key_error("near", f"must be below {section}.far ({far}), got {near}")
+
+
 def _float_from_text(value: Any) -> Any:
     """YAML 1.1 reads ``1e-3`` as a string: accept numeric strings for float keys."""
     if isinstance(value, str):
@@ -360,8 +366,7 @@ class RegularizerConfig(Section):
 
     @model_validator(mode="after")
     def _ray_extent(self) -> RegularizerConfig:
-        if self.near >= self.far:
-            raise key_error("near", f"must be below regularizer.far ({self.far}), got {self.near}")
+        _near_below_far("regularizer", self.near, self.far)
         return self
 
 
@@ -398,8 +403,7 @@ class CvmConfig(Section):
 
     @model_validator(mode="after")
     def _depth_range(self) -> CvmConfig:
-        if self.near >= self.far:
-            raise key_error("near", f"must be below cvm.far ({self.far}), got {self.near}")
+        _near_below_far("cvm", self.near, self.far)
         return self
 
 
