@@ -9,6 +9,8 @@ is the factory.
 
 from __future__ import annotations
 
+from typing import Any
+
 from mtlsearch.errors import UserError
 from mtlsearch.models.decoders import fpn, hps, invpt, mtinet  # noqa: F401  (register)
 from mtlsearch.models.decoders.base import (
@@ -24,26 +26,12 @@ from mtlsearch.models.decoders.base import (
 )
 
 
-def build_decoder(
-    name: str,
-    in_channels: list[int],
-    reductions: list[int],
-    task_channels: dict[str, int],
-    width: int,
-    stride: int,
-    extra_channels: int = 0,
-    shared_features: str = "encoder",
-    shared_scale: float = 0.125,
-) -> Decoder:
-    """Instantiate the registered decoder ``name`` (UserError naming ``model.decoder``)."""
+def build_decoder(name: str, *args: Any, **kwargs: Any) -> Decoder:
+    """Instantiate the registered decoder ``name`` with the arguments of :class:`Decoder`
+    (UserError naming ``model.decoder`` for an unknown name)."""
     if name not in DECODERS:
         raise UserError(f"model.decoder: unknown decoder {name!r} (known: {', '.join(list_decoders())})")
-    if width <= 0:
-        raise UserError(f"model.decoder_width: must be positive, got {width}")
-    return DECODERS[name](
-        in_channels, reductions, task_channels, width, stride, extra_channels,
-        shared_features=shared_features, shared_scale=shared_scale,
-    )
+    return DECODERS[name](*args, **kwargs)
 
 
 __all__ = [

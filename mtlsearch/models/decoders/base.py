@@ -10,8 +10,9 @@ one file per model, the same shape each) and returns a :class:`DecoderOutput`:
 * ``inter``: intermediate predictions for deep supervision, ``{"<task>@<stride>": (B, C_t,
   h, w)}`` at their own scale (1/stride of the input); empty for decoders without them.
 
-Optional extra features (the cross-view module's output, ``extra_channels`` > 0) are fused
-into the decoder's input; each decoder documents where.
+Optional extra features (the cross-view module's output, ``extra_channels`` > 0) are
+resized and concatenated (:meth:`Decoder.with_extra`) into the decoder's input; each
+decoder documents where.
 """
 
 from __future__ import annotations
@@ -118,6 +119,8 @@ class Decoder(nn.Module, abc.ABC):
         shared_scale: float = 0.125,
     ) -> None:
         super().__init__()
+        if width <= 0:
+            raise UserError(f"model.decoder_width: must be positive, got {width}")
         if shared_features not in SHARED_FEATURES:
             raise UserError(
                 f"model.shared_features: {shared_features!r} is not one of {', '.join(SHARED_FEATURES)}"
@@ -154,6 +157,14 @@ class Decoder(nn.Module, abc.ABC):
         if self.extra_channels and (extra is None or extra.shape[1] != self.extra_channels):
             got = None if extra is None else extra.shape[1]
             raise ValueError(f"decoder expects {self.extra_channels} extra channels, got {got}")
+
+    def with_extra(self, x: torch.Tensor, extra: torch.Tensor | None) -> torch.Tensor:
+        """``x`` with the extra features (checked by :meth:`check_extra`) resized to it and
+        concatenated along channels; ``x`` itself for a decoder without extra channels."""
+        self.check_extra(extra)
+        if not self.extra_channels:
+            return x
+        return torch.cat([x, resize(extra, tuple(x.shape[-2:]))], dim=1)
 
     @staticmethod
     def apply_heads(
@@ -193,12 +204,7 @@ class FusedDecoder(Decoder):
         extra: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The heads' input: fused map, with ``extra`` resized and concatenated."""
-        size = self.feature_size(image_size)
-        f = self.fuse(feats, size)
-        self.check_extra(extra)
-        if self.extra_channels:
-            f = torch.cat([f, resize(extra, size)], dim=1)
-        return f
+        return self.with_extra(self.fuse(feats, self.feature_size(image_size)), extra)
 
     def forward(
         self,

@@ -239,11 +239,8 @@ class InvPTDecoder(Decoder):
         image_size: tuple[int, int],
         extra: torch.Tensor | None = None,
     ) -> DecoderOutput:
-        self.check_extra(extra)
         tasks = list(self.task_channels)
-        x = feats[-1]
-        if self.extra_channels:
-            x = torch.cat([x, resize(extra, tuple(x.shape[-2:]))], dim=1)
+        x = self.with_extra(feats[-1], extra)
         inter, maps = {}, []
         for t in tasks:
             feat = self.preliminary[t](x)

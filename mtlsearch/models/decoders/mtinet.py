@@ -217,11 +217,8 @@ class MTINetDecoder(Decoder):
         image_size: tuple[int, int],
         extra: torch.Tensor | None = None,
     ) -> DecoderOutput:
-        self.check_extra(extra)
         levels = list(feats)
-        if self.extra_channels:
-            x = levels[self.extra_level]
-            levels[self.extra_level] = torch.cat([x, resize(extra, tuple(x.shape[-2:]))], dim=1)
+        levels[self.extra_level] = self.with_extra(levels[self.extra_level], extra)
         inter: dict[str, torch.Tensor] = {}
         task_feats: list[dict[str, torch.Tensor]] = [{}] * NUM_SCALES
         propagated = None
