@@ -25,6 +25,15 @@ def _add(
     return parser
 
 
+def _group(
+    sub: argparse._SubParsersAction, name: str, help: str, metavar: str
+) -> argparse._SubParsersAction:
+    """A command group (``data``, ``config``, ``bench``): its subcommands' parsers, with
+    the chosen one in ``args.<name>_command``; without one, :func:`main` shows its help."""
+    parser = sub.add_parser(name, help=help)
+    return parser.add_subparsers(dest=f"{name}_command", metavar=metavar)
+
+
 STORAGE_HELP = (
     "where results go: a local folder, or a pyarrow.fs URI such as s3://bucket/trials"
     "?endpoint_override=HOST:PORT&scheme=http or gs://bucket/trials (default trials/)"
@@ -78,8 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     # data -------------------------------------------------------------------
-    data = sub.add_parser("data", help="generate, check, preview and import datasets")
-    data_sub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
+    data_sub = _group(sub, "data", "generate, check, preview and import datasets", "DATA_COMMAND")
 
     p = _add(data_sub, "synthrooms", "mtlsearch.data.synthrooms:run_cli",
              "generate the SynthRooms procedural multi-view indoor dataset")
@@ -178,8 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="list the spaces that would run and exit")
 
     # config -----------------------------------------------------------------
-    config = sub.add_parser("config", help="the config's JSON Schema, or a resolved config")
-    config_sub = config.add_subparsers(dest="config_command", metavar="CONFIG_COMMAND")
+    config_sub = _group(sub, "config", "the config's JSON Schema, or a resolved config", "CONFIG_COMMAND")
     p = _add(config_sub, "schema", "mtlsearch.config.commands:run_cli",
              "write the JSON Schema of config files (for editor completion and checks)")
     p.add_argument("--out", default=None, metavar="FILE", help="file to write (default: stdout)")
@@ -208,8 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="md,tex,csv,html", help="table formats (default md,tex,csv,html)")
 
     # bench ------------------------------------------------------------------
-    bench = sub.add_parser("bench", help="benchmarks that print figures")
-    bench_sub = bench.add_subparsers(dest="bench_command", metavar="BENCH")
+    bench_sub = _group(sub, "bench", "benchmarks that print figures", "BENCH")
     p = _add(bench_sub, "data", "mtlsearch.bench.data:run_cli",
              "SynthRooms generation views/s and loading samples/s")
     p.add_argument("--scenes", type=int, default=200)
