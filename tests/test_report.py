@@ -6,8 +6,10 @@ aggregate below is checked against values worked out by hand.
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -414,7 +416,7 @@ def test_cli_prints_table_and_user_errors(experiment: Path, tmp_path: Path, caps
         main(["report", str(experiment), "--out", str(tmp_path / "r"), "--format", "md,csv"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    assert "| regularizer.tasks | semseg_miou ↑ |" in out and "wrote" in out
+    assert re.search(r"^\| regularizer\.tasks +\| +semseg_miou ↑ \|", out, re.M) and "wrote" in out
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == [
         ".mtlsearch-report", "curves.parquet", "plots", "results.parquet", "table.csv", "table.md"]
     for argv, message in (
@@ -604,3 +606,83 @@ def test_out_replaces_a_report_written_before_markers(tmp_path: Path, capsys) ->
     (old / "notes.txt").unlink()
     code, _ = _report_cli([str(search), "--out", str(old)], capsys)
     assert code == 0 and (old / ".mtlsearch-report").is_file() and (old / "table.md").read_text() != "old"
+
+
+# ---------------------------------------------------------------------------
+# Rendering through pandas (hand-made search, no Ray)
+# ---------------------------------------------------------------------------
+
+
+def _hand_search(tmp_path: Path, fail: tuple[str, ...] = ("a0003_00003",)):
+    """make_search's 4 trials (semseg/all x seeds 0, 1), baseline semseg, ``fail`` failed."""
+    from tests.searchdirs import make_search
+
+    folder = make_search(tmp_path / "trials")
+    meta = json.loads((folder / "mtlsearch.json").read_text())
+    (folder / "mtlsearch.json").write_text(json.dumps(dict(meta, baseline="semseg")))
+    for trial in fail:
+        (folder / trial / "error.txt").write_text("Failure # 1\nValueError: bad | worse\n")
+    return collect(folder)
+
+
+def test_renderers_keep_marks_rows_and_rules(tmp_path: Path) -> None:
+    from mtlsearch.report.tables import to_csv, to_html, to_latex, trials_html, trials_markdown
+
+    search = _hand_search(tmp_path)
+    t = build_table(search)
+    assert t.labels == ["semseg", "all"] and t.n == {"semseg": 2, "all": 1} and t.failed["all"] == 1
+    md = to_markdown(t).splitlines()
+    assert re.fullmatch(r"\| regularizer\.tasks +\| +semseg_miou ↑ \| +depth_rmse ↓ \| +Δm \(%\) ↑ \| +n \| +failed \|", md[0])
+    assert re.fullmatch(r"\|:-+\|(-+:\|){5}", md[1])
+    assert md[2].startswith("| semseg (baseline) ") and md[3].startswith("| all ")
+    # semseg: 42, 44 -> 43 ± 1.41; all: seed 0 only (43), no spread of its own but within
+    # the baseline's; depth 0.48 everywhere: a tie (both bold), std 0 vs none: not judged;
+    # delta_m of the baseline's trials: ±(1/43)/2 -> 0.00 ± 1.64, of all's: 0.00
+    assert [c.strip() for c in md[2].split("|")[2:-1]] == [
+        "**43.00 ± 1.41**", "**0.4800 ± 0.0000**", "**0.00 ± 1.64**", "2", "0"]
+    assert [c.strip() for c in md[3].split("|")[2:-1]] == ["**43.00**†", "**0.4800**", "**0.00**†", "1", "1"]
+    assert md[5].startswith("Mean ± std over seeds") and md[-1] == "1 failed trial(s) not aggregated  "
+    tex = to_latex(t, caption="hand_search: 5% off").splitlines()
+    assert tex[0] == "% requires \\usepackage{booktabs}"
+    assert tex[tex.index("\\toprule") + 1].startswith("regularizer.tasks & semseg\\_miou $\\uparrow$")
+    rows = tex[tex.index("\\toprule") + 3:tex.index("\\bottomrule")]
+    assert rows[0].startswith("semseg (baseline) & \\textbf{43.00 $\\pm$ 1.41} & ") and rows[1] == "\\midrule"
+    assert rows[2] == "all & \\textbf{43.00}$^\\dagger$ & \\textbf{0.4800} & \\textbf{0.00}$^\\dagger$ & 1 \\\\"
+    caption = next(line for line in tex if line.startswith("\\caption{hand\\_search: 5\\% off. Mean $\\pm$ std"))
+    assert "\\textbar{}mean - baseline mean\\textbar{} \\textless{} max" in caption
+    page = to_html(t)
+    assert page.count('class="data row0') == page.count("baseline\" >") == 6  # the baseline row's cells
+    assert "<b>0.00</b><sup>†</sup>" in page and "semseg <i>(baseline)</i>" in page
+    assert "<p class='legend'>Mean ± std" in page
+    back = pd.read_csv(io.StringIO(to_csv(t)))
+    assert list(back["label"]) == ["semseg", "all"] and list(back["baseline"]) == [True, False]
+    assert back.loc[0, "semseg_miou_std"] == pytest.approx(math.sqrt(2)) and math.isnan(back.loc[1, "semseg_miou_std"])
+    trials = trials_markdown(search)
+    assert trials.count("ValueError: bad \\| worse") == 1 and len(trials.splitlines()) == 2 + 4
+    html_trials = trials_html(search)
+    assert html_trials.count("status-ERROR") == 1 and html_trials.count("status-TERMINATED") == 3
+    assert "ValueError: bad | worse" in html_trials and "td.col5 {\n  text-align: left;" in html_trials
+
+
+def test_report_page_and_markdown_have_one_trials_table(tmp_path: Path) -> None:
+    search = _hand_search(tmp_path)
+    rep = build_report(search.path, out=tmp_path / "rep", formats=["md", "html"], samples=False)
+    md = (tmp_path / "rep" / "table.md").read_text()
+    assert md.count("### Trials") == 1 and md.count("ValueError: bad \\| worse") == 1
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert page.count("<h2>Trials</h2>") == 1 and page.count('id="T_trials"') == 1
+    assert page.count("ValueError: bad | worse") == 1 and "td.baseline{background" in page
+    assert rep.markdown == md
+
+
+def test_row_without_finished_trials_gets_empty_cells(tmp_path: Path) -> None:
+    """Every trial of a row failed while the others have a stored delta_m: the row shows
+    dashes (n 0), it does not break the table."""
+    search = _hand_search(tmp_path, fail=("a0001_00001", "a0003_00003"))
+    search.meta["baseline"] = None
+    search.meta["single_task_baselines"] = {"semseg_miou": 40.0, "depth_rmse": 0.5}
+    search.results["delta_m"] = [2.0, float("nan"), 3.0, float("nan")]
+    t = build_table(search)
+    assert t.columns[-1] == "delta_m" and t.n == {"all": 0, "semseg": 2}
+    assert t.cell("all", "delta_m").n == 0 and t.cell("semseg", "delta_m").mean == pytest.approx(2.5)
+    assert "| all " in to_markdown(t) and to_markdown(t).count("—") == 3

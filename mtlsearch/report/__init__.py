@@ -44,6 +44,7 @@ from mtlsearch.report.tables import (
     to_html,
     to_latex,
     to_markdown,
+    trials_html,
     trials_markdown,
 )
 from mtlsearch.storage import cache_folder, is_uri, open_storage, sync_down
@@ -166,7 +167,7 @@ table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
 th,td{padding:.3em .7em;border-bottom:1px solid #e3e3e3;text-align:right;white-space:nowrap}
 th:first-child,td:first-child{text-align:left}
 thead th{border-bottom:2px solid #444}
-tr.baseline td{background:#f3f6fb}
+td.baseline{background:#f3f6fb}
 .legend{font-size:.85em;color:#555}
 .meta td{text-align:left}
 .status-ERROR{color:#b00}
@@ -211,17 +212,7 @@ def _html_page(report: Report, pngs: dict[str, bytes]) -> str:
         parts.append(f"<h2>{esc(title)}</h2><img alt='{esc(name)}' src='data:image/png;base64,{b64}'>")
     if report.importances:
         parts.append("<p class='legend'>Importance source: " + esc(report.importances["source"]) + "</p>")
-    parts.append("<h2>Trials</h2><table><thead><tr><th>trial</th><th>status</th>"
-                 + "".join(f"<th>{esc(k)}</th>" for k in s.ablated_keys)
-                 + "<th>iterations</th><th>error</th></tr></thead><tbody>")
-    for _, r in s.results.iterrows():
-        vals = "".join(f"<td>{esc(str(r.get(k) if r.get(k) is not None else '—'))}</td>" for k in s.ablated_keys)
-        it = r.get("iterations")
-        it_s = "—" if it is None or it != it else f"{it:g}"
-        parts.append(f"<tr><td>{esc(str(r['trial_id']))}</td><td class='status-{esc(str(r['status']))}'>"
-                     f"{esc(str(r['status']))}</td>{vals}<td>{it_s}</td>"
-                     f"<td style='text-align:left'>{esc(str(r.get('error') or ''))}</td></tr>")
-    parts.append("</tbody></table>")
+    parts += ["<h2>Trials</h2>", trials_html(s)]
     notes = [*s.notes, *report.notes]
     if notes:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
@@ -271,7 +262,6 @@ def build_report(trials_dir: str | Path, out: str | Path | None = None,
             report.comparison = compare_paper(search, table, get_table(str(paper_ref)))
         except UserError as err:
             report.notes.append(f"paper table not shown: {err}")
-    report.markdown = _markdown(report)
 
     with output_folder(out_path, REPORT_KIND, protect=[search.path], legacy=_legacy_report) as tmp:
         results = search.results.copy()

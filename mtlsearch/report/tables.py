@@ -14,19 +14,25 @@ Aggregation rules (also printed under every table):
 * a cell is marked within noise (†) when ``|mean - baseline mean| < max(std,
   baseline std)``: the difference is smaller than the seed-to-seed spread. Cells with
   no spread estimate on either side (one seed each) are not judged.
+
+The rows are grouped and aggregated by pandas (``groupby().agg`` of mean, std and
+count) and rendered from a frame of formatted cells: Markdown by
+:meth:`pandas.DataFrame.to_markdown` (tabulate), LaTeX by
+:meth:`pandas.io.formats.style.Styler.to_latex` (booktabs rules: needs
+``\\usepackage{booktabs}``), HTML by :meth:`~pandas.io.formats.style.Styler.to_html`
+and CSV by :meth:`pandas.DataFrame.to_csv`. The trials table (status of every trial)
+is one frame too, rendered as Markdown and HTML.
 """
 
 from __future__ import annotations
 
-import csv
 import html
-import io
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pandas as pd
+from pandas.io.formats.style import Styler
 
 from mtlsearch.errors import UserError
 from mtlsearch.metrics import delta_m
@@ -119,14 +125,6 @@ def table_columns(search: Search) -> list[str]:
     return cols
 
 
-def _stats(values: list[float]) -> Cell:
-    arr = np.array([v for v in values if v is not None and not math.isnan(v)], dtype=float)
-    if arr.size == 0:
-        return Cell(float("nan"), float("nan"), 0)
-    std = float(arr.std(ddof=1)) if arr.size > 1 else float("nan")
-    return Cell(float(arr.mean()), std, int(arr.size))
-
-
 def _parse_selector(text: str) -> dict[str, str] | None:
     """``"key=value, key2=value2"`` -> mapping, or None when ``text`` is a plain label."""
     parts = [p.strip() for p in text.split(",") if p.strip()]
@@ -150,6 +148,65 @@ def _match_selector(table_keys: dict[str, dict[str, str]], selector: dict[str, A
     return out
 
 
+def _group_rows(res: pd.DataFrame, keys: list[str]) -> tuple[pd.Series, dict[str, dict[str, str]]]:
+    """Row label of every trial (``res``'s index) and the group-key values of every row,
+    rows sorted by their values (numbers numerically); a missing value groups as ``—``."""
+    if keys:
+        text = res[keys].astype(object).where(res[keys].notna(), MISSING).astype(str)
+    else:
+        text = pd.DataFrame({"_": ""}, index=res.index)
+    text.columns = range(text.shape[1])  # a key named twice still groups by position
+    groups = {combo: frame.index for combo, frame in text.groupby(list(text.columns), sort=False)}
+    label_of = pd.Series("", index=res.index, dtype=object)
+    row_keys: dict[str, dict[str, str]] = {}
+    for combo in sorted(groups, key=lambda c: [_sort_key(v) for v in c] if keys else []):
+        values = tuple(combo) if keys else ()
+        label = _row_label(keys, values)
+        label_of[groups[combo]] = label
+        row_keys[label] = dict(zip(keys, values))
+    return label_of, row_keys
+
+
+def _find_baseline(search: Search, baseline: str | None, row_keys: dict[str, dict[str, str]],
+                   notes: list[str]) -> tuple[str | None, str]:
+    """The baseline row (``--baseline`` label or ``key=value`` pairs, else the space's
+    declared baseline) and the note saying which it is."""
+    if baseline is not None:
+        if baseline in row_keys:
+            return baseline, f"Δm vs row '{baseline}' (--baseline)"
+        selector = _parse_selector(baseline)
+        found = _match_selector(row_keys, selector, search.tasks) if selector else []
+        if len(found) != 1:
+            raise UserError(f"--baseline {baseline!r} names no row (rows: {', '.join(row_keys)})")
+        return found[0], f"Δm vs row '{found[0]}' (--baseline)"
+    declared = search.meta.get("baseline")
+    found = []
+    if isinstance(declared, dict) and declared:
+        found = _match_selector(row_keys, declared, search.tasks)
+    elif isinstance(declared, str) and declared:
+        found = [declared] if declared in row_keys else []
+    if len(found) == 1:
+        return found[0], f"Δm vs row '{found[0]}' (the space's baseline)"
+    if declared:
+        notes.append(f"declared baseline {declared!r} matches {len(found)} rows; not used")
+    return None, ""
+
+
+def _aggregate(values: pd.DataFrame, label_of: pd.Series, labels: list[str]) -> pd.DataFrame:
+    """Per row label and column: ``mean``, ``std`` (ddof=1) and ``count`` of the values
+    (NaN skipped); rows without a value have count 0."""
+    if values.columns.empty:
+        return pd.DataFrame(index=labels)
+    stats = values.groupby(label_of[values.index]).agg(["mean", "std", "count"])
+    return stats.reindex(labels)
+
+
+def _cell(stats: pd.DataFrame, label: str, col: str) -> Cell:
+    count = stats.loc[label, (col, "count")]
+    return Cell(float(stats.loc[label, (col, "mean")]), float(stats.loc[label, (col, "std")]),
+                0 if pd.isna(count) else int(count))
+
+
 def build_table(search: Search, group_by: list[str] | None = None,
                 baseline: str | None = None) -> AblationTable:
     """Aggregate ``search.results`` into an :class:`AblationTable`.
@@ -158,7 +215,7 @@ def build_table(search: Search, group_by: list[str] | None = None,
     ``key=value`` pairs) and defaults to the search's declared baseline. Raises
     :class:`UserError` for a group key not in the results or a baseline naming no row.
     """
-    res = search.results
+    res = search.results.reset_index(drop=True)
     notes: list[str] = []
     if group_by:
         for key in group_by:
@@ -179,106 +236,63 @@ def build_table(search: Search, group_by: list[str] | None = None,
             else:
                 notes.append(f"ablated key {k} has no value in any trial; not grouped")
     columns = table_columns(search)
-    rows: dict[str, pd.DataFrame] = {}
-    row_keys: dict[str, dict[str, str]] = {}
-    values = res[keys].astype(object).where(res[keys].notna(), MISSING) if keys else None
-    combos: dict[tuple[str, ...], list[int]] = {}
-    for i in range(len(res)):
-        combo = tuple(str(values.iloc[i][k]) for k in keys) if keys else ()
-        combos.setdefault(combo, []).append(i)
-    for combo in sorted(combos, key=lambda c: [_sort_key(v) for v in c]):
-        label = _row_label(keys, combo)
-        rows[label] = res.iloc[combos[combo]]
-        row_keys[label] = dict(zip(keys, combo))
-
-    ok_mask = {label: (frame["status"] != "ERROR").to_numpy() for label, frame in rows.items()}
-    used = {label: frame[ok_mask[label]] for label, frame in rows.items()}
-    all_tasks = search.tasks
-
-    # Baseline ------------------------------------------------------------------
-    base_label: str | None = None
-    base_note = ""
-    if baseline is not None:
-        if baseline in rows:
-            base_label = baseline
-        else:
-            selector = _parse_selector(baseline)
-            found = _match_selector(row_keys, selector, all_tasks) if selector else []
-            if len(found) != 1:
-                raise UserError(
-                    f"--baseline {baseline!r} names no row (rows: {', '.join(rows)})"
-                )
-            base_label = found[0]
-        base_note = f"Δm vs row '{base_label}' (--baseline)"
-    else:
-        declared = search.meta.get("baseline")
-        found = []
-        if isinstance(declared, dict) and declared:
-            found = _match_selector(row_keys, declared, all_tasks)
-        elif isinstance(declared, str) and declared:
-            found = [declared] if declared in rows else []
-        if len(found) == 1:
-            base_label = found[0]
-            base_note = f"Δm vs row '{base_label}' (the space's baseline)"
-        elif declared:
-            notes.append(f"declared baseline {declared!r} matches {len(found)} rows; not used")
+    label_of, row_keys = _group_rows(res, keys)
+    ok = res["status"] != "ERROR"
+    used = res[ok]
+    base_label, base_note = _find_baseline(search, baseline, row_keys, notes)
+    labels = list(row_keys)
+    if base_label is not None:
+        labels = [base_label] + [lb for lb in labels if lb != base_label]
     single, _ = single_task_baselines(search.meta)
 
+    # One value per (used trial, column), aggregated per row -------------------------
+    values = pd.DataFrame({
+        col: used[f"final_{col}"].astype(float) if f"final_{col}" in used.columns
+        else pd.Series(float("nan"), index=used.index) for col in columns
+    }, index=used.index)
+    stored = used["delta_m"].astype(float) if "delta_m" in used.columns else None
+    has_stored = stored is not None and bool(stored.notna().any())
     primary_cols = [
         c for c in columns if not c.startswith(METRIC_PREFIXES) and c.split("_")[0] in TASKS
     ]
-    base_means: dict[str, float] = {}
-    if base_label is not None:
-        frame = used[base_label]
-        for col in primary_cols:
-            base_means[col] = _stats(list(frame.get(f"final_{col}", pd.Series(dtype=float)))).mean
-    elif single:
+    dm: pd.Series | None = None
+    if base_label is not None and primary_cols:
+        base = _aggregate(values[primary_cols], label_of, [base_label])
+        base_means = {c: float(base.loc[base_label, (c, "mean")]) for c in primary_cols}
+        per_trial = []
+        for _, trial in values[primary_cols].iterrows():
+            finals = {c: float(v) for c, v in trial.items() if not pd.isna(v)}
+            try:
+                per_trial.append(delta_m(finals, base_means))
+            except UserError:  # a task's score is missing in this trial or the row
+                per_trial.append(float("nan"))
+        dm = pd.Series(per_trial, index=values.index, dtype=float)
+    elif has_stored:
+        dm = stored
+        base_note = base_note or "Δm as reported by the trials"
+    if base_label is None and single:
         # The trials' delta_m vs these baselines is stored (reported by the worker, or
         # computed once by collect): read it, never recompute it here.
         base_note = "Δm vs the single-task baselines: " + ", ".join(
             f"{k} {float(v):g}" for k, v in single.items()
         )
-
-    # Cells ---------------------------------------------------------------------
-    cells: dict[tuple[str, str], Cell] = {}
     trial_dm: dict[str, float] = {}
-    has_dm = False
-    for label, frame in used.items():
-        for col in columns:
-            series = frame.get(f"final_{col}")
-            cells[(label, col)] = _stats(list(series) if series is not None else [])
-        if base_means:
-            per_trial = []
-            for _, trial in frame.iterrows():
-                finals = {c: trial.get(f"final_{c}") for c in primary_cols}
-                finals = {c: float(v) for c, v in finals.items() if v is not None and not pd.isna(v)}
-                try:
-                    per_trial.append(delta_m(finals, base_means))
-                except UserError:  # a task's score is missing in this trial or the row
-                    per_trial.append(float("nan"))
-                trial_dm[str(trial["trial_id"])] = per_trial[-1]
-            cells[(label, "delta_m")] = _stats(per_trial)
-            has_dm = True
-        elif "delta_m" in frame.columns and frame["delta_m"].notna().any():
-            cells[(label, "delta_m")] = _stats(list(frame["delta_m"]))
-            trial_dm.update(zip(frame["trial_id"].astype(str), frame["delta_m"].astype(float)))
-            has_dm = True
-            base_note = base_note or "Δm as reported by the trials"
-    if has_dm:
-        columns = [*columns, "delta_m"]
-    if base_label is not None and any(
-        "delta_m" in f.columns and f["delta_m"].notna().any() for f in used.values()
-    ):
+    has_dm = dm is not None
+    if dm is not None:
+        values["delta_m"] = dm
+        for lb in row_keys:  # row by row, in the rows' sorted order
+            mine = label_of[used.index] == lb
+            trial_dm.update(zip(used.loc[mine, "trial_id"].astype(str), dm[mine]))
+    if base_label is not None and has_stored:
         # The trials' own delta_m is against the single-task baselines, as the papers'
         # delta_m is: keep it beside the row-baseline delta_m for the paper comparison.
-        for label, frame in used.items():
-            values = list(frame["delta_m"]) if "delta_m" in frame.columns else []
-            cells[(label, "delta_m_st")] = _stats(values)
+        values["delta_m_st"] = stored
+    if has_dm:
+        columns = [*columns, "delta_m"]
+    if "delta_m_st" in values.columns:
         columns = [*columns, "delta_m_st"]
-
-    labels = list(rows)
-    if base_label is not None:
-        labels = [base_label] + [lb for lb in labels if lb != base_label]
+    stats = _aggregate(values[columns], label_of, labels)
+    cells = {(lb, col): _cell(stats, lb, col) for lb in labels for col in columns}
 
     # Best and noise ------------------------------------------------------------
     for col in columns:
@@ -290,7 +304,7 @@ def build_table(search: Search, group_by: list[str] | None = None,
                 if math.isclose(m, best, rel_tol=1e-9, abs_tol=1e-12):
                     cells[(lb, col)].best = True
         base = cells.get((base_label, col)) if base_label is not None else None
-        if base is None and col == "delta_m" and has_dm and (base_means or single):
+        if base is None and col == "delta_m" and has_dm and single:
             base = Cell(0.0, float("nan"), 0)
         if base is None or base.n == 0 and col != "delta_m":
             continue
@@ -303,14 +317,14 @@ def build_table(search: Search, group_by: list[str] | None = None,
                 continue
             c.noise = abs(c.mean - base.mean) < max(spreads)
 
-    n = {lb: len(used[lb]) for lb in labels}
-    failed = {lb: int((~ok_mask[lb]).sum()) for lb in labels}
+    n = {lb: int((ok & (label_of == lb)).sum()) for lb in labels}
+    failed = {lb: int((~ok & (label_of == lb)).sum()) for lb in labels}
     unfinished = int(res["status"].isin(["RUNNING", "PENDING", "INTERRUPTED"]).sum()) if len(res) else 0
     if unfinished:
         notes.append(f"{unfinished} trial(s) not finished: their last report is used")
     if sum(failed.values()):
         notes.append(f"{sum(failed.values())} failed trial(s) not aggregated")
-    trial_ids = {lb: list(rows[lb]["trial_id"]) for lb in labels}
+    trial_ids = {lb: list(res.loc[label_of == lb, "trial_id"]) for lb in labels}
     return AblationTable(
         group_keys=keys,
         labels=labels,
@@ -395,27 +409,43 @@ def legend(table: AblationTable) -> list[str]:
     return lines
 
 
+def cell_frame(table: AblationTable, style: str = "md") -> pd.DataFrame:
+    """The table as text in ``style`` (``md``, ``tex`` or ``html``): the row label
+    (``(baseline)`` marked), one formatted cell per column, ``n`` and, when a trial
+    failed (not in LaTeX), ``failed``; headers with direction arrows."""
+    show_failed = style != "tex" and any(table.failed.values())
+    head = [_label_header(table), *(_header(c, style) for c in table.columns), "n"]
+    if style == "tex":
+        head = [tex_escape(head[0]), *head[1:-1], "$n$"]
+    elif style == "html":
+        head = [html.escape(h) for h in head]
+    rows = []
+    for lb in table.labels:
+        base = lb == table.baseline
+        name = {"md": lb.replace("|", "\\|") + (" (baseline)" if base else ""),
+                "tex": tex_escape(lb) + (" (baseline)" if base else ""),
+                "html": html.escape(lb) + (" <i>(baseline)</i>" if base else "")}[style]
+        cells = [format_cell(table, lb, c, style) for c in table.columns]
+        if style == "tex":
+            cells = [c.replace(MISSING, "--") for c in cells]
+        rows.append([name, *cells, str(table.n[lb])] + ([str(table.failed[lb])] if show_failed else []))
+    return pd.DataFrame(rows, columns=head + (["failed"] if show_failed else []), dtype=object)
+
+
+def _markdown_table(frame: pd.DataFrame, align: list[str]) -> str:
+    return frame.to_markdown(index=False, tablefmt="pipe", colalign=align, disable_numparse=True)
+
+
 def to_markdown(table: AblationTable) -> str:
     """A GitHub-flavoured Markdown table plus its legend."""
-    show_failed = any(table.failed.values())
-    head = [_label_header(table), *(_header(c, "md") for c in table.columns), "n"]
-    if show_failed:
-        head.append("failed")
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
-    for lb in table.labels:
-        name = f"{lb} (baseline)" if lb == table.baseline else lb
-        row = [name.replace("|", "\\|"), *(format_cell(table, lb, c, "md") for c in table.columns)]
-        row.append(str(table.n[lb]))
-        if show_failed:
-            row.append(str(table.failed[lb]))
-        lines.append("| " + " | ".join(row) + " |")
-    lines.append("")
-    lines.extend(f"{line}  " for line in legend(table))
-    return "\n".join(lines) + "\n"
+    frame = cell_frame(table, "md")
+    text = _markdown_table(frame, ["left"] + ["right"] * (frame.shape[1] - 1))
+    return text + "\n\n" + "".join(f"{line}  \n" for line in legend(table))
 
 
 _TEX_ESCAPES = {"\\": "\\textbackslash{}", "&": "\\&", "%": "\\%", "$": "\\$", "#": "\\#",
-                "_": "\\_", "{": "\\{", "}": "\\}", "~": "\\textasciitilde{}", "^": "\\^{}"}
+                "_": "\\_", "{": "\\{", "}": "\\}", "~": "\\textasciitilde{}", "^": "\\^{}",
+                "<": "\\textless{}", ">": "\\textgreater{}", "|": "\\textbar{}"}
 
 
 def tex_escape(text: str) -> str:
@@ -423,94 +453,99 @@ def tex_escape(text: str) -> str:
     return "".join(_TEX_ESCAPES.get(ch, ch) for ch in str(text))
 
 
+def _tex_legend(line: str) -> str:
+    return (tex_escape(line).replace(DAGGER, "$^\\dagger$").replace("±", "$\\pm$")
+            .replace("−", "-").replace("Δm", "$\\Delta_m$"))
+
+
 def to_latex(table: AblationTable, caption: str = "") -> str:
-    """A booktabs ``table`` environment ready to paste (needs ``\\usepackage{booktabs}``)."""
-    cols = table.columns
-    head = [tex_escape(_label_header(table)), *(_header(c, "tex") for c in cols), "$n$"]
-    out = [
-        "% requires \\usepackage{booktabs}",
-        "\\begin{table}[t]",
-        "\\centering",
-        "\\small",
-        f"\\begin{{tabular}}{{l{'r' * (len(cols) + 1)}}}",
-        "\\toprule",
-        " & ".join(head) + " \\\\",
-        "\\midrule",
-    ]
-    for i, lb in enumerate(table.labels):
-        name = tex_escape(lb) + (" (baseline)" if lb == table.baseline else "")
-        cells = [format_cell(table, lb, c, "tex") for c in cols]
-        cells = [c.replace(MISSING, "--") for c in cells]
-        out.append(" & ".join([name, *cells, str(table.n[lb])]) + " \\\\")
-        if lb == table.baseline and i == 0 and len(table.labels) > 1:
-            out.append("\\midrule")
-    out += ["\\bottomrule", "\\end{tabular}"]
-    legend_tex = " ".join(tex_escape(line).replace(DAGGER, "$^\\dagger$").replace("±", "$\\pm$")
-                          .replace("−", "-").replace("Δm", "$\\Delta_m$") for line in legend(table))
-    out.append(f"\\caption{{{tex_escape(caption) + '. ' if caption else ''}{legend_tex}}}")
-    out.append("\\end{table}")
-    return "\n".join(out) + "\n"
+    """A booktabs ``table`` environment ready to paste (needs ``\\usepackage{booktabs}``):
+    the caption (with the legend) above, a rule under the baseline row."""
+    frame = cell_frame(table, "tex")
+    legend_tex = " ".join(_tex_legend(line) for line in legend(table))
+    styler = Styler(frame, uuid="ablation", cell_ids=False).hide(axis="index")
+    styler.set_table_styles([{"selector": "small", "props": ":;"}])
+    text = styler.to_latex(
+        column_format="l" + "r" * (frame.shape[1] - 1), position="t", position_float="centering",
+        hrules=True, environment="table",
+        caption=f"{tex_escape(caption) + '. ' if caption else ''}{legend_tex}",
+    )
+    lines = text.splitlines()
+    if table.baseline is not None and table.labels[:1] == [table.baseline] and len(table.labels) > 1:
+        lines.insert(lines.index("\\midrule") + 2, "\\midrule")
+    return "\n".join(["% requires \\usepackage{booktabs}", *lines]) + "\n"
 
 
 def to_csv(table: AblationTable) -> str:
-    """Machine-readable: one row per setting, ``<metric>_mean/_std/_n/_best/_noise``."""
-    buf = io.StringIO()
-    writer = csv.writer(buf)
+    """Machine-readable: one row per setting, ``<metric>_mean/_std/_n/_best/_within_noise``."""
     head = ["label", *table.group_keys, "baseline", "n", "failed"]
     for c in table.columns:
         head += [f"{c}_mean", f"{c}_std", f"{c}_n", f"{c}_best", f"{c}_within_noise"]
-    writer.writerow(head)
+    rows = []
     for lb in table.labels:
         row: list[Any] = [lb, *(table.keys[lb].get(k, "") for k in table.group_keys),
                           lb == table.baseline, table.n[lb], table.failed[lb]]
         for col in table.columns:
             c = table.cells[(lb, col)]
-            row += [_csv_num(c.mean), _csv_num(c.std), c.n, c.best, c.noise]
-        writer.writerow(row)
-    return buf.getvalue()
+            row += [c.mean, c.std, c.n, c.best, c.noise]
+        rows.append(row)
+    return pd.DataFrame(rows, columns=head, dtype=object).to_csv(index=False, lineterminator="\r\n")
 
 
-def _csv_num(value: float) -> str:
-    return "" if math.isnan(value) else repr(float(value))
+def _styler_html(frame: pd.DataFrame, uuid: str, classes: pd.DataFrame) -> Styler:
+    styler = Styler(frame, uuid=uuid, cell_ids=False).hide(axis="index")
+    return styler.set_td_classes(classes).set_table_attributes(f"class='{uuid}'")
 
 
 def to_html(table: AblationTable) -> str:
-    """An HTML ``<table>`` (styles come from the page) plus its legend."""
-    esc = html.escape
-    show_failed = any(table.failed.values())
-    head = [_label_header(table), *(_header(c, "html") for c in table.columns), "n"]
-    if show_failed:
-        head.append("failed")
-    out = ["<table class='ablation'>", "<thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr></thead>", "<tbody>"]
-    for lb in table.labels:
-        cls = " class='baseline'" if lb == table.baseline else ""
-        name = esc(lb) + (" <i>(baseline)</i>" if lb == table.baseline else "")
-        cells = "".join(f"<td>{format_cell(table, lb, c, 'html')}</td>" for c in table.columns)
-        failed = f"<td>{table.failed[lb]}</td>" if show_failed else ""
-        out.append(f"<tr{cls}><td>{name}</td>{cells}<td>{table.n[lb]}</td>{failed}</tr>")
-    out.append("</tbody></table>")
-    out.append("<p class='legend'>" + "<br>".join(esc(line) for line in legend(table)) + "</p>")
-    return "\n".join(out)
+    """An HTML ``<table class='ablation'>`` (styles come from the page; the baseline
+    row's cells have class ``baseline``) plus its legend."""
+    frame = cell_frame(table, "html")
+    classes = pd.DataFrame("", index=frame.index, columns=frame.columns)
+    if table.baseline in table.labels:
+        classes.iloc[table.labels.index(table.baseline)] = "baseline"
+    legend_html = "<br>".join(html.escape(line) for line in legend(table))
+    return _styler_html(frame, "ablation", classes).to_html() + f"<p class='legend'>{legend_html}</p>"
 
 
-def trials_markdown(search: Search) -> str:
-    """Status of every trial (with the error line of failed ones)."""
+def trials_frame(search: Search) -> pd.DataFrame:
+    """One row per trial: id, status, ablated keys' values, iterations, error line."""
     res = search.results
-    lines = ["| trial | status | " + " | ".join(search.ablated_keys) + " | iterations | error |",
-             "|---|---|" + "---|" * len(search.ablated_keys) + "---:|---|"]
+    rows = []
     for _, r in res.iterrows():
         vals = [readable(r.get(k)) if r.get(k) is not None else MISSING for k in search.ablated_keys]
         it = r.get("iterations")
         it_s = MISSING if it is None or pd.isna(it) else f"{it:g}"
-        err = str(r.get("error") or "").replace("|", "\\|")
-        lines.append(f"| {r['trial_id']} | {r['status']} | " + " | ".join(vals) + f" | {it_s} | {err} |")
-    return "\n".join(lines) + "\n"
+        rows.append([str(r["trial_id"]), str(r["status"]), *vals, it_s, str(r.get("error") or "")])
+    head = ["trial", "status", *search.ablated_keys, "iterations", "error"]
+    return pd.DataFrame(rows, columns=head, dtype=object)
+
+
+def trials_markdown(search: Search) -> str:
+    """Status of every trial (with the error line of failed ones), as Markdown."""
+    frame = trials_frame(search)
+    frame = frame.map(lambda text: text.replace("|", "\\|"))
+    align = ["left"] * (frame.shape[1] - 2) + ["right", "left"]
+    return _markdown_table(frame, align) + "\n"
+
+
+def trials_html(search: Search) -> str:
+    """:func:`trials_markdown` as an HTML table; the status cell has class
+    ``status-<STATUS>``, the error column is left-aligned."""
+    frame = trials_frame(search)
+    classes = pd.DataFrame("", index=frame.index, columns=frame.columns)
+    classes.iloc[:, 1] = ["status-" + html.escape(s) for s in frame.iloc[:, 1]]
+    styler = _styler_html(frame, "trials", classes).format(escape="html")
+    styler.format_index(escape="html", axis=1)
+    styler.set_table_styles([{"selector": f"td.col{frame.shape[1] - 1}", "props": "text-align: left;"}])
+    return styler.to_html()
 
 
 __all__ = [
     "AblationTable",
     "Cell",
     "build_table",
+    "cell_frame",
     "format_cell",
     "table_columns",
     "tex_escape",
@@ -518,5 +553,7 @@ __all__ = [
     "to_html",
     "to_latex",
     "to_markdown",
+    "trials_frame",
+    "trials_html",
     "trials_markdown",
 ]
