@@ -298,16 +298,16 @@ def train_inputs(
 
 
 def make_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
-    """Adam, AdamW or SGD (with ``train.momentum``) over the trainable parameters."""
+    """Adam, AdamW or SGD (with ``train.momentum``) over the trainable parameters, with
+    the fused kernel unless ``train.fused`` is false."""
     params = [p for p in model.parameters() if p.requires_grad]
+    common = {"lr": train.lr, "weight_decay": train.weight_decay, "fused": train.fused or None}
     if train.optimizer == "adam":
-        return torch.optim.Adam(params, lr=train.lr, weight_decay=train.weight_decay)
+        return torch.optim.Adam(params, **common)
     if train.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
+        return torch.optim.AdamW(params, **common)
     if train.optimizer == "sgd":
-        return torch.optim.SGD(
-            params, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay
-        )
+        return torch.optim.SGD(params, momentum=train.momentum, **common)
     raise UserError(f"train.optimizer: unknown optimizer {train.optimizer!r} (known: adam, adamw, sgd)")
 
 

@@ -416,6 +416,10 @@ class TrainConfig(Section):
     lr: PosFloat = 1e-3
     weight_decay: NonNegFloat = 1e-6
     momentum: NonNegFloat = 0.9
+    fused: Bool = True
+    """The optimizer's fused kernel: one pass over all parameters per step (a 4.6x faster
+    Adam step for resnet18 on one CPU thread); rounds differently from the per-tensor loop
+    in the last bits, so set false to repeat a run trained that way."""
     poly_power: NonNegFloat = 0.9
     eval_every: PosInt = 50
     checkpoint_every: NonNegInt = 0
