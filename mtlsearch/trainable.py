@@ -8,12 +8,20 @@ timestamp: rerunning ``mtlsearch train cfg.yaml --name X`` continues run ``X``.
 The data root is resolved once in the driver (SynthRooms is generated there when
 needed) and handed to the workers as an absolute path; on a multi-node cluster that
 path must be visible to every node (shared file system) or each node regenerates it.
+
+Train V2 settings (:data:`TRAIN_ENV`, set unless the environment already sets them):
+the controller polls its workers every 0.5 s rather than Ray's 2 s, so a finished run
+is seen sooner (``mtlsearch bench search --workers 2``: teardown 3.5 s -> 1.3-1.5 s per
+trial) and a dead worker is noticed sooner too. The other settings the bench tried
+(state-actor reconciliation, preemption watcher, Train metrics off) gave no measurable
+time and stay at Ray's defaults.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +34,8 @@ from mtlsearch.session import BACKEND_KEY, PG_FILE_KEY
 from mtlsearch.storage import Location, open_storage
 from mtlsearch.storage import parse as parse_storage
 
+TRAIN_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
+"""Ray Train V2 settings for the runs :func:`make_trainer` builds (read by ``.fit()``)."""
 TENSORBOARD_SUBDIR = "tensorboard"
 """Where ``mtlsearch train`` writes TensorBoard events: ``<storage>/<name>/tensorboard``."""
 
@@ -86,6 +96,8 @@ def make_trainer(
         PG_FILE_KEY: placement_group_file,
     }
     ray_path, ray_fs = parse_storage(storage_path).ray_storage()
+    for key, value in TRAIN_ENV.items():
+        os.environ.setdefault(key, value)  # a user's own setting wins
     resources: dict[str, float] = {"CPU": float(cpus_per_worker)}
     if gpus_per_worker > 0:
         resources["GPU"] = float(gpus_per_worker)

@@ -37,3 +37,20 @@ def local_ray():
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_session(local_ray, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """:func:`local_ray` plus a SynthRooms cache folder shared by the module's searches."""
+    return tmp_path_factory.mktemp("synth-cache")
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (like a 1-CPU Ray worker), restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

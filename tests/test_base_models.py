@@ -139,14 +139,6 @@ def test_deep_supervision_terms_and_switch(decoder):
     assert torch.allclose(total_off.detach(), sum(w[t] * parts[f"loss_{t}"] for t in NYUD), rtol=1e-5)
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("decoder", ["invpt", "mtinet"])
 def test_deep_supervision_losses_fall(decoder, one_thread):
     """20 Adam steps on a structured batch: the intermediate losses (and the final ones)

@@ -1,7 +1,7 @@
 """``mtlsearch search`` through Ray Tune + Train: end to end, resume, Optuna, guards.
 
-The Ray tests are few and tiny (each Tune trial launches a TorchTrainer, ~20 s of
-start-up on 2 cores); they share one ``ray.init(num_cpus=2)``.
+The Ray tests are few and tiny; they share one local Ray (the ``ray_session`` fixture of
+``tests/conftest.py``: 2 CPUs, and the module's SynthRooms cache).
 """
 
 from __future__ import annotations
@@ -18,15 +18,6 @@ from tests.tiny import search, tiny_base, write_space
 
 def trial_dirs(exp: Path) -> dict[str, Path]:
     return {p.parent.name: p.parent for p in exp.glob("*/params.json")}
-
-
-@pytest.fixture(scope="module")
-def ray_session(tmp_path_factory: pytest.TempPathFactory):
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False)
-    yield tmp_path_factory.mktemp("synth-cache")
-    ray.shutdown()
 
 
 # -- guards (no Ray) ------------------------------------------------------------

@@ -48,14 +48,6 @@ def cache(tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ---------------------------------------------------------------------------
 # Pieces
 # ---------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """The researcher's workflow through Ray (slow): an MLflow-tracked search, ``best`` and a
 retrain from its YAML at the same seed; an Optuna NSGA-II search; HyperBand and PBT.
 
-Tiny trials (4 iterations of a 4-room SynthRooms at 32x40) sharing one
-``ray.init(num_cpus=2)``, as in ``tests/test_search.py``.
+Tiny trials (4 iterations of a 4-room SynthRooms at 32x40) sharing one local Ray (the
+``ray_session`` fixture of ``tests/conftest.py``).
 """
 
 from __future__ import annotations
@@ -34,15 +34,6 @@ def results(trial: Path) -> list[dict]:
 
 def trial_dirs(exp: Path) -> list[Path]:
     return sorted(p.parent for p in exp.glob("*/params.json"))
-
-
-@pytest.fixture(scope="module")
-def ray_session(tmp_path_factory: pytest.TempPathFactory):
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False)
-    yield tmp_path_factory.mktemp("synth-cache")
-    ray.shutdown()
 
 
 def test_tracked_search_best_and_retrain_reach_the_same_metrics(
