@@ -65,14 +65,7 @@ def learning_curves(search: Search, table: AblationTable, metrics: list[str], pa
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(metrics):]:
         ax.axis("off")
-    handles, names = [], []
-    for ax in axes.flat:
-        h, n = ax.get_legend_handles_labels()
-        handles += h
-        names += n
-    if handles:
-        fig.legend(handles, names, loc="lower center", ncol=min(6, len(names)), fontsize=8,
-                   title=" / ".join(table.group_keys) or None, title_fontsize=8)
+    handles = _shared_legend(fig, axes, table)
     # fixed margins: tight_layout costs seconds on a many-panel figure
     fig.subplots_adjust(left=0.06, right=0.98, top=0.93, hspace=0.55, wspace=0.25,
                         bottom=(0.1 + 0.12 / nrow) if handles else 0.08)
@@ -150,14 +143,7 @@ def loss_curves(search: Search, table: AblationTable, path: Path) -> Path | None
         if twin is not None:
             twin.set_ylabel("alpha (dotted)")
             twin.set_ylim(bottom=0)
-    handles, names = [], []
-    for ax in axes.flat:
-        h, n = ax.get_legend_handles_labels()
-        handles += h
-        names += n
-    if handles:
-        fig.legend(handles, names, loc="lower center", ncol=min(6, len(names)), fontsize=8,
-                   title=" / ".join(table.group_keys) or None, title_fontsize=8)
+    handles = _shared_legend(fig, axes, table)
     fig.subplots_adjust(left=0.08, right=0.9, top=0.9, wspace=0.45, bottom=0.3 if handles else 0.15)
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
@@ -449,6 +435,20 @@ def sample_predictions(checkpoint: str | Path | None, path: Path, num: int = 3) 
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return f"sample predictions of {len(rows)} validation image(s) from {Path(checkpoint).name}"
+
+
+
+def _shared_legend(fig: Any, axes: Any, table: AblationTable) -> bool:
+    """One legend under the figure for the rows' labels of every panel; whether any."""
+    handles, names = [], []
+    for ax in axes.flat:
+        h, n = ax.get_legend_handles_labels()
+        handles += h
+        names += n
+    if handles:
+        fig.legend(handles, names, loc="lower center", ncol=min(6, len(names)), fontsize=8,
+                   title=" / ".join(table.group_keys) or None, title_fontsize=8)
+    return bool(handles)
 
 
 __all__ = [
