@@ -4,8 +4,8 @@ When ``MTLSEARCH_PHASES`` names a file, :func:`mark` appends one JSON line per e
 (``{"event", "t", "pid", "trial"}``, wall-clock seconds) to it from any process of
 the search (driver, trial, Train workers); otherwise it does nothing and costs nothing.
 Events, in the order a trial passes them: ``trial_start`` (the Tune trial function
-runs), ``loop_start`` (the training loop runs: in the trial's process, or on Train's
-rank 0 after the controller and workers started), ``model_ready`` (data and model
+runs), ``loop_start`` (the training loop runs in the trial's process, once a multi-worker
+trial's peers joined its DDP group; on Train's rank 0 under ``mtlsearch train``), ``model_ready`` (data and model
 built), ``first_step`` (one optimizer step done), ``loop_end``, ``trial_end``.
 """
 

@@ -1,10 +1,10 @@
 """``mtlsearch search``: run a YAML search space with Ray Tune (+ Optuna, ASHA).
 
-Each Tune trial is the FUNCTION trainable :func:`mtlsearch.trial.trial`: a one-worker
-trial trains in its own process and reserves the worker's CPUs/GPUs itself; a
-multi-worker trial reserves almost no CPU (``{"cpu": 0.01}``) and launches a Ray Train
-``TorchTrainer`` named after the stable Tune trial id under ``trials/<name>/_train/``,
-whose reports ``TuneReportCallback`` forwards. A failing trial re-raises, so Tune
+Each Tune trial is the FUNCTION trainable :func:`mtlsearch.trial.trial`: it trains in
+its own process, which reserves one worker's CPUs/GPUs; a multi-worker trial reserves a
+placement group of one bundle per worker, and its process (rank 0) starts peer actors in
+the other bundles (:mod:`mtlsearch.peers`). Tune owns that placement group, so a trial
+a scheduler stops, or that dies, frees everything. A failing trial re-raises, so Tune
 records it as errored (``error.txt``), retries it after infrastructure failures, and the
 search goes on. This module builds the Tuner around it and runs the search.
 
@@ -23,12 +23,11 @@ How trials are generated:
 Layout of ``trials/<name>/``: ``mtlsearch.json`` (what the report reads first),
 Tune's experiment state and one folder per trial named by its trial id
 (``params.json``, ``result.json``, ``progress.csv``, ``error.txt``,
-``tensorboard/``), ``_train/<trial id>/`` (Train runs and checkpoints) and
-``optuna.db`` for Optuna searches. Single-task baselines are cached in
+``tensorboard/``, ``checkpoint_*/``) and ``optuna.db`` for Optuna searches. Single-task baselines are cached in
 ``trials/_baselines/`` (:mod:`mtlsearch.baselines`).
 
 Storage (``--storage``) is a local folder or a ``pyarrow.fs`` URI (:mod:`mtlsearch.storage`),
-checked before any data is generated or Ray starts; Tune and Train write there directly.
+checked before any data is generated or Ray starts; Tune writes there directly.
 With a URI the Optuna study stays a local SQLite file of the driver
 (:func:`mtlsearch.storage.study_path`) and is copied to ``<search>/optuna.db`` after the
 search or its interruption; ``--resume`` copies it back first.
@@ -71,7 +70,6 @@ from mtlsearch.trial import (  # noqa: F401  (re-exported: the search's folder l
     FATAL_FILE,
     PATH_KEYS,
     absolutize,
-    in_process,
     trial,
     write_resolved_config,
 )
@@ -81,10 +79,9 @@ TRAIN_DIR = "_train"
 OPTUNA_DB = "optuna.db"
 DEFAULT_MAX_FAILURES = 2
 REUSE_ACTORS = True
-"""A finished one-worker trial's process (torch, timm and mtlsearch imported) runs the next
-trial that fits it, instead of a new process per trial (seconds each; ``mtlsearch bench
-search``). Multi-worker trials' drivers are not reused: a stopped trial's driver may still
-be waiting on its TorchTrainer."""
+"""A finished trial's process (torch, timm and mtlsearch imported) runs the next trial
+that fits it, instead of a new process per trial (seconds each; ``mtlsearch bench
+search``). A multi-worker trial's peers are not reused: they end with their trial."""
 
 
 def _trial_dirname(t: Any) -> str:
@@ -133,7 +130,6 @@ def build_tuner(
 
     exp_dir = parse_storage(exp_dir)
 
-    from mtlsearch.placement import ReleasePlacementGroups
     from mtlsearch.strategies import checkpoints_to_keep
     from mtlsearch.tracking import make_callbacks
 
@@ -160,7 +156,7 @@ def build_tuner(
             scheduler=scheduler,
             num_samples=search.num_samples,
             trial_dirname_creator=_trial_dirname,
-            reuse_actors=REUSE_ACTORS and in_process(space),
+            reuse_actors=REUSE_ACTORS,
         )
         param_space: dict[str, Any] = {}
     else:
@@ -173,7 +169,7 @@ def build_tuner(
             num_samples=1,
             max_concurrent_trials=space.max_concurrent_trials,
             trial_dirname_creator=_trial_dirname,
-            reuse_actors=REUSE_ACTORS and in_process(space),
+            reuse_actors=REUSE_ACTORS,
         )
     storage_path, storage_filesystem = exp_dir.parent.ray_storage()
     run_config = tune.RunConfig(
@@ -184,24 +180,22 @@ def build_tuner(
         checkpoint_config=tune.CheckpointConfig(num_to_keep=checkpoints_to_keep(space)),
         progress_reporter=_reporter(space),
         verbose=1,
-        callbacks=[
-            *make_callbacks(space.tracking, name=exp_dir.name, exp_dir=exp_dir, cwd=ctx["cwd"]),
-            ReleasePlacementGroups(exp_dir.uri),
-        ],
+        callbacks=make_callbacks(space.tracking, name=exp_dir.name, exp_dir=exp_dir, cwd=ctx["cwd"]),
     )
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
 
 
 def _trainable(ctx: dict[str, Any]) -> Any:
-    """The Tune trainable with its reservation: the whole worker for in-process trials,
-    a sliver of CPU for drivers that launch a multi-worker ``TorchTrainer``."""
+    """The Tune trainable with its reservation: one worker's CPUs/GPUs for the trial's
+    process, and for multi-worker trials a placement group with one such bundle per
+    worker (bundle 0 is the trial's process, rank 0; the peers take the others)."""
     from ray import tune
 
     res = ctx["space"].resources
-    if in_process(ctx["space"]):
-        resources = {"cpu": float(res.cpus_per_worker), "gpu": float(res.gpus_per_worker)}
-    else:
-        resources = {"cpu": 0.01}
+    bundle = {"CPU": float(res.cpus_per_worker)}
+    if res.gpus_per_worker > 0:
+        bundle["GPU"] = float(res.gpus_per_worker)
+    resources = tune.PlacementGroupFactory([bundle] * res.workers, strategy="PACK")
     return tune.with_resources(tune.with_parameters(trial, ctx=ctx), resources)
 
 
@@ -407,10 +401,7 @@ def _init_ray(address: str | None, space: Space) -> None:
     """Start local Ray (dashboard on localhost) or join the cluster at ``address``."""
     from mtlsearch.cluster import connect
 
-    # Drivers of multi-worker trials hold 0.01 CPU each while their TorchTrainer runs;
-    # one logical CPU of headroom lets N one-CPU workers run side by side on N cores.
-    headroom = 0 if in_process(space) else 1
-    url = connect(address, num_cpus=None if address else (os.cpu_count() or 1) + headroom)
+    url = connect(address, num_cpus=None if address else os.cpu_count() or 1)
     if url:
         print(f"Ray dashboard: {url}", flush=True)
 
@@ -470,7 +461,6 @@ def run_search(
         "space": space,
         "cwd": cwd,
         "exp_dir": exp_dir.uri,
-        "train_storage": (exp_dir / TRAIN_DIR).uri,
         "baselines": baselines,
         "planned": trials,
         "mutable": mutable_keys(space),

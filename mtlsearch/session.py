@@ -1,32 +1,39 @@
-"""Where the training loop runs: a Ray Train worker, or the Tune trial's own process.
+"""Where the training loop runs: a Ray Train worker, or a search trial's own processes.
 
 The loop (:mod:`mtlsearch.train`) is one function; it asks the :class:`Session`
 opened from its loop config for its rank, world size and device, to prepare the model,
 to report metrics with checkpoints and for the checkpoint to resume from. Two back ends:
 
-* ``train``: a worker of a ``TorchTrainer`` (``mtlsearch train``, multi-worker search
-  trials): ``ray.train.get_context``, ``ray.train.torch.get_device`` /
+* ``train``: a worker of a ``TorchTrainer`` (``mtlsearch train``, the single-task
+  baselines): ``ray.train.get_context``, ``ray.train.torch.get_device`` /
   ``prepare_model`` (DDP), ``ray.train.report`` / ``get_checkpoint``. Train persists
-  checkpoints; ``TuneReportCallback`` forwards rank 0's metrics to Tune.
-* ``tune``: single-worker search trials run the loop inside the Tune trial's process
-  (rank 0 of 1; the trial reserved the worker's CPUs/GPUs itself): ``ray.tune.report``
-  / ``ray.tune.get_checkpoint``, the GPU Ray assigned to the trial if any. Nothing is
-  started per trial (no Train controller, worker actor or placement group), so
-  nothing leaks when a scheduler stops the trial, and Tune persists the checkpoints in
-  the trial folder, restoring the latest on ``--resume`` and on a retried failure.
-  (Ray 2.60 refuses ``ray.train.get_context``/``report`` inside a Tune function, even
-  in Train's local mode, hence this seam rather than ``TorchTrainer(num_workers=0)``.)
+  the checkpoints.
+* ``tune``: search trials run the loop inside the Tune trial's process (rank 0), which
+  reserved the worker's CPUs/GPUs itself; a multi-worker trial adds peer processes
+  (ranks 1..N-1, :mod:`mtlsearch.peers`) joined with it in one ``torch.distributed``
+  group described by ``loop_config["ddp"]``. Rank 0 reports through
+  ``ray.tune.report`` (Tune persists its checkpoints in the trial folder and restores
+  the latest on ``--resume``, on a retried failure and for PBT) and reads
+  ``ray.tune.get_checkpoint``; peers report nothing and resume from the checkpoint
+  rank 0 handed them. Each process uses the GPU Ray assigned it, if any. (Ray 2.60
+  refuses ``ray.train.get_context``/``report`` inside a Tune function, even in Train's
+  local mode, hence this seam rather than ``TorchTrainer(num_workers=0)``.)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Literal
 
 Backend = Literal["train", "tune"]
 BACKEND_KEY = "report_to"
 """The loop-config key that names the back end (default ``train``)."""
-PG_FILE_KEY = "placement_group_file"
+DDP_KEY = "ddp"
+"""The loop-config key of a search trial's DDP group: ``{"rank", "world", "address",
+"backend", "checkpoint"}`` (:func:`mtlsearch.peers.run_group` writes it)."""
+JOIN_TIMEOUT = timedelta(minutes=5)
+"""How long rank 0 waits for every peer to join the group (then the trial fails)."""
 
 
 @dataclass(frozen=True)
@@ -34,11 +41,15 @@ class Session:
     """Report metrics (and a checkpoint folder) and fetch the checkpoint to resume."""
 
     backend: Backend = "train"
+    rank: int = 0
+    world: int = 1
+    resume_from: Any = None
+    """A peer's checkpoint to resume from (the one rank 0 resumes from)."""
 
     def identity(self) -> tuple[int, int]:
         """(world rank, world size) of this worker."""
         if self.backend == "tune":
-            return 0, 1
+            return self.rank, self.world
         import ray.train
 
         ctx = ray.train.get_context()
@@ -49,19 +60,28 @@ class Session:
         import torch
 
         if self.backend == "tune":
+            # Ray limits CUDA_VISIBLE_DEVICES to the GPUs it assigned to this process.
             return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
         import ray.train.torch
 
         return ray.train.torch.get_device()
 
     def prepare_model(self, model: Any) -> Any:
-        """Move ``model`` to the device; wrap it in DDP when there are several workers."""
+        """Move ``model`` to the device; wrap it in DDP when there are several workers.
+
+        Unused-parameter detection: a step may leave parts of the model without gradient
+        (a rendered task at alpha 0, or whose labels are all missing on some views)."""
         if self.backend == "tune":
-            return model.to(self.device())
+            device = self.device()
+            model = model.to(device)
+            if self.world == 1:
+                return model
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [device.index or 0] if device.type == "cuda" else None
+            return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
         import ray.train.torch
 
-        # Unused-parameter detection: a step may leave parts of the model without gradient
-        # (e.g. a rendered task whose labels are all missing on some views).
         return ray.train.torch.prepare_model(
             model, parallel_strategy_kwargs={"find_unused_parameters": True}
         )
@@ -69,6 +89,8 @@ class Session:
     def report(self, metrics: dict[str, Any], checkpoint_dir: str | None = None) -> None:
         """Report ``metrics``; ``checkpoint_dir`` (a local folder) is persisted with them."""
         if self.backend == "tune":
+            if self.rank != 0:
+                return  # rank 0 reports for the group (its metrics are all-reduced)
             from ray import tune
 
             ckpt = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
@@ -82,6 +104,8 @@ class Session:
     def get_checkpoint(self) -> Any:
         """The latest persisted checkpoint of this run (``None`` on a fresh start)."""
         if self.backend == "tune":
+            if self.rank != 0:
+                return self.resume_from
             from ray import tune
 
             return tune.get_checkpoint()
@@ -91,22 +115,21 @@ class Session:
 
 
 def open_session(loop_config: dict[str, Any]) -> Session:
-    """The session a loop config asks for (``loop_config["report_to"]``).
-
-    A Train run inside a search trial also records its placement group (rank 0, at
-    ``loop_config["placement_group_file"]``) so the search can free it if Tune ends the
-    trial (:mod:`mtlsearch.placement`).
-    """
+    """The session a loop config asks for (``loop_config["report_to"]``); a search
+    trial's DDP group (``loop_config["ddp"]``) is joined here."""
     backend = loop_config.get(BACKEND_KEY) or "train"
     if backend not in ("train", "tune"):
         raise ValueError(f"{BACKEND_KEY}: expected 'train' or 'tune', got {backend!r}")
-    session = Session(backend)
-    record = loop_config.get(PG_FILE_KEY)
-    if backend == "train" and record and session.identity()[0] == 0:
-        from mtlsearch.placement import record_current_group
+    group = loop_config.get(DDP_KEY)
+    if backend != "tune" or not group:
+        return Session(backend)
+    import torch.distributed as dist
 
-        record_current_group(record)
-    return session
+    rank, world = int(group["rank"]), int(group["world"])
+    host, port = group["address"].rsplit(":", 1)
+    store = dist.TCPStore(host, int(port), world, is_master=rank == 0, timeout=JOIN_TIMEOUT)
+    dist.init_process_group(group["backend"], store=store, rank=rank, world_size=world)
+    return Session(backend, rank=rank, world=world, resume_from=group.get("checkpoint"))
 
 
-__all__ = ["BACKEND_KEY", "PG_FILE_KEY", "Backend", "Session", "open_session"]
+__all__ = ["BACKEND_KEY", "DDP_KEY", "JOIN_TIMEOUT", "Backend", "Session", "open_session"]

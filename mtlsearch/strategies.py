@@ -77,7 +77,7 @@ def sampler_problem(sampler: str, algorithm: str, multi_objective: bool) -> str 
 
 def scheduler_problem(
     kind: str, *, algorithm: str, multi_objective: bool, keys: list[str], conditional: list[str],
-    workers: int, checkpoint_every: int, eval_every: int,
+    checkpoint_every: int, eval_every: int,
 ) -> tuple[str | None, str] | None:
     """Why ``scheduler.type: kind`` cannot run this search: ``(key, reason)``, where key
     is a ``space`` key to blame or None for the scheduler section; None if it can."""
@@ -87,9 +87,6 @@ def scheduler_problem(
         return None
     if algorithm == "optuna":
         return None, "pbt explores values by itself: use algorithm grid or random, not optuna"
-    if workers != 1:
-        return None, ("pbt needs one-worker trials (resources.workers: 1): a multi-worker trial's "
-                      "Train run restores its own checkpoint, not the one PBT hands over")
     if checkpoint_every > eval_every:
         return None, (f"pbt restarts trials from the checkpoint of an evaluation: train.checkpoint_every "
                       f"({checkpoint_every}) must be 0 or at most train.eval_every ({eval_every})")

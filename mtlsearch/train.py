@@ -17,7 +17,7 @@ train for ``train.iterations`` iterations (cycling the loader), evaluating every
 Rank, device, DDP wrapping, reports and checkpoints come from a
 :class:`mtlsearch.session.Session` (a Ray Train worker, or a one-worker Tune trial's own
 process). Reports happen at evaluations only, on every worker, always with the same
-keys: ``iteration``, ``loss`` and ``loss_<part>`` (means over the iterations since the
+keys: ``iteration``, ``workers`` (the DDP world size), ``loss`` and ``loss_<part>`` (means over the iterations since the
 previous report and over workers), ``alpha``, ``lr``, the metrics of
 :func:`mtlsearch.evaluate.evaluate` and, when baselines are known, ``delta_m``.
 Checkpoints travel with reports: rank 0 attaches one when ``train.checkpoint_every``
@@ -242,7 +242,8 @@ def evaluate_and_report(
     session = session or Session()
     scores = evaluate(model, val_loader, cfg, info, device, cfg.eval.outputs, multiview=multiview)
     scores = with_delta_m(scores, baselines, cfg.task_names)
-    metrics: dict[str, Any] = {"iteration": step, **losses, "alpha": alpha, "lr": lr, **scores}
+    metrics: dict[str, Any] = {"iteration": step, "workers": session.identity()[1], **losses,
+                               "alpha": alpha, "lr": lr, **scores}
     if master:
         print(format_eval(step, scores), flush=True)
     if writer is not None:

@@ -30,7 +30,7 @@ from typing import Any
 from mtlsearch.config import Config, load_config
 from mtlsearch.errors import UserError
 from mtlsearch.outputs import check_run_folder
-from mtlsearch.session import BACKEND_KEY, PG_FILE_KEY
+from mtlsearch.session import BACKEND_KEY
 from mtlsearch.storage import Location, open_storage
 from mtlsearch.storage import parse as parse_storage
 
@@ -54,7 +54,6 @@ def make_trainer(
     data_root: str | Path | None = None,
     max_failures: int = 0,
     report_to: str = "train",
-    placement_group_file: str | None = None,
 ):
     """Build the ``TorchTrainer`` that trains ``cfg`` on ``workers`` DDP workers.
 
@@ -67,8 +66,6 @@ def make_trainer(
     workers from the latest checkpoint. ``report_to`` picks the loop's
     :class:`mtlsearch.session.Session`: ``"tune"`` for a local-mode run inside a
     Tune trial (the trial then persists checkpoints and reports), else ``"train"``.
-    ``placement_group_file``: where rank 0 records the run's placement group, for
-    :class:`mtlsearch.placement.ReleasePlacementGroups`.
     """
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -93,7 +90,6 @@ def make_trainer(
         "data_root": str(root.resolve()),
         "baselines": baselines or {},
         BACKEND_KEY: report_to,
-        PG_FILE_KEY: placement_group_file,
     }
     ray_path, ray_fs = parse_storage(storage_path).ray_storage()
     for key, value in TRAIN_ENV.items():
@@ -125,23 +121,35 @@ def run_in_process(
     tensorboard_dir: str | Path | None = None,
     baselines: dict[str, dict[str, float]] | None = None,
     data_root: str | Path | None = None,
+    workers: int = 1,
+    cpus_per_worker: float = 1.0,
+    gpus_per_worker: float = 0.0,
 ) -> None:
     """Run the training loop of ``cfg`` in this process, inside a Tune trial.
 
-    The trial reserved one worker's resources; the loop reports to Tune and resumes
+    The trial reserved the workers' resources; the loop reports to Tune and resumes
     from Tune's checkpoint (:class:`mtlsearch.session.Session`, back end ``tune``).
+    With ``workers > 1`` this process is rank 0 of a DDP group whose other ranks are
+    peer actors in the trial's placement group (:mod:`mtlsearch.peers`).
     """
     from mtlsearch.data.pipeline import resolve_root
-    from mtlsearch.train import train_loop_per_worker
 
     root = Path(data_root) if data_root is not None else resolve_root(cfg)
-    train_loop_per_worker({
+    loop_config = {
         "config": cfg.to_dict(),
         "tensorboard_dir": str(tensorboard_dir) if tensorboard_dir is not None else None,
         "data_root": str(root.resolve()),
         "baselines": baselines or {},
         BACKEND_KEY: "tune",
-    })
+    }
+    if workers > 1:
+        from mtlsearch.peers import run_group
+
+        run_group(loop_config, workers, cpus_per_worker, gpus_per_worker)
+    else:
+        from mtlsearch.train import train_loop_per_worker
+
+        train_loop_per_worker(loop_config)
 
 
 def failure_reason(err: BaseException) -> str:

@@ -2,16 +2,17 @@
 
 Contract: ``trial(config, ctx)`` builds the trial's whole config (the planned row of a
 grid/random search, or Tune's sampled values; paths made absolute against the launch
-folder), writes it as ``<search>/<trial id>/config.yaml`` and trains it: in this process
-for one-worker trials (:func:`in_process`), else through an N-worker ``TorchTrainer``
-whose placement group is recorded for :mod:`mtlsearch.placement`. A failure a retry
-cannot fix (a user error, a NaN loss) writes :data:`FATAL_FILE`, so Tune's retries fail
-at once; ``--resume`` clears those markers. The driver (:mod:`mtlsearch.search`) builds
+folder), writes it as ``<search>/<trial id>/config.yaml`` and trains it in this process,
+rank 0 of a DDP group with peer actors for multi-worker trials (:mod:`mtlsearch.peers`;
+the trial's placement group holds one bundle per worker). A failure a retry cannot fix
+(a user error, a NaN loss) writes :data:`FATAL_FILE`, so Tune's retries fail at once;
+``--resume`` clears those markers. The driver (:mod:`mtlsearch.search`) builds
 the Tuner around it.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -47,25 +48,15 @@ def absolutize(tree: dict[str, Any], cwd: str) -> dict[str, Any]:
     return tree
 
 
-def in_process(space: Space) -> bool:
-    """Whether trials run the loop in their own process (Train's local mode).
-
-    Single-worker trials do: nothing is started per trial beyond the Tune actor, which
-    reserves the worker's CPUs/GPUs itself, so a trial a scheduler stops releases
-    everything with its actor. Multi-worker trials launch a ``TorchTrainer``.
-    """
-    return space.resources.workers == 1
-
-
 def trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     """One Tune trial: build the config, run its training, report through Tune."""
     from ray import tune
-    from ray.train import TrainingFailedError
-    from ray.tune.integration.ray_train import TuneReportCallback
 
-    from mtlsearch.placement import PG_FILE
-    from mtlsearch.trainable import failure_reason, make_trainer, run_in_process
+    from mtlsearch.trainable import run_in_process
 
+    # Ray logs a line per persisted checkpoint ("Checkpoint successfully created at");
+    # the trial's own progress lines already say when it evaluates.
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     space: Space = ctx["space"]
     planned = ctx.get("planned")
     if planned is not None and INDEX_KEY in config:
@@ -94,27 +85,11 @@ def trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     write_resolved_config(cfg, baselines, fatal.parent / CONFIG_FILE)
     tensorboard_dir = Path(tune_ctx.get_trial_dir()) / "tensorboard"
     mark("trial_start", trial_id)
+    res = space.resources
     try:
-        if in_process(space):
-            run_in_process(cfg, tensorboard_dir=tensorboard_dir, baselines=baselines)
-        else:
-            make_trainer(
-                cfg,
-                workers=space.resources.workers,
-                cpus_per_worker=space.resources.cpus_per_worker,
-                gpus_per_worker=space.resources.gpus_per_worker,
-                storage_path=ctx["train_storage"],
-                name=trial_id,
-                callbacks=[TuneReportCallback()],
-                tensorboard_dir=tensorboard_dir,
-                baselines=baselines,
-                placement_group_file=(fatal.parent / PG_FILE).uri,
-            ).fit()
-    except TrainingFailedError as err:
-        message = f"trial {trial_id} failed: {failure_reason(err)}"
-        if _is_deterministic(err):
-            _write_fatal(fatal, message)
-        raise RuntimeError(message) from None
+        run_in_process(cfg, tensorboard_dir=tensorboard_dir, baselines=baselines,
+                       workers=res.workers, cpus_per_worker=res.cpus_per_worker,
+                       gpus_per_worker=res.gpus_per_worker)
     except (UserError, NonFiniteLossError) as err:
         message = f"trial {trial_id} failed: {type(err).__name__}: {err}"
         _write_fatal(fatal, message)
@@ -137,13 +112,4 @@ def _write_fatal(path: Location, message: str) -> None:
     path.write_text(message + "\n")
 
 
-def _is_deterministic(err: BaseException) -> bool:
-    """Whether a Train failure comes from the user's config or the loss (not a node)."""
-    failures = getattr(err, "worker_failures", None) or {}
-    causes = [getattr(exc, "cause", None) or exc for exc in failures.values()]
-    names = {"UserError", "NonFiniteLossError"}
-    return bool(causes) and all(type(c).__name__ in names for c in causes)
-
-
-__all__ = ["CONFIG_FILE", "FATAL_FILE", "PATH_KEYS", "absolutize", "in_process", "trial",
-           "write_resolved_config"]
+__all__ = ["CONFIG_FILE", "FATAL_FILE", "PATH_KEYS", "absolutize", "trial", "write_resolved_config"]

@@ -266,9 +266,9 @@ def test_search_survives_a_dead_worker_node(cluster: LocalCluster, tmp_path: Pat
 def test_asha_stopping_two_worker_trials_frees_their_placement_groups(
     tmp_path: Path,
 ) -> None:
-    """DDP trials (2 workers each) launch a TorchTrainer whose placement group the Train
-    controller owns; when ASHA stops a trial, Train's cleaner (which needs the State API,
-    i.e. the dashboard) must free it before the pending trials can start."""
+    """DDP trials (2 workers each: the trial's process and a peer actor in the trial's
+    placement group); when ASHA stops a trial, its group must be freed before the pending
+    trials can start, and nothing stays reserved at the end."""
     c = LocalCluster(tmp_path)
     try:
         c.start(head_cpus=3, worker_cpus=0)

@@ -198,3 +198,85 @@ def test_asha_stops_trials_while_others_wait_and_frees_everything(
     assert all(its == [2, 4, 6][: len(its)] for its in reports.values()), reports
     free, total, live = _wait_for_released_cpus()
     assert free == total and not live, (free, total, live)
+
+
+@pytest.mark.slow
+def test_two_worker_trials_train_as_one_ddp_group_and_free_everything(
+    ray_session: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``resources.workers: 2``: each trial's process is rank 0 of a gloo group with a peer
+    actor in the trial's placement group (the group cannot form without it). Both trials
+    finish with checkpoints, report 2 workers, and nothing stays reserved afterwards."""
+    monkeypatch.chdir(tmp_path)
+    space = write_space(tmp_path, {
+        "name": "ddp",
+        "base": tiny_base(ray_session),
+        "seeds": [0, 1],
+        "search": {"algorithm": "grid", "metric": "loss", "mode": "min"},
+        "resources": {"workers": 2, "cpus_per_worker": 1},
+        "max_concurrent_trials": 1,
+    })
+    assert search(str(space), "--storage", str(tmp_path / "trials")) == 0
+    trials = trial_dirs(tmp_path / "trials" / "ddp")
+    assert len(trials) == 2
+    for folder in trials.values():
+        assert not (folder / "error.txt").exists(), (folder / "error.txt").read_text()
+        rows = [json.loads(line) for line in (folder / "result.json").read_text().splitlines()]
+        assert [r["iteration"] for r in rows] == [2, 4]
+        assert all(r["workers"] == 2 for r in rows)
+        assert list(folder.glob("checkpoint_*/checkpoint.pt"))
+    free, total, live = _wait_for_released_cpus()
+    assert free == total == 2.0 and not live, (free, total, live)
+
+
+@pytest.mark.slow
+def test_a_dead_ddp_peer_fails_its_trial_which_resumes_from_its_checkpoint(
+    ray_session: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGKILL the peer (rank 1) of a 2-worker trial once the trial has a checkpoint: rank
+    0's collective breaks, the trial fails, Tune retries it from that checkpoint with a new
+    peer, and it finishes every iteration."""
+    import os
+    import signal
+    import threading
+    import time
+
+    import psutil
+
+    monkeypatch.chdir(tmp_path)
+    base = tiny_base(ray_session)
+    base["train"].update({"iterations": 40, "eval_every": 4, "log_every": 4})
+    space = write_space(tmp_path, {
+        "name": "peer", "base": base, "seeds": [0],
+        "search": {"algorithm": "grid", "metric": "loss", "mode": "min"},
+        "resources": {"workers": 2, "cpus_per_worker": 1},
+    })
+    exp = tmp_path / "trials" / "peer"
+    killed: list[int] = []
+
+    def kill_the_peer_after_a_checkpoint() -> None:
+        deadline = time.time() + 240
+        while not killed and time.time() < deadline:
+            if list(exp.glob("*/checkpoint_*/checkpoint.pt")):
+                for proc in psutil.process_iter(["pid", "cmdline"]):
+                    if "ray::Peer" in " ".join(proc.info["cmdline"] or []):
+                        os.kill(proc.info["pid"], signal.SIGKILL)
+                        killed.append(proc.info["pid"])
+                        return
+            time.sleep(0.1)
+
+    killer = threading.Thread(target=kill_the_peer_after_a_checkpoint, daemon=True)
+    killer.start()
+    assert search(str(space), "--storage", str(tmp_path / "trials")) == 0
+    killer.join()
+    assert killed, "no peer process was found to kill"
+    (folder,) = trial_dirs(exp).values()
+    failures = (folder / "error.txt").read_text()  # Tune logs each failure, retried or not
+    assert failures.count("Failure #") == 1 and "ActorDiedError" in failures and "Peer" in failures
+    rows = [json.loads(line) for line in (folder / "result.json").read_text().splitlines()]
+    assert rows[-1]["iteration"] == 40 and rows[-1]["workers"] == 2
+    restarted = [r for r in rows if r["iterations_since_restore"] == 1]
+    assert len(restarted) >= 1 and restarted[-1]["iteration"] > 4, [
+        (r["iteration"], r["iterations_since_restore"]) for r in rows]
+    free, total, live = _wait_for_released_cpus()
+    assert free == total and not live, (free, total, live)

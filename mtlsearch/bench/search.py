@@ -6,8 +6,8 @@ Runs the same N short trainings (seeds 0..N-1 of one tiny config) twice:
    mode, ``TorchTrainer`` with 0 workers: no Ray cluster, no actors, no Tune; one
    torch thread, like a 1-CPU Ray worker);
 2. platform: ``mtlsearch search`` on a generated space (``seeds: [0..N-1]``), one
-   trial at a time: with ``--workers 1`` each Tune trial runs the loop in its own
-   process, with ``--workers N`` each launches an N-worker ``TorchTrainer`` (DDP).
+   trial at a time: each Tune trial runs the loop in its own process, with
+   ``--workers N`` as rank 0 of a DDP group with N-1 peer actors (:mod:`mtlsearch.peers`).
 
 and prints per-trial wall times, the per-trial overhead of the platform, the ratio,
 and the peak resident memory of Ray's processes while a trial runs (sampled every
@@ -34,7 +34,7 @@ from mtlsearch.errors import UserError
 
 PHASES = (
     ("scheduling", "previous trial end (or search start) -> trial_start"),
-    ("train start", "trial_start -> loop_start (controller, workers, imports)"),
+    ("train start", "trial_start -> loop_start (peers start, import and join; 0 for 1 worker)"),
     ("data + model", "loop_start -> model_ready"),
     ("first step", "model_ready -> first_step"),
     ("training", "first_step -> loop_end (steps, evaluations, checkpoints)"),
@@ -188,7 +188,7 @@ def run_cli(args: argparse.Namespace) -> int:
     n = args.trials
     bare_mean = sum(bare) / n
     platform_mean = search_s / n
-    kind = "in the trial's process" if args.workers == 1 else f"{args.workers}-worker TorchTrainer"
+    kind = "in the trial's process" if args.workers == 1 else f"{args.workers}-process DDP group per trial"
     print()
     print(f"trials: {n} x {args.iterations} iterations (tiny config), one at a time, {kind}")
     print(f"bare loop per trial:           {', '.join(f'{t:.1f}' for t in bare)} s (mean {bare_mean:.1f} s)")

@@ -35,7 +35,7 @@ BOOKKEEPING = {
     "timestamp", "checkpoint_dir_name", "done", "training_iteration", "trial_id", "date",
     "time_this_iter_s", "time_total_s", "pid", "hostname", "node_ip", "config",
     "time_since_restore", "iterations_since_restore", "iteration", "experiment_tag",
-    "should_checkpoint", "experiment_id",
+    "should_checkpoint", "experiment_id", "workers",
 }
 """Keys of Tune's result rows that are not metrics."""
 

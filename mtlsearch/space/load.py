@@ -393,7 +393,7 @@ def _search(file: Origin, doc: SpaceFile, sections: Sections, params: list[Param
 
 
 def _scheduler(file: Origin, doc: SpaceFile, sections: Sections, search: SearchSettings,
-               static_cfg: Config, params: list[Param], workers: int) -> SchedulerSettings | None:
+               static_cfg: Config, params: list[Param]) -> SchedulerSettings | None:
     sec = doc.scheduler
     if sec is None:
         return None
@@ -406,7 +406,7 @@ def _scheduler(file: Origin, doc: SpaceFile, sections: Sections, search: SearchS
     problem = scheduler_problem(
         sec.type, algorithm=search.algorithm, multi_objective=search.multi_objective,
         keys=[p.key for p in params], conditional=[p.key for p in params if p.when],
-        workers=workers, checkpoint_every=train.checkpoint_every, eval_every=train.eval_every,
+        checkpoint_every=train.checkpoint_every, eval_every=train.eval_every,
     )
     if problem is not None:
         key, why = problem
@@ -521,8 +521,7 @@ def load_space(path: str | Path, profile: str | None = None, overrides: list[str
     space.seeds = list(seeds_given) if seeds_given is not None else [static_cfg.train.seed]
     space.baseline = _baseline(file, raw, params)
     space.search = _search(file, doc, sections, params, space.seeds, static_cfg, baselines)
-    space.scheduler = _scheduler(file, doc, sections, space.search, static_cfg, params,
-                                 space.resources.workers)
+    space.scheduler = _scheduler(file, doc, sections, space.search, static_cfg, params)
     space.tracking = normalize_tracking(doc.tracking)
     space.cli_sections = plain(sections_override or {})
 

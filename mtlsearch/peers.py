@@ -1,0 +1,112 @@
+"""DDP inside a search trial: the trial's own process is rank 0 and starts N-1 peers.
+
+Contract: :func:`run_group` runs :func:`mtlsearch.train.train_loop_per_worker` on
+``workers`` processes joined in one ``torch.distributed`` group (gloo on CPU, NCCL on
+GPUs): this process (rank 0: it reports to Tune and writes the checkpoints) and
+``workers - 1`` :class:`Peer` actors placed in bundles 1..N-1 of the trial's placement
+group (:mod:`mtlsearch.search` asks Tune for one bundle per worker; bundle 0 is the
+trial's process). The peers live for one trial: they are killed when it ends, whether
+it finished, failed or a scheduler stopped it, and Tune removes the placement group
+with the trial, which ends any peer left. A peer that dies breaks the group's
+collectives, so rank 0 fails and Tune retries the trial from its last checkpoint; a
+peer's own error (a user error, a NaN loss) is raised as rank 0's.
+
+Why not a ``TorchTrainer`` per trial: on 2 cores a Train V2 run costs ~14 s to start
+(controller, placement group, cleaner, worker group) before the loop runs, and its
+placement group outlives a trial Tune stops; here a trial costs the peers' start
+(``mtlsearch bench search --workers 2``).
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from mtlsearch.session import DDP_KEY
+
+
+class Peer:
+    """Ranks 1..N-1 of a trial's DDP group (a Ray actor for one trial)."""
+
+    def run(self, loop_config: dict[str, Any]) -> None:
+        from mtlsearch.train import train_loop_per_worker
+
+        try:
+            train_loop_per_worker(loop_config)
+        finally:
+            _leave_group()
+
+
+def run_group(loop_config: dict[str, Any], workers: int, cpus_per_worker: float,
+              gpus_per_worker: float) -> None:
+    """Train ``loop_config`` (back end ``tune``) on ``workers`` processes, this one rank 0."""
+    import ray
+    from ray import tune
+    from ray.exceptions import RayTaskError
+    from ray.util.placement_group import get_current_placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    from mtlsearch.train import train_loop_per_worker
+
+    pg = get_current_placement_group()
+    if pg is None or pg.bundle_count < workers:
+        raise RuntimeError(f"a {workers}-worker trial needs a placement group of {workers} "
+                           "bundles (mtlsearch.search reserves it)")
+    host = ray.util.get_node_ip_address()
+    group = {
+        "world": workers,
+        "address": f"{host}:{_free_port()}",
+        "backend": "nccl" if gpus_per_worker > 0 else "gloo",
+        "checkpoint": tune.get_checkpoint(),
+    }
+    actor = ray.remote(Peer)
+    peers = [
+        actor.options(
+            num_cpus=cpus_per_worker,
+            num_gpus=gpus_per_worker,
+            scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=rank),
+            max_restarts=0,
+        ).remote()
+        for rank in range(1, workers)
+    ]
+    runs = [peer.run.remote({**loop_config, DDP_KEY: {**group, "rank": rank}})
+            for rank, peer in enumerate(peers, start=1)]
+    try:
+        try:
+            train_loop_per_worker({**loop_config, DDP_KEY: {**group, "rank": 0}})
+            ray.get(runs)
+        except Exception:
+            _raise_peer_error(runs)  # a peer's own error explains rank 0's broken collective
+            raise
+    except RayTaskError as err:
+        raise (err.cause or err) from None
+    finally:
+        for peer in peers:
+            ray.kill(peer, no_restart=True)
+        _leave_group()
+
+
+def _raise_peer_error(runs: list[Any]) -> None:
+    """Raise the error of a peer that has already failed, if any (waits up to 2 s)."""
+    import ray
+
+    done, _ = ray.wait(runs, num_returns=len(runs), timeout=2.0)
+    for ref in done:
+        ray.get(ref)
+
+
+def _leave_group() -> None:
+    """Destroy this process's group, so a reused trial process can join the next one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        return int(sock.getsockname()[1])
+
+
+__all__ = ["Peer", "run_group"]
