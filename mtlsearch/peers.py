@@ -5,16 +5,17 @@ Contract: :func:`run_group` runs :func:`mtlsearch.train.train_loop_per_worker` o
 GPUs): this process (rank 0: it reports to Tune and writes the checkpoints) and
 ``workers - 1`` :class:`Peer` actors placed in bundles 1..N-1 of the trial's placement
 group (:mod:`mtlsearch.search` asks Tune for one bundle per worker; bundle 0 is the
-trial's process). The peers live for one trial: they are killed when it ends, whether
-it finished, failed or a scheduler stopped it, and Tune removes the placement group
-with the trial, which ends any peer left. A peer that dies breaks the group's
-collectives, so rank 0 fails and Tune retries the trial from its last checkpoint; a
-peer's own error (a user error, a NaN loss) is raised as rank 0's.
+trial's process). When a trial finishes, its peers wait for the next trial Tune runs in
+the same process and placement group (``reuse_actors``: torch and the data are then
+already imported); when it fails or a scheduler stops it they are killed, and they die
+with the trial's process, their owner, whose placement group Tune removes. A peer that
+dies breaks the group's collectives, so rank 0 fails and Tune retries the trial from
+its last checkpoint; a peer's own error (a user error, a NaN loss) is raised as rank 0's.
 
 Why not a ``TorchTrainer`` per trial: on 2 cores a Train V2 run costs ~14 s to start
 (controller, placement group, cleaner, worker group) before the loop runs, and its
-placement group outlives a trial Tune stops; here a trial costs the peers' start
-(``mtlsearch bench search --workers 2``).
+placement group outlives a trial Tune stops; here a trial costs the peers' start, once
+per trial process (``mtlsearch bench search --workers 2``).
 """
 
 from __future__ import annotations
@@ -44,7 +45,6 @@ def run_group(loop_config: dict[str, Any], workers: int, cpus_per_worker: float,
     from ray import tune
     from ray.exceptions import RayTaskError
     from ray.util.placement_group import get_current_placement_group
-    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
     from mtlsearch.train import train_loop_per_worker
 
@@ -59,31 +59,61 @@ def run_group(loop_config: dict[str, Any], workers: int, cpus_per_worker: float,
         "backend": "nccl" if gpus_per_worker > 0 else "gloo",
         "checkpoint": tune.get_checkpoint(),
     }
-    actor = ray.remote(Peer)
-    peers = [
-        actor.options(
-            num_cpus=cpus_per_worker,
-            num_gpus=gpus_per_worker,
-            scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=rank),
-            max_restarts=0,
-        ).remote()
-        for rank in range(1, workers)
-    ]
+    peers = _peers(pg, workers, cpus_per_worker, gpus_per_worker)
     runs = [peer.run.remote({**loop_config, DDP_KEY: {**group, "rank": rank}})
             for rank, peer in enumerate(peers, start=1)]
+    finished = False
     try:
         try:
             train_loop_per_worker({**loop_config, DDP_KEY: {**group, "rank": 0}})
             ray.get(runs)
+            finished = True
         except Exception:
             _raise_peer_error(runs)  # a peer's own error explains rank 0's broken collective
             raise
     except RayTaskError as err:
         raise (err.cause or err) from None
     finally:
-        for peer in peers:
-            ray.kill(peer, no_restart=True)
+        if not finished:
+            _drop_peers()  # possibly stuck in a collective with this rank 0
         _leave_group()
+
+
+_CACHE: dict[str, Any] = {}
+"""This process's peers (``"key"``, ``"peers"``), kept for the next trial Tune runs here."""
+
+
+def _peers(pg: Any, workers: int, cpus: float, gpus: float) -> list[Any]:
+    """The peer actors of bundles 1..N-1 of ``pg``: the previous trial's when Tune reuses
+    this process with the same placement group (torch already imported), else new."""
+    import ray
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    key = (pg.id.hex(), workers, cpus, gpus)
+    if _CACHE.get("key") == key:
+        return _CACHE["peers"]
+    _drop_peers()
+    actor = ray.remote(Peer)
+    peers = [
+        actor.options(
+            num_cpus=cpus,
+            num_gpus=gpus,
+            scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=rank),
+            max_restarts=0,
+        ).remote()
+        for rank in range(1, workers)
+    ]
+    _CACHE.update(key=key, peers=peers)
+    return peers
+
+
+def _drop_peers() -> None:
+    """Kill the cached peers (they also die with this process, their owner)."""
+    import ray
+
+    for peer in _CACHE.pop("peers", []):
+        ray.kill(peer, no_restart=True)
+    _CACHE.pop("key", None)
 
 
 def _raise_peer_error(runs: list[Any]) -> None:
