@@ -11,6 +11,7 @@ already imported); when it fails or a scheduler stops it they are killed, and th
 with the trial's process, their owner, whose placement group Tune removes. A peer that
 dies breaks the group's collectives, so rank 0 fails and Tune retries the trial from
 its last checkpoint; a peer's own error (a user error, a NaN loss) is raised as rank 0's.
+A peer that never joins fails the trial after :data:`mtlsearch.session.JOIN_TIMEOUT`.
 
 Why not a ``TorchTrainer`` per trial: on 2 cores a Train V2 run costs ~14 s to start
 (controller, placement group, cleaner, worker group) before the loop runs, and its
@@ -27,7 +28,8 @@ from mtlsearch.session import DDP_KEY
 
 
 class Peer:
-    """Ranks 1..N-1 of a trial's DDP group (a Ray actor for one trial)."""
+    """Ranks 1..N-1 of a trial's DDP group: a Ray actor that runs the loop once per trial,
+    for the trials Tune runs in its owner's process."""
 
     def run(self, loop_config: dict[str, Any]) -> None:
         from mtlsearch.train import train_loop_per_worker
