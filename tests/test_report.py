@@ -129,6 +129,9 @@ def test_tune_state_through_public_apis(experiment: Path, capsys: pytest.Capture
 
     state, note = read_tune_state(experiment)
     assert note is None and len(state) == 9
+    with pytest.MonkeyPatch.context() as mp:  # `mtlsearch report trials/demo`: a relative folder
+        mp.chdir(experiment.parent)
+        assert read_tune_state(Path(experiment.name)) == (state, None)
     assert sorted(s["status"] for s in state.values()) == ["ERROR"] + ["TERMINATED"] * 8
     assert {s["relative_logdir"] for s in state.values()} == {
         p.name for p in experiment.iterdir() if (p / "params.json").is_file()}

@@ -163,7 +163,8 @@ def read_tune_state(search_dir: Path) -> tuple[dict[str, dict[str, Any]], str | 
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # it warns per unreadable result.json; collect notes them
     try:
-        analysis = ExperimentAnalysis(str(search_dir))
+        # Absolute: Tune reads a relative folder as a URI without a scheme and fails.
+        analysis = ExperimentAnalysis(str(Path(search_dir).resolve()))
     except ValueError as err:
         if "No experiment snapshot file" in str(err):
             return {}, None  # Tune saved no state here (a copied or hand-made folder)
