@@ -75,7 +75,6 @@ from mtlsearch.trial import (  # noqa: F401  (re-exported: the search's folder l
 )
 
 META_FILE = "mtlsearch.json"
-TRAIN_DIR = "_train"
 OPTUNA_DB = "optuna.db"
 DEFAULT_MAX_FAILURES = 2
 REUSE_ACTORS = True
@@ -105,15 +104,11 @@ class _Row:
 # ---------------------------------------------------------------------------
 
 
-def _metrics(space: Space) -> list[str]:
-    m = space.search.metric
-    return list(m) if isinstance(m, list) else [m]
-
-
 def _reporter(space: Space) -> Any:
     from ray.tune import CLIReporter
 
-    metric_cols = ["iteration", *dict.fromkeys(_metrics(space) + ["loss"])]
+    m = space.search.metric
+    metric_cols = ["iteration", *dict.fromkeys([*(m if isinstance(m, list) else [m]), "loss"])]
     return CLIReporter(
         metric_columns=metric_cols,
         parameter_columns=space.ablated_keys,
@@ -245,7 +240,6 @@ def metadata(
             "max_concurrent_trials": space.max_concurrent_trials,
             "num_trials": len(trials) if trials is not None else s.num_samples,
             "index_key": INDEX_KEY,
-            "train_dir": TRAIN_DIR,
             "optuna_storage": str(exp_dir / OPTUNA_DB) if s.algorithm == "optuna" else None,
             "sampler": s.sampler if s.algorithm == "optuna" else None,
         },
@@ -397,7 +391,7 @@ def _load_for_resume(args: argparse.Namespace, exp_dir: Location) -> Space:
     return space
 
 
-def _init_ray(address: str | None, space: Space) -> None:
+def _init_ray(address: str | None) -> None:
     """Start local Ray (dashboard on localhost) or join the cluster at ``address``."""
     from mtlsearch.cluster import connect
 
@@ -423,7 +417,7 @@ def run_search(
     from mtlsearch.strategies import mutable_keys
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's trial table (CLIReporter)
-    _init_ray(address, space)
+    _init_ray(address)
 
     # Generate datasets once here rather than in concurrent trials.
     from mtlsearch.data.pipeline import needs_cameras, resolve_root
@@ -593,7 +587,6 @@ __all__ = [
     "CONFIG_FILE",
     "META_FILE",
     "OPTUNA_DB",
-    "TRAIN_DIR",
     "absolutize",
     "build_tuner",
     "dry_run",
