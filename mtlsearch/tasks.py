@@ -127,7 +127,8 @@ _NORMALS = {"mean_err": "min", "median_err": "min", "rmse": "min",
 
 TASKS: dict[str, TaskSpec] = {
     "semseg": TaskSpec("semseg", "classes", "miou", _SEG, IGNORE, cross_entropy_loss, "SegMetric"),
-    "depth": TaskSpec("depth", "regression", "rmse", {"rmse": "min", "abs_rel": "min"}, 0.0,
+    "depth": TaskSpec("depth", "regression", "rmse",
+                      {"rmse": "min", "abs_rel": "min", "log_rmse": "min", "sq_rel": "min"}, 0.0,
                       depth_l1_loss, "DepthMetric"),
     "normals": TaskSpec("normals", "normals", "mean_err", _NORMALS, 0.0, normals_l1_loss,
                         "NormalsMetric"),

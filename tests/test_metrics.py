@@ -32,8 +32,11 @@ SEG_TARGET = torch.tensor([[[0, 0, 1], [1, 2, 255]]])
 SEG_PRED = torch.tensor([[[0, 1, 1], [1, 2, 0]]])
 # Valid pixels (label, pred): (0,0) (0,1) (1,1) (1,1) (2,2); confusion rows = label:
 #   [[1, 1, 0], [0, 2, 0], [0, 0, 1]]
-# IoU0 = 1 / (2 + 1 - 1) = 1/2, IoU1 = 2 / (2 + 3 - 2) = 2/3, IoU2 = 1/1; class 3 absent.
-SEG_MIOU = 100 * (1 / 2 + 2 / 3 + 1) / 3  # 72.222...
+# IoU0 = 1 / (2 + 1 - 1) = 1/2, IoU1 = 2 / (2 + 3 - 2) = 2/3, IoU2 = 1/1; class 3 absent:
+# IoU 0 in the official mean over all 4 classes (eval.miou_classes: all, the default),
+# left out with eval.miou_classes: present.
+SEG_MIOU = 100 * (1 / 2 + 2 / 3 + 1 + 0) / 4  # 54.1666...
+SEG_MIOU_PRESENT = 100 * (1 / 2 + 2 / 3 + 1) / 3  # 72.222...
 SEG_ACC = 100 * 4 / 5
 
 
@@ -46,7 +49,10 @@ def test_seg_hand_example_labels_and_logits() -> None:
     out = m.compute()
     assert out["miou"] == pytest.approx(SEG_MIOU)
     assert out["pixel_acc"] == pytest.approx(SEG_ACC)
-    assert math.isnan(float(m.per_class_iou()[3]))  # zero union: excluded from the mean
+    assert math.isnan(float(m.per_class_iou()[3]))  # zero union: 0 in the official mean
+    present = SegMetric(num_classes=4, classes="present")
+    present.update(SEG_PRED, SEG_TARGET)
+    assert present.compute()["miou"] == pytest.approx(SEG_MIOU_PRESENT)
 
     logits = torch.nn.functional.one_hot(SEG_PRED, 4).permute(0, 3, 1, 2).float() * 5
     m2 = SegMetric(num_classes=4)
@@ -385,7 +391,8 @@ def test_build_metrics_and_compute_all() -> None:
     assert build_metrics(["semseg"], None, None, layout="nyud")["semseg"].num_classes == 40
     metrics["semseg"].update(torch.zeros(1, 2, 3, dtype=torch.long), torch.zeros(1, 2, 3, dtype=torch.long))
     scores = compute_all({"semseg": metrics["semseg"]}, prefix="render_")
-    assert scores == {"render_semseg_miou": 100.0, "render_semseg_pixel_acc": 100.0}
+    # only class 0 of 13 occurs (IoU 1): the official mean over all classes is 100 / 13
+    assert scores == pytest.approx({"render_semseg_miou": 100.0 / 13, "render_semseg_pixel_acc": 100.0})
     with pytest.raises(UserError, match="tasks.bogus"):
         build_metrics(["bogus"])
     with pytest.raises(UserError, match="eval.baselines.semseg.mIoU"):

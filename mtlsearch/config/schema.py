@@ -462,6 +462,16 @@ class EvalConfig(Section):
     0.01..0.99 grid MTL-PyTorch / ATRC / InvPT pass to SEISM; SEISM's own 101-point grid
     adds 0 and 1, which select every pixel or none and never give the optimum, so 99
     reproduces it. 21 (default) is a CPU-friendly approximation (ODS can be slightly lower)."""
+    miou_classes: Literal["all", "present"] = "all"
+    """Classes semseg/parts mIoU averages over: ``all`` (the MTI-Net/InvPT evaluators: every
+    class of the task, one absent from the split's labels and predictions scoring IoU 0) or
+    ``present`` (only classes with a non-zero union; higher when a split lacks classes)."""
+    depth_clamp: Bool = True
+    """Clamp depth predictions to 1e-9 before scoring, as the MTI-Net/InvPT evaluators do;
+    false scores raw (possibly negative) predictions (``log_rmse`` floors them anyway)."""
+    sal_protocol: Literal["atrc", "invpt"] = "atrc"
+    """Saliency maxF: ``atrc`` thresholds the probability; ``invpt`` passes it through a
+    second sigmoid first, as InvPT's evaluator does (whose numbers 3DMTL's PASCAL table copies)."""
     baselines: Annotated[dict[TaskName, dict[Str, Float]], AfterValidator(_check_baselines)] = Field(
         default_factory=dict
     )

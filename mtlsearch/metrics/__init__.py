@@ -7,6 +7,10 @@ Contract: one metric family per module, each class following
 :mod:`~mtlsearch.metrics.saliency` (sal); :mod:`~mtlsearch.metrics.gain` holds delta_m and
 the baselines. Which class scores a task, which keys it reports and their directions
 come from :data:`mtlsearch.tasks.TASKS`; :func:`build_metrics` makes one per task.
+
+By default every score follows the official MTI-Net/InvPT evaluators (mIoU over all
+classes, depth clamped at 1e-9, saliency maxF as ATRC); ``eval.miou_classes``,
+``eval.depth_clamp`` and ``eval.sal_protocol`` select the documented alternatives.
 """
 
 from __future__ import annotations
@@ -47,7 +51,8 @@ def build_metrics(
 
     ``num_classes``: ``{task: classes}``, an int (semseg's class count), or ``None`` (the
     layout's counts from tasks.py). ``cfg_eval``: an ``EvalConfig`` (``edge_max_dist``,
-    ``edge_thresholds``; its ``baselines`` are validated) or ``None`` for the defaults.
+    ``edge_thresholds``, ``miou_classes``, ``depth_clamp``, ``sal_protocol``; its
+    ``baselines`` are validated) or ``None`` for the defaults (the official protocols).
     """
     if cfg_eval is None:
         from mtlsearch.config import EvalConfig
@@ -65,7 +70,11 @@ def build_metrics(
     for task in tasks:
         cls = metric_class(task)
         if cls is SegMetric:
-            out[task] = SegMetric(counts[task])
+            out[task] = SegMetric(counts[task], classes=getattr(cfg_eval, "miou_classes", "all"))
+        elif cls is DepthMetric:
+            out[task] = DepthMetric(clamp=getattr(cfg_eval, "depth_clamp", True))
+        elif cls is SaliencyMetric:
+            out[task] = SaliencyMetric(protocol=getattr(cfg_eval, "sal_protocol", "atrc"))
         elif cls is EdgeMetric:
             out[task] = EdgeMetric(max_dist=cfg_eval.edge_max_dist, thresholds=cfg_eval.edge_thresholds)
         else:

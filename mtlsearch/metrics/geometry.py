@@ -1,7 +1,10 @@
-"""Geometric scores: depth (RMSE, abs rel) and surface normals (angular errors and
-within-threshold fractions from a fine histogram).
+"""Geometric scores: depth (RMSE, abs rel, log RMSE, sq rel) and surface normals (angular
+errors and within-threshold fractions from a fine histogram).
 
-Contract: both follow :class:`~mtlsearch.metrics.base.Metric`.
+Contract: both follow :class:`~mtlsearch.metrics.base.Metric`; every score is accumulated
+per pixel over the whole split (DESIGN §4), as the official evaluators do. Depth
+predictions are clamped to 1e-9 before scoring by default, as the official MTI-Net/InvPT
+evaluators do (``eval.depth_clamp``).
 """
 
 from __future__ import annotations
@@ -22,19 +25,54 @@ from mtlsearch.metrics.base import (
 # ---------------------------------------------------------------------------
 
 
+DEPTH_FLOOR = 1e-9
+"""Depth predictions are clamped to this value (metres) before scoring, as the official
+evaluators do (MTI-Net: ``clamp(pred, min=1e-9)``; InvPT: ``pred[pred <= 0] = 1e-9``)."""
+
+
 class DepthMetric(Metric):
-    """Depth RMSE (metres) and absolute relative error over the valid pixels of a split.
+    """Depth errors over the valid pixels of a split: ``rmse`` (metres), ``abs_rel``,
+    ``log_rmse`` and ``sq_rel``.
 
     ``pred`` (B, 1, H, W) metres (bilinearly resized to the label if needed); ``target``
-    (B, 1, H, W) metres, 0 = invalid. ``rmse = sqrt(sum (p - t)^2 / N)`` and
-    ``abs_rel = sum |p - t| / t / N`` with N the number of valid pixels of the whole split
-    (not a mean of per-image values).
+    (B, 1, H, W) metres, 0 = invalid (valid: ``target > 0``). With ``p`` the prediction,
+    ``t`` the label and N the number of valid pixels of the whole split (sums accumulated
+    per pixel over the split, not means of per-image values, as the official depth
+    meters accumulate)::
+
+        rmse     = sqrt(sum (p - t)^2 / N)
+        abs_rel  = sum |p - t| / t / N
+        sq_rel   = sum (p - t)^2 / t / N
+        log_rmse = sqrt(sum (ln p' - ln t)^2 / N),  p' = max(p, DEPTH_FLOOR)
+
+    ``clamp=True`` (default, ``eval.depth_clamp``; the official protocol) first replaces
+    predictions at or below 0 by :data:`DEPTH_FLOOR` (1e-9 m), as MTI-Net's and InvPT's
+    ``DepthMeter`` do (InvPT's ``get_output`` also clamps at 0 before); a negative
+    prediction then counts as 0 m, not as its raw value, which lowers the errors (issue
+    21: RMSE 0.64871 unclamped vs 0.64210 official on the same predictions).
+    ``clamp=False`` scores the raw predictions (the previous behaviour) in ``rmse``,
+    ``abs_rel`` and ``sq_rel``; ``log_rmse`` always uses ``p'`` (the logarithm of a
+    non-positive prediction is undefined; 1e-9 is the official floor, so such a pixel
+    contributes ``(ln 1e-9 - ln t)^2``, about 429 for t = 1 m: a heavy but finite penalty).
+
+    Differences from the official code: InvPT also drops labels >= 80 m (``max_depth``);
+    NYUD's depths are below 10 m, so this changes nothing there. MTI-Net's online meter
+    reports ``rmse`` and ``log_rmse``, InvPT's ``rmse`` (and ``abs_rel`` in its
+    accumulator); ``sq_rel`` follows the later meters of the same code family
+    (``sum (t - p)^2 / t / N``).
     """
 
-    names = ("rmse", "abs_rel")
+    names = ("rmse", "abs_rel", "log_rmse", "sq_rel")
+
+    def __init__(self, *, clamp: bool = True) -> None:
+        self.clamp = bool(clamp)
+        super().__init__()
 
     def _spec(self) -> dict[str, tuple[int, ...]]:
-        return {"sum_sq": (1,), "sum_abs_rel": (1,), "count": (1,)}
+        return {
+            "sum_sq": (1,), "sum_abs_rel": (1,), "sum_log_sq": (1,), "sum_sq_rel": (1,),
+            "count": (1,),
+        }
 
     @torch.no_grad()
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
@@ -42,18 +80,27 @@ class DepthMetric(Metric):
         pred, target = pred.double(), target.double()
         valid = target > 0
         p, t = pred[valid], target[valid]
+        floored = p.clamp_min(DEPTH_FLOOR)
+        if self.clamp:
+            p = floored
         err = p - t
-        self.state["sum_sq"] += float((err * err).sum())
+        sq = err * err
+        log_err = torch.log(floored) - torch.log(t)
+        self.state["sum_sq"] += float(sq.sum())
         self.state["sum_abs_rel"] += float((err.abs() / t).sum())
+        self.state["sum_log_sq"] += float((log_err * log_err).sum())
+        self.state["sum_sq_rel"] += float((sq / t).sum())
         self.state["count"] += float(valid.sum())
 
     def compute(self) -> dict[str, float]:
         n = float(self.state["count"])
         if n == 0:
-            return {"rmse": float("nan"), "abs_rel": float("nan")}
+            return {k: float("nan") for k in self.names}
         return {
             "rmse": math.sqrt(float(self.state["sum_sq"]) / n),
             "abs_rel": float(self.state["sum_abs_rel"]) / n,
+            "log_rmse": math.sqrt(float(self.state["sum_log_sq"]) / n),
+            "sq_rel": float(self.state["sum_sq_rel"]) / n,
         }
 
 

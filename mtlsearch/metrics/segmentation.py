@@ -1,7 +1,9 @@
 """Segmentation scores (semseg, parts): mIoU and pixel accuracy from one confusion
 matrix per split.
 
-Contract: :class:`SegMetric` follows :class:`~mtlsearch.metrics.base.Metric`.
+Contract: :class:`SegMetric` follows :class:`~mtlsearch.metrics.base.Metric`; by default
+mIoU is the official MTI-Net/InvPT protocol (mean over all classes, an absent class
+scoring 0); ``eval.miou_classes: present`` averages over the classes that occur.
 """
 
 from __future__ import annotations
@@ -31,19 +33,36 @@ class SegMetric(Metric):
     sizes differ) or labels (B, H, W) (nearest-resized). ``target``: (B, H, W) or
     (B, 1, H, W) class indices, ``ignore_index`` skipped.
 
-    mIoU averages the per-class IoU ``TP / (TP + FP + FN)`` over the classes whose union
-    ``TP + FP + FN`` is non-zero, i.e. classes that occur in the labels or the predictions
-    of the split; classes absent from both are excluded rather than counted as 0 or 1.
-    (ATRC's ``MeanIoU`` and MTL-PyTorch count such classes as 0; on the full NYUD/PASCAL
-    validation splits, where every class occurs, the conventions agree.) Pixel accuracy = correct / valid pixels.
+    Per-class IoU is ``TP / (TP + FP + FN)`` from the split's confusion matrix. ``classes``
+    (``eval.miou_classes``) says which classes mIoU averages over:
+
+    - ``"all"`` (default, the official protocol): every one of the ``num_classes`` classes;
+      a class whose union ``TP + FP + FN`` is zero (absent from both the labels and the
+      predictions of the split) scores 0. This is what MTI-Net's and InvPT's
+      ``SemsegMeter``/``HumanPartsMeter`` compute: ``jac = tp / max(tp + fp + fn, 1e-8)``
+      per class, accumulated over the whole split, ``mean(jac)`` over all classes (ATRC's
+      ``MeanIoU`` and MTL-PyTorch count absent classes as 0 too).
+    - ``"present"``: only classes with a non-zero union (the previous default here); higher
+      than ``"all"`` whenever a split lacks some classes (issue 21's comparison with the
+      official evaluator on the same predictions: 38.51 ``present`` vs 28.88 official),
+      equal when every class occurs in the labels or the predictions.
+
+    Without any valid pixel mIoU is NaN (the official meters would report 0). Pixel
+    accuracy = correct / valid pixels.
     """
 
     names = ("miou", "pixel_acc")
 
-    def __init__(self, num_classes: int, ignore_index: int = IGNORE) -> None:
+    CLASSES = ("all", "present")
+    """Values of ``classes`` (``eval.miou_classes``)."""
+
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE, *, classes: str = "all") -> None:
         if num_classes < 1:
             raise ValueError(f"SegMetric: num_classes must be >= 1, got {num_classes}")
+        if classes not in self.CLASSES:
+            raise ValueError(f"SegMetric: classes must be one of {self.CLASSES}, got {classes!r}")
         self.num_classes = int(num_classes)
+        self.classes = classes
         self.ignore_index = ignore_index
         super().__init__()
 
@@ -89,6 +108,11 @@ class SegMetric(Metric):
     def compute(self) -> dict[str, float]:
         iou = self.per_class_iou()
         present = ~torch.isnan(iou)
-        miou = 100.0 * float(iou[present].mean()) if present.any() else float("nan")
+        if not present.any():  # nothing accumulated (no valid pixel)
+            miou = float("nan")
+        elif self.classes == "all":
+            miou = 100.0 * float(torch.nan_to_num(iou, nan=0.0).mean())
+        else:
+            miou = 100.0 * float(iou[present].mean())
         cm = self.confusion
         return {"miou": miou, "pixel_acc": _pct(float(cm.diag().sum()), float(cm.sum()))}
