@@ -9,10 +9,17 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 
-from mtlsearch.errors import UserError
+from mtlsearch.errors import (
+    DEBUG_ENV,
+    UserError,
+    debug_enabled,
+    internal_error_line,
+    log_internal_error,
+)
 
 Handler = str  # "module:function"
 
@@ -84,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Hyperparameter and ablation search for 3D-aware multi-task dense prediction.",
     )
     parser.add_argument("--version", action="version", version=f"mtlsearch {_version()}")
+    parser.add_argument("--debug", action="store_true",
+                        help=f"let an internal error raise with its traceback (or set {DEBUG_ENV}=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     # data -------------------------------------------------------------------
@@ -222,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--views", type=int, default=4)
     p.add_argument("--size", type=_size, default=(120, 160), metavar="HxW")
     p.add_argument("--workers", type=int, default=None, help="generation/loader processes")
+    p.add_argument("--keep", action="store_true", help="keep the scratch folder (removed by default)")
     p = _add(bench_sub, "model", "mtlsearch.bench.model:run_cli",
              "training step time and memory with and without the regularizer")
     p.add_argument("--backbone", default=None, help="timm backbone (default: the config's)")
@@ -239,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="DDP workers per trial (1: the loop runs in the trial's process)")
     p.add_argument("--profile-phases", action="store_true",
                    help="print where each trial's time goes (start, model, first step, ...)")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the scratch folder with the trials (removed by default)")
     p = _add(bench_sub, "crossview", "mtlsearch.bench.crossview:run_cli",
              "cross-view module time and memory against depth planes and views")
     p.add_argument("--size", type=_size, default=(56, 72), metavar="HxW", help="feature size")
@@ -263,6 +275,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         # A group (``data``, ``bench``) or nothing at all: show its help.
         parser.parse_args([*(argv if argv is not None else sys.argv[1:]), "--help"])
         return
+    if args.debug:
+        os.environ[DEBUG_ENV] = "1"  # also seen by search's own handler
     try:
         code = _resolve(handler)(args)
     except UserError as err:
@@ -271,6 +285,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except Exception as err:  # a bug, not the user's input
+        if debug_enabled():
+            raise
+        logged = log_internal_error(err, list(argv) if argv is not None else None)
+        print(internal_error_line(err, logged), file=sys.stderr)
+        sys.exit(1)
     sys.exit(code or 0)
 
 

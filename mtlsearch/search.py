@@ -44,7 +44,13 @@ from pathlib import Path
 from typing import Any
 
 from mtlsearch.config import load_config
-from mtlsearch.errors import UserError
+from mtlsearch.errors import (
+    UserError,
+    debug_enabled,
+    internal_error_line,
+    log_internal_error,
+    set_error_folder,
+)
 from mtlsearch.outputs import check_run_folder
 from mtlsearch.space import (
     INDEX_KEY,
@@ -448,6 +454,7 @@ def run_search(
         }
 
     exp_dir.mkdir(parents=True, exist_ok=True)
+    set_error_folder(Path(exp_dir.path) if exp_dir.is_local else None)
     meta = metadata(space, exp_dir, trials, baselines_meta)
     (exp_dir / META_FILE).write_text(json.dumps(meta, indent=2, default=str))  # atomic
 
@@ -490,8 +497,10 @@ def run_search(
         results = tuner.fit()
     except KeyboardInterrupt:
         raise
-    except Exception as err:  # the search itself failed (not one trial)
-        print(f"error: search {name!r} failed: {type(err).__name__}: {err}", file=sys.stderr)
+    except Exception as err:  # the search itself failed (not one trial): a bug
+        if debug_enabled():
+            raise
+        print(internal_error_line(err, log_internal_error(err), f"search {name!r} failed"), file=sys.stderr)
         print(f"continue it later with --resume (results so far in {exp_dir})", file=sys.stderr)
         return 1
     finally:

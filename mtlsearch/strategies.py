@@ -108,23 +108,13 @@ def scheduler_problem(
 
 
 def make_sampler(search: Any) -> Any:
-    """The Optuna sampler of ``search`` (:class:`mtlsearch.space.spec.SearchSettings`)."""
-    import optuna
-
+    """The Optuna sampler of ``search`` (:class:`mtlsearch.space.spec.SearchSettings`),
+    wrapped so that Tune can pickle it whatever the Optuna release (``PortableSampler``)."""
     name = getattr(search, "sampler", None) or "tpe"
-    seed = search.seed
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
-    if name == "nsga2":
-        size = getattr(search, "population_size", None) or 50
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=size)
-    if name == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=seed)
-    if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    raise ValueError(f"unknown sampler {name!r} (known: {', '.join(SAMPLERS)})")
+    from mtlsearch.samplers import PortableSampler
+
+    size = getattr(search, "population_size", None) if name == "nsga2" else None
+    return PortableSampler(name, search.seed, size)
 
 
 def pbt_mutations(space: Any) -> dict[str, Any]:

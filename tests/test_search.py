@@ -280,3 +280,37 @@ def test_a_dead_ddp_peer_fails_its_trial_which_resumes_from_its_checkpoint(
         (r["iteration"], r["iterations_since_restore"]) for r in rows]
     free, total, live = _wait_for_released_cpus()
     assert free == total and not live, (free, total, live)
+
+
+@pytest.mark.slow
+def test_a_search_that_fails_keeps_its_traceback_in_the_search_folder(
+    ray_session: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """Tune itself failing (as when it could not pickle Optuna 5.1's NSGA-II) is a bug: one
+    line naming the exception and ``mtlsearch-error.log`` in the search folder."""
+    import re
+
+    import mtlsearch.search as search_module
+    from mtlsearch.errors import DEBUG_ENV, ERROR_LOG, set_error_folder
+
+    class Broken:
+        def fit(self):
+            raise TypeError("cannot pickle '_thread.lock' object")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(DEBUG_ENV, raising=False)
+    monkeypatch.setattr(search_module, "build_tuner", lambda *a, **k: Broken())
+    space = write_space(tmp_path, {
+        "name": "broken", "base": tiny_base(ray_session),
+        "search": {"algorithm": "grid", "metric": "loss", "mode": "min"},
+    })
+    try:
+        assert search(str(space), "--storage", str(tmp_path / "trials")) == 1
+    finally:
+        set_error_folder(None)
+    err = capsys.readouterr().err
+    log = tmp_path / "trials" / "broken" / ERROR_LOG
+    line = next(line for line in err.splitlines() if line.startswith("error:"))
+    assert re.fullmatch(r"error: search 'broken' failed: TypeError: cannot pickle .*"
+                        + re.escape(f"full traceback in {log};") + ".*", line)
+    assert "in fit" in log.read_text() and "Traceback" in log.read_text()

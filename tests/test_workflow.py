@@ -174,7 +174,7 @@ def test_every_sampler_is_built(tmp_path: Path, sampler: str, cls: str) -> None:
 
     space = load_space(_optuna_space(tmp_path, {"metric": "loss", "sampler": sampler, "seed": 3}))
     assert space.search.sampler == sampler
-    assert type(make_sampler(space.search)).__name__ == cls
+    assert type(make_sampler(space.search).inner).__name__ == cls
 
 
 def test_nsga2_multi_objective_and_population(tmp_path: Path) -> None:
@@ -182,7 +182,7 @@ def test_nsga2_multi_objective_and_population(tmp_path: Path) -> None:
 
     space = load_space(_optuna_space(tmp_path, {
         "metric": ["semseg_miou", "depth_rmse"], "sampler": "nsga2", "population_size": 4}))
-    assert make_sampler(space.search)._population_size == 4
+    assert make_sampler(space.search).inner._population_size == 4
 
 
 @pytest.mark.parametrize(("search", "match"), [

@@ -7,6 +7,7 @@ Tiny trials (4 iterations of a 4-room SynthRooms at 32x40) sharing one local Ray
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from pathlib import Path
@@ -98,6 +99,54 @@ def test_nsga2_multi_objective_search(ray_session: Path, tmp_path: Path, monkeyp
     chosen, metrics, _ = best_trials(exp)
     assert metrics == ["semseg_miou", "depth_rmse"] and 1 <= len(chosen) <= 2
     assert all(b.config["regularizer"]["enabled"] for b in chosen)
+
+
+def test_an_interrupted_nsga2_search_resumes_with_its_sampler(
+    ray_session: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C after the first trial, then ``--resume``: Tune restores the pickled NSGA-II
+    searcher (which Optuna 5.1 could not pickle) and the study ends with every trial."""
+    import signal
+    import threading
+    import time
+
+    import optuna
+
+    monkeypatch.chdir(tmp_path)
+    space = write_space(tmp_path, {
+        "name": "nsga-resume", "base": tiny_base(ray_session),
+        "space": {"train.lr": {"loguniform": [0.001, 0.01]}},
+        "search": {"algorithm": "optuna", "sampler": "nsga2", "population_size": 2,
+                   "metric": ["semseg_miou", "depth_rmse"], "mode": ["max", "min"], "num_samples": 3},
+        "max_concurrent_trials": 1,
+    })
+    exp = tmp_path / "trials" / "nsga-resume"
+
+    def finished() -> int:
+        db = exp / "optuna.db"
+        if not db.is_file():
+            return 0
+        try:
+            study = optuna.load_study(study_name=exp.name, storage=f"sqlite:///{db}")
+        except Exception:
+            return 0
+        return sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+
+    def interrupt_after_the_first_trial() -> None:
+        deadline = time.time() + 300
+        while finished() < 1 and time.time() < deadline:
+            time.sleep(0.5)
+        signal.raise_signal(signal.SIGINT)
+
+    watcher = threading.Thread(target=interrupt_after_the_first_trial, daemon=True)
+    watcher.start()
+    with contextlib.suppress(KeyboardInterrupt):
+        run("search", str(space), "--storage", "trials", "--seed", "3")
+    watcher.join()
+    assert 1 <= finished() < 3
+    assert run("search", str(space), "--storage", "trials", "--seed", "3", "--resume") == 0
+    assert finished() == 3
+    assert len(trial_dirs(exp)) == 3
 
 
 def test_hyperband_search(ray_session: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,11 +8,11 @@ processes in three modes: augmented, not augmented, and 2-view samples (augmente
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from mtlsearch.bench.scratch import scratch_folder
 
 BATCH = 8
 MAX_BATCHES = 60
@@ -55,8 +55,7 @@ def run_cli(args: Any) -> int:
 
     size = tuple(args.size)
     workers = args.workers or min(4, os.cpu_count() or 1)
-    tmp = Path(tempfile.mkdtemp(prefix="mtlsearch-bench-data-"))
-    try:
+    with scratch_folder("mtlsearch-bench-data-", args.keep) as tmp:
         root = tmp / "synthrooms"
         start = time.perf_counter()
         generate(root, scenes=args.scenes, views=args.views, size=size, seed=0,
@@ -82,6 +81,4 @@ def run_cli(args: Any) -> int:
         for name, rate, _ in rows:
             views = 2 if name.startswith("2 views") else 1
             print(f"| {name:<20} | {rate:>9.1f} | {rate * views:>8.1f} |")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return 0

@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import statistics
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from mtlsearch.bench.scratch import scratch_folder
 from mtlsearch.errors import UserError
 
 PHASES = (
@@ -124,17 +124,22 @@ def phase_table(events: list[dict], search_start: float) -> dict[str, list[float
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    """``mtlsearch bench search [--trials N] [--iterations I] [--workers W] [--profile-phases]``."""
+    """``mtlsearch bench search [--trials N] [--iterations I] [--workers W] [--profile-phases]
+    [--keep]``; the scratch folder is removed at the end unless ``--keep``."""
     if args.trials < 1 or args.iterations < 1 or args.workers < 1:
         raise UserError(
             f"--trials, --iterations and --workers must be >= 1, got {args.trials}, "
             f"{args.iterations}, {args.workers}"
         )
+    with scratch_folder("mtlsearch-bench-", args.keep) as work:
+        return _run(args, work)
+
+
+def _run(args: argparse.Namespace, work: Path) -> int:
     from mtlsearch.config import load_config
     from mtlsearch.data.pipeline import resolve_root
     from mtlsearch.trainable import make_trainer
 
-    work = Path(tempfile.mkdtemp(prefix="mtlsearch-bench-"))
     base = tiny_config(args.iterations, str(work / "cache"))
     t0 = time.time()
     root = resolve_root(load_config(base))
@@ -208,7 +213,6 @@ def run_cli(args: argparse.Namespace) -> int:
             values = table[name]
             mean = f"{statistics.mean(values):6.2f}" if values else "     -"
             print(f"  {name:<13} {mean}   {meaning}")
-    print(f"(scratch folder: {work})")
     return 0
 
 
