@@ -51,3 +51,45 @@ def test_imported_third_party_modules_are_declared() -> None:
         if not names & declared:
             undeclared[module] = sorted(names)
     assert not undeclared, f"imported but not declared in pyproject.toml: {undeclared}"
+
+
+LOCK = ROOT / "requirements.lock"
+
+
+def _locked() -> dict[str, str]:
+    pins = {}
+    for line in LOCK.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, version = line.split("==")
+            pins[_name(name)] = version.strip()
+    return pins
+
+
+def test_the_lock_pins_every_declared_dependency_within_its_range() -> None:
+    """requirements.lock holds every runtime and dev requirement of pyproject.toml at one
+    exact version that the range admits (``make lock`` re-resolves)."""
+    from packaging.requirements import Requirement
+
+    pins = _locked()
+    project = PYPROJECT["project"]
+    for text in [*project["dependencies"], *project["optional-dependencies"]["dev"]]:
+        req = Requirement(text)
+        name = _name(req.name)
+        assert name in pins, f"{name} is not in requirements.lock"
+        assert req.specifier.contains(pins[name], prereleases=True), (name, pins[name], str(req.specifier))
+
+
+def test_the_installed_packages_are_the_locked_ones() -> None:
+    """What the tests run on is what the lock says (make install installs from it)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    wrong = {}
+    for name, pinned in _locked().items():
+        try:
+            installed = version(name)
+        except PackageNotFoundError:
+            installed = None
+        if installed != pinned:
+            wrong[name] = (pinned, installed)
+    assert not wrong, f"installed versions differ from requirements.lock (pinned, installed): {wrong}"
