@@ -152,10 +152,15 @@ def build_tuner(
             study_name=exp_dir.name,
             storage=storage,
         )
+        if len(space.seeds) > 1:  # every suggestion on every seed; Optuna learns their mean
+            from mtlsearch.replicate import SeedReplicator
+
+            metrics = search.metric if isinstance(search.metric, list) else [search.metric]
+            searcher = SeedReplicator(searcher, space.seeds, metrics)
         tune_config = tune.TuneConfig(
             search_alg=ConcurrencyLimiter(searcher, max_concurrent=space.max_concurrent_trials),
             scheduler=scheduler,
-            num_samples=search.num_samples,
+            num_samples=search.num_samples * len(space.seeds),
             trial_dirname_creator=_trial_dirname,
             reuse_actors=REUSE_ACTORS,
         )
@@ -244,7 +249,7 @@ def metadata(
             "scheduler": vars(space.scheduler) if space.scheduler else None,
             "resources": vars(space.resources),
             "max_concurrent_trials": space.max_concurrent_trials,
-            "num_trials": len(trials) if trials is not None else s.num_samples,
+            "num_trials": len(trials) if trials is not None else s.num_samples * len(space.seeds),
             "index_key": INDEX_KEY,
             "optuna_storage": str(exp_dir / OPTUNA_DB) if s.algorithm == "optuna" else None,
             "sampler": s.sampler if s.algorithm == "optuna" else None,
@@ -292,12 +297,14 @@ def dry_run(space: Space, exp_dir: str | Path | Location) -> str:
         study = f"{study_path(exp_dir)} on this machine, copied to {study}"
     if space.search.algorithm == "optuna":
         lines.append(
-            f"optuna {space.search.sampler.upper()} (seed {space.search.seed}) samples {space.search.num_samples} trial(s) "
-            f"from (study {space.name!r} in {study}):"
+            f"optuna {space.search.sampler.upper()} (seed {space.search.seed}) samples {space.search.num_samples} "
+            f"configuration(s) from (study {space.name!r} in {study}), each on {len(space.seeds)} seed(s) "
+            f"({space.search.num_samples * len(space.seeds)} trials; the sampler learns each configuration's "
+            f"seed mean):"
         )
         width = max((len(p.key) for p in space.params), default=0)
         lines += [f"  {p.key.ljust(width)}  {p.describe()}" for p in space.params]
-        lines.append(f"  {SEED_KEY.ljust(width)}  {space.seeds[0]}")
+        lines.append(f"  {SEED_KEY.ljust(width)}  {', '.join(map(str, space.seeds))}")
     else:
         trials = space.expand()
         columns = [*(p.key for p in space.params), SEED_KEY]
@@ -491,7 +498,7 @@ def run_search(
             )
         else:
             tuner = build_tuner(space, exp_dir, trials, ctx)
-        n = len(trials) if trials is not None else space.search.num_samples
+        n = len(trials) if trials is not None else space.search.num_samples * len(space.seeds)
         print(f"{'resuming' if resume else 'starting'} search {name!r}: {n} trial(s), "
               f"algorithm {space.search.algorithm}, results in {exp_dir}", flush=True)
         results = tuner.fit()

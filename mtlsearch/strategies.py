@@ -77,12 +77,15 @@ def sampler_problem(sampler: str, algorithm: str, multi_objective: bool) -> str 
 
 def scheduler_problem(
     kind: str, *, algorithm: str, multi_objective: bool, keys: list[str], conditional: list[str],
-    checkpoint_every: int, eval_every: int,
+    checkpoint_every: int, eval_every: int, seeds: int = 1,
 ) -> tuple[str | None, str] | None:
     """Why ``scheduler.type: kind`` cannot run this search: ``(key, reason)``, where key
     is a ``space`` key to blame or None for the scheduler section; None if it can."""
     if multi_objective:
         return None, f"{kind} needs one scalar metric; search.metric is a list (use delta_m)"
+    if algorithm == "optuna" and seeds > 1:
+        return None, (f"{kind} would stop or copy one seed's trial on that seed's value, while the "
+                      f"sampler learns seed means; drop the scheduler, or give one seed")
     if kind != "pbt":
         return None
     if algorithm == "optuna":

@@ -177,6 +177,21 @@ def test_every_sampler_is_built(tmp_path: Path, sampler: str, cls: str) -> None:
     assert type(make_sampler(space.search).inner).__name__ == cls
 
 
+def test_optuna_with_several_seeds_runs_them_all_but_refuses_a_stopping_scheduler(tmp_path: Path) -> None:
+    path = write_space(tmp_path, {
+        "name": "s", "base": tiny_base(), "seeds": [0, 1, 2],
+        "space": {"train.lr": {"loguniform": [1e-4, 1e-2]}},
+        "search": {"algorithm": "optuna", "metric": "loss", "num_samples": 4},
+    })
+    space = load_space(path)
+    assert space.seeds == [0, 1, 2]
+    from mtlsearch.search import dry_run
+
+    assert "4 configuration(s)" in dry_run(space, tmp_path / "trials") and "12 trials" in dry_run(space, tmp_path / "trials")
+    with pytest.raises(UserError, match=r"scheduler.*asha would stop .* one seed's trial.*drop the scheduler, or give one seed"):
+        load_space(path, None, [], {"scheduler": {"type": "asha"}})
+
+
 def test_nsga2_multi_objective_and_population(tmp_path: Path) -> None:
     from mtlsearch.strategies import make_sampler
 

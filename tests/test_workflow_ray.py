@@ -149,6 +149,36 @@ def test_an_interrupted_nsga2_search_resumes_with_its_sampler(
     assert len(trial_dirs(exp)) == 3
 
 
+def test_an_optuna_search_on_two_seeds_tells_the_sampler_each_configurations_mean(
+    ray_session: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """2 configurations x 2 seeds = 4 Ray trials; the study holds 2 trials, each with
+    exactly the mean of its two seeds' final values (both objectives)."""
+    import optuna
+
+    monkeypatch.chdir(tmp_path)
+    space = write_space(tmp_path, {
+        "name": "seeded", "base": tiny_base(ray_session),
+        "space": {"train.lr": {"loguniform": [0.001, 0.01]}},
+        "seeds": [0, 1],
+        "search": {"algorithm": "optuna", "metric": ["semseg_miou", "depth_rmse"], "mode": ["max", "min"],
+                   "num_samples": 2},
+        "max_concurrent_trials": 2,
+    })
+    assert run("search", str(space), "--storage", "trials", "--seed", "3") == 0
+    exp = tmp_path / "trials" / "seeded"
+    by_lr: dict[float, list[dict]] = {}
+    for folder in trial_dirs(exp):
+        params = json.loads((folder / "params.json").read_text())
+        by_lr.setdefault(params["train.lr"], []).append({**results(folder)[-1], "seed": params["train.seed"]})
+    assert len(by_lr) == 2 and all(sorted(r["seed"] for r in rows) == [0, 1] for rows in by_lr.values())
+    study = optuna.load_study(study_name="seeded", storage=f"sqlite:///{exp / 'optuna.db'}")
+    assert len(study.trials) == 2
+    for t in study.trials:
+        rows = by_lr[t.params["train.lr"]]
+        assert t.values == pytest.approx([sum(r[m] for r in rows) / 2 for m in ("semseg_miou", "depth_rmse")])
+
+
 def test_hyperband_search(ray_session: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     space = write_space(tmp_path, {

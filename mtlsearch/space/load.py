@@ -346,9 +346,6 @@ def _search(file: Origin, doc: SpaceFile, sections: Sections, params: list[Param
                 raise file.error(("space", p.key), "algorithm optuna cannot take grid (Tune's OptunaSearch "
                                  "has no grid_search); use choice, or algorithm grid to enumerate every value",
                                  f"space.{p.key}")
-        if len(seeds) > 1:
-            raise file.error(("seeds",), "algorithm optuna scores each suggestion once: give one seed "
-                             "(repeat seeds with algorithm grid or random)")
     metric = (sec.metric if sec else None) or ("delta_m" if baselines else "loss")
     metrics = metric if isinstance(metric, list) else [metric]
     for m in metrics:
@@ -393,7 +390,7 @@ def _search(file: Origin, doc: SpaceFile, sections: Sections, params: list[Param
 
 
 def _scheduler(file: Origin, doc: SpaceFile, sections: Sections, search: SearchSettings,
-               static_cfg: Config, params: list[Param]) -> SchedulerSettings | None:
+               static_cfg: Config, params: list[Param], seeds: int) -> SchedulerSettings | None:
     sec = doc.scheduler
     if sec is None:
         return None
@@ -406,7 +403,7 @@ def _scheduler(file: Origin, doc: SpaceFile, sections: Sections, search: SearchS
     problem = scheduler_problem(
         sec.type, algorithm=search.algorithm, multi_objective=search.multi_objective,
         keys=[p.key for p in params], conditional=[p.key for p in params if p.when],
-        checkpoint_every=train.checkpoint_every, eval_every=train.eval_every,
+        checkpoint_every=train.checkpoint_every, eval_every=train.eval_every, seeds=seeds,
     )
     if problem is not None:
         key, why = problem
@@ -521,7 +518,7 @@ def load_space(path: str | Path, profile: str | None = None, overrides: list[str
     space.seeds = list(seeds_given) if seeds_given is not None else [static_cfg.train.seed]
     space.baseline = _baseline(file, raw, params)
     space.search = _search(file, doc, sections, params, space.seeds, static_cfg, baselines)
-    space.scheduler = _scheduler(file, doc, sections, space.search, static_cfg, params)
+    space.scheduler = _scheduler(file, doc, sections, space.search, static_cfg, params, len(space.seeds))
     space.tracking = normalize_tracking(doc.tracking)
     space.cli_sections = plain(sections_override or {})
 
