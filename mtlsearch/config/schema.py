@@ -273,6 +273,18 @@ class ModelConfig(Section):
     to the render scale: ``encoder`` the shared encoder's output (InvPT: the last ViT
     block's map; MTI-Net: the HRNet levels concatenated), ``decoder`` the decoder's final
     task features concatenated. hps/fpn always use their fused map."""
+    hrnet_fuse_upsample: Literal["bilinear", "nearest"] = "bilinear"
+    """HRNet backbones: how the fuse layers upsample a coarser branch to a finer one.
+    ``bilinear`` (align_corners=False): the segmentation HRNet that MTI-Net's official code
+    uses (it runs ImageNet weights this way too); ``nearest``: timm's classification HRNet,
+    whose ImageNet weights were trained with it (and models trained here before this key)."""
+    mtinet_fpm_softmax: Literal["channel_groups", "tasks"] = "channel_groups"
+    """mtinet: the axis of the softmax that makes the feature propagation module's mask from
+    the N tasks' concatenated features (N x c channels, task blocks in task order).
+    ``channel_groups``: the official code, a softmax over each group of N consecutive
+    channels (inside one task's block when N divides c, e.g. NYUD's 4 tasks; with 5 tasks
+    on HRNet-W48 some groups straddle two tasks); ``tasks``: the paper's text, for each
+    channel and pixel a softmax across the N tasks."""
 
     @model_validator(mode="after")
     def _feature_levels(self) -> ModelConfig:

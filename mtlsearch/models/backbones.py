@@ -6,10 +6,14 @@ in a :class:`Backbone` that returns a list of feature maps with known ``channels
 
 * HRNets use ``feature_location=""``: the raw multi-resolution branch outputs
   (18/36/72/144 channels for W18, 48/96/192/384 for W48), the features the multi-task
-  literature fuses, rather than timm's classification "incre" features. Their fixed x2
-  fusions need sizes that are multiples of 32: other inputs are zero-padded at the
-  bottom/right to the next multiple and the features cropped to ceil(size / stride), so
-  every level stays aligned with the image's top-left corner.
+  literature fuses, rather than timm's classification "incre" features. Their fuse
+  layers upsample bilinearly (align_corners=False) like the segmentation HRNet that
+  MTI-Net's official code builds (``model.hrnet_fuse_upsample``; ``nearest`` restores
+  timm's classification HRNet), so that code's HRNet state_dicts load one to one (same
+  names and shapes as timm's) and compute its function. Their fixed x2 fusions need
+  sizes that are multiples of 32: other inputs are zero-padded at the bottom/right to
+  the next multiple and the features cropped to ceil(size / stride), so every level
+  stays aligned with the image's top-left corner.
 * ViTs (single-scale backbones) are built with ``dynamic_img_size=True`` and
   ``dynamic_img_pad=True``, so any input size works (padded to a multiple of the patch
   size; the position embedding is interpolated); their ``out_indices`` index transformer
@@ -127,10 +131,28 @@ def build_backbone(cfg: ModelConfig) -> Backbone:
             f"model.backbone: {name!r} cannot give features_only features at "
             f"model.out_indices={list(out_indices)}: {err}"
         ) from None
+    if name.startswith("hrnet"):
+        set_hrnet_fuse_upsample(model, cfg.hrnet_fuse_upsample)
     backbone = Backbone(name, model)
     if cfg.pretrained_path:
         load_pretrained(backbone.body, cfg.pretrained_path)
     return backbone
+
+
+def set_hrnet_fuse_upsample(model: nn.Module, mode: str) -> int:
+    """Make every HRNet fuse layer's ``nn.Upsample`` (timm builds them ``nearest``) use
+    ``mode``: ``bilinear`` (align_corners=False) or ``nearest``. No parameters change; the
+    x2^k factors are exact (inputs are padded to multiples of 32), so this equals
+    resizing to the finer branch's size. Returns the number of layers set."""
+    if mode not in ("bilinear", "nearest"):
+        raise UserError(f"model.hrnet_fuse_upsample: expected bilinear or nearest, got {mode!r}")
+    count = 0
+    for path, module in model.named_modules():
+        if isinstance(module, nn.Upsample) and ".fuse_layers." in f".{path}.":
+            module.mode = mode
+            module.align_corners = False if mode == "bilinear" else None
+            count += 1
+    return count
 
 
 def _num_blocks(model: nn.Module) -> int:

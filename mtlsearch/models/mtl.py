@@ -65,6 +65,7 @@ class MultiTaskModel(nn.Module):
             extra,
             shared_features=cfg.model.shared_features,
             shared_scale=cfg.regularizer.render_scale,
+            **({"fpm_softmax": cfg.model.mtinet_fpm_softmax} if cfg.model.decoder == "mtinet" else {}),
         )
         self.regularizer: TriplaneRegularizer | None = None
         rendered = cfg.rendered_tasks

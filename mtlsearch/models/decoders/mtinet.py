@@ -5,21 +5,25 @@ features at each scale keep the backbone's channels c_i; HRNet-W48: 48/96/192/38
 
 1. **Initial task predictions**, coarsest scale first: per task, two residual basic blocks
    on the scale's backbone features (concatenated, from the second scale on, with that
-   task's features propagated from the coarser scale, upsampled), then a 1x1 conv giving
-   the task's intermediate prediction at that scale (deep supervision: every task at every
-   scale, ``inter["<task>@<stride>"]``).
-2. **Feature propagation module** (scales 1/32, 1/16, 1/8): the tasks' features are
-   concatenated, a non-linear function (two basic blocks at a quarter of the width, a 1x1
-   conv) gives per-task spatial attention masks (softmax over the tasks), the masked
-   features are reduced to c_i channels by a basic block, and each task adds a
-   squeeze-and-excitation gated copy of that shared summary to its own features; the
-   result enters the next finer scale.
-3. **Multi-modal distillation** at every scale: each task's features receive the other
-   tasks' features, each passed through a 3x3 conv and gated by a sigmoid spatial
-   attention map computed from them (task-to-task attention).
+   task's features propagated from the coarser scale, upsampled bilinearly), then a 1x1
+   conv giving the task's intermediate prediction at that scale (deep supervision: every
+   task at every scale, ``inter["<task>@<stride>"]``).
+2. **Feature propagation module** (FPM, after scales 1/32, 1/16, 1/8): the N tasks'
+   features are concatenated (N x c_i channels), a non-linear function (two basic blocks
+   at a quarter of that width, a 1x1 conv back to it) gives attention mask logits, the
+   mask multiplies the concatenation, a basic block reduces the result to c_i channels,
+   and each task adds a squeeze-and-excitation gated copy of that shared summary to its
+   own features; the result enters the next finer scale. The mask's softmax
+   (``model.mtinet_fpm_softmax``) runs, as in the official code, over each group of N
+   consecutive channels (``channel_groups``, default), or, as the paper's text says,
+   across the tasks for each channel (``tasks``).
+3. **Multi-modal distillation** at every scale, on the initial predictions' features:
+   each task's features receive the other tasks' features, each passed through a 3x3
+   conv and gated by a sigmoid spatial attention map computed from them (task-to-task
+   attention).
 4. **Aggregation and heads**: per task, the distilled features of the four scales
-   upsampled to the finest scale and concatenated (sum c_i channels), then an HRNet head
-   (1x1 conv, BN, ReLU, 1x1 conv to the task's channels), upsampled to the input.
+   upsampled bilinearly to the finest scale and concatenated (sum c_i channels), then an
+   HRNet head (1x1 conv, BN, ReLU, 1x1 conv to the task's channels), upsampled to the input.
 
 Cross-view features (``extra_channels``) are resized to the second scale (1/8, the
 cross-view module's own) and concatenated to that scale's backbone features. The shared
@@ -28,8 +32,13 @@ the cross-view features) resized to the render scale and concatenated; ``decoder
 tasks' aggregated features concatenated, resized to the render scale.
 
 With HRNet-W48 and NYUD's 4 tasks this has the published architecture's 97,962,348
-decoder and 2,114,685 head parameters. HRNet needs input sizes that are multiples of 32
-(checked by the backbone).
+decoder and 2,114,685 head parameters. The official code's state_dict maps one to one onto
+ours (:mod:`mtlsearch.models.official.mtinet`), and with the defaults (also the HRNet's
+bilinear fuse upsampling, ``model.hrnet_fuse_upsample``) our model computes its function:
+``tests/test_official_mtinet.py`` matches every output, deep-supervision map and recorded
+activation of the official code's reference fixture within float32 noise. All resizes are
+bilinear with align_corners=False. HRNet inputs that are not multiples of 32 are padded by
+the backbone (the official code requires multiples of 32).
 """
 
 from __future__ import annotations
@@ -109,13 +118,27 @@ class InitialPrediction(nn.Module):
         return feats, preds
 
 
-class FeaturePropagation(nn.Module):
-    """Summarise all tasks' features with task attention masks and hand each task an
-    SE-gated copy of the summary (added to its own features)."""
+FPM_SOFTMAX = ("channel_groups", "tasks")
+"""Axes of the FPM mask softmax (``model.mtinet_fpm_softmax``; see :class:`FeaturePropagation`)."""
 
-    def __init__(self, tasks: list[str], channels: int) -> None:
+
+class FeaturePropagation(nn.Module):
+    """Summarise all tasks' features with attention masks and hand each task an
+    SE-gated copy of the summary (added to its own features).
+
+    The mask is a softmax of the mask logits (N x c channels for N tasks, like the
+    concatenated features): ``softmax="channel_groups"`` (the official code) normalises
+    each group of N consecutive channels, ``"tasks"`` (the paper's text) normalises
+    each channel across the N tasks' blocks."""
+
+    def __init__(self, tasks: list[str], channels: int, softmax: str = "channel_groups") -> None:
         super().__init__()
+        if softmax not in FPM_SOFTMAX:
+            raise UserError(
+                f"model.mtinet_fpm_softmax: expected one of {', '.join(FPM_SOFTMAX)}, got {softmax!r}"
+            )
         self.tasks = list(tasks)
+        self.softmax = softmax
         total = len(tasks) * channels
         quarter = max(1, total // 4)
         self.masks = nn.Sequential(
@@ -124,12 +147,19 @@ class FeaturePropagation(nn.Module):
         self.reduce = BasicBlock(total, channels)
         self.gates = nn.ModuleDict({t: SqueezeExcite(channels) for t in tasks})
 
+    def mask(self, logits: torch.Tensor) -> torch.Tensor:
+        """The attention mask (B, N*c, h, w) from its logits, per :attr:`softmax`."""
+        b, nc, h, w = logits.shape
+        n = len(self.tasks)
+        if self.softmax == "channel_groups":  # groups of n consecutive channels
+            mask = torch.softmax(logits.reshape(b, nc // n, n, h, w), dim=2)
+        else:  # each channel across the n task blocks
+            mask = torch.softmax(logits.reshape(b, n, nc // n, h, w), dim=1)
+        return mask.reshape(b, nc, h, w)
+
     def forward(self, feats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        stacked = torch.stack([feats[t] for t in self.tasks], dim=1)  # (B, T, C, h, w)
-        b, n, c, h, w = stacked.shape
-        logits = self.masks(stacked.reshape(b, n * c, h, w)).reshape(b, n, c, h, w)
-        masked = torch.softmax(logits, dim=1) * stacked
-        shared = self.reduce(masked.reshape(b, n * c, h, w))
+        concat = torch.cat([feats[t] for t in self.tasks], dim=1)  # (B, N*c, h, w), task blocks
+        shared = self.reduce(self.mask(self.masks(concat)) * concat)
         return {t: self.gates[t](shared) + feats[t] for t in self.tasks}
 
 
@@ -177,7 +207,7 @@ class HRNetHead(nn.Sequential):
 class MTINetDecoder(Decoder):
     """MTI-Net over a four-level backbone (see the module docstring)."""
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, fpm_softmax: str = "channel_groups", **kwargs) -> None:
         super().__init__(*args, **kwargs)
         ch, red = self.in_channels, self.reductions
         ok = len(ch) == NUM_SCALES and all(red[i + 1] == 2 * red[i] for i in range(NUM_SCALES - 1))
@@ -196,7 +226,9 @@ class MTINetDecoder(Decoder):
                 for i in range(NUM_SCALES)
             ]
         )
-        self.propagation = nn.ModuleList([FeaturePropagation(tasks, ch[i]) for i in range(1, NUM_SCALES)])
+        self.propagation = nn.ModuleList(
+            [FeaturePropagation(tasks, ch[i], fpm_softmax) for i in range(1, NUM_SCALES)]
+        )
         self.distillation = nn.ModuleList([Distillation(tasks, ch[i]) for i in range(NUM_SCALES)])
         self.aggregated = sum(ch)
         self.heads = self.make_heads(self.aggregated)
