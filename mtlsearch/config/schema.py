@@ -18,6 +18,8 @@ Defaults live here and nowhere else; YAML files and ``--set`` only override them
 
 from __future__ import annotations
 
+import functools
+import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -143,6 +145,33 @@ def _check_backbone(name: str) -> str:
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise fail("backbone", f"{name!r} is not a timm model{hint}")
     return name
+
+
+BACKBONE_KWARGS_RESERVED = (
+    "pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "pretrained_strict", "checkpoint_path",
+    "cache_dir", "features_only", "out_indices", "feature_cfg", "feature_cls", "feature_location",
+    "dynamic_img_size", "dynamic_img_pad",
+)
+"""``timm.create_model`` arguments that mtlsearch sets itself (or that would download)."""
+
+
+def _check_backbone_kwargs(value: dict[str, Any]) -> dict[str, Any]:
+    reserved = [k for k in value if k in BACKBONE_KWARGS_RESERVED]
+    if reserved:
+        raise fail(
+            "backbone_kwargs",
+            f"{', '.join(reserved)} cannot be set here (mtlsearch sets it; weights come only from "
+            "model.pretrained_path)",
+        )
+    return value
+
+
+@functools.cache
+def _backbone_problem(backbone: str, out_indices: tuple[int, ...], kwargs_json: str) -> str | None:
+    """:func:`registries.out_indices_problem` with ``model.backbone_kwargs`` (as JSON)."""
+    from mtlsearch.models.backbones import out_indices_problem
+
+    return out_indices_problem(backbone, out_indices, json.loads(kwargs_json))
 
 
 def _check_file(path: str) -> str:
@@ -286,8 +315,25 @@ class ModelConfig(Section):
     on HRNet-W48 some groups straddle two tasks); ``tasks``: the paper's text, for each
     channel and pixel a softmax across the N tasks."""
 
+    backbone_kwargs: Annotated[dict[Str, Any], AfterValidator(_check_backbone_kwargs)] = Field(
+        default_factory=dict
+    )
+    """Extra keyword arguments for ``timm.create_model``: widths, depth, heads, drop path,
+    e.g. ``{embed_dim: 128, depth: 24, num_heads: 2, drop_path_rate: 0.15}`` (the paper
+    profiles set InvPT's ``drop_path_rate: 0.15``). For invpt, ``img_size`` defaults to
+    ``data.crop_size`` padded to a multiple of 64: the position embedding is learnt on that
+    grid. The keys mtlsearch sets itself (``pretrained``, ``features_only``, ``out_indices``,
+    ``dynamic_img_size``...) are refused."""
+
     @model_validator(mode="after")
     def _feature_levels(self) -> ModelConfig:
+        if self.backbone_kwargs:
+            kwargs = json.dumps(self.backbone_kwargs, sort_keys=True, default=str)
+            problem = _backbone_problem(self.backbone, tuple(self.out_indices), kwargs)
+            if problem:
+                where = f"(with out_indices {list(self.out_indices)})"
+                raise key_error("backbone_kwargs", f"{problem}, got {self.backbone_kwargs} {where}")
+            return self
         problem = registries.out_indices_problem(self.backbone, tuple(self.out_indices))
         if problem:
             raise key_error("out_indices", f"{problem}, got {list(self.out_indices)}")

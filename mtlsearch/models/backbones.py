@@ -19,17 +19,28 @@ in a :class:`Backbone` that returns a list of feature maps with known ``channels
   size; the position embedding is interpolated); their ``out_indices`` index transformer
   blocks, and the config default ``[1, 2, 3, 4]`` becomes four evenly spaced blocks
   ending at the last one (InvPT's and DPT's choice, e.g. [5, 11, 17, 23] for ViT-L).
+* ``model.backbone_kwargs`` go to ``timm.create_model`` (widths, depth, heads, drop path).
+* A decoder may ask for more through its ``backbone_setup`` class attribute (InvPT does):
+  ``final_norm`` applies the ViT's final norm to the last level (timm prunes it from
+  feature models; it is rebuilt, and loaded from pretrained weights); ``train_grid``
+  builds the position embedding on the training grid, ``data.crop_size`` padded to the
+  size multiple, divided by the patch size (resampled at run time only for another
+  grid); ``size_multiple`` pads every input to that multiple WITHOUT cropping the
+  features back (the decoder crops its outputs to the image).
 
 Pretrained weights come only from ``model.pretrained_path``, a local file
 (``.safetensors`` or a torch checkpoint read with ``weights_only=True``); a position
-embedding of another grid size is resampled.
+embedding of another grid size is resampled once, when loading (bicubic, align_corners
+False, no antialiasing: how the official InvPT code resizes its pretrained 24x24 grid).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -56,7 +67,11 @@ class Backbone(nn.Module):
         self.channels: list[int] = list(info.channels())
         self.reductions: list[int] = list(info.reduction())
         self.size_multiple = 32 if name.startswith("hrnet") else 1
-        """Inputs are padded to multiples of this (features cropped back)."""
+        """Inputs are padded to multiples of this (features cropped back if ``crop_features``)."""
+        self.crop_features = True
+        """Crop the features of a padded input back to ceil(size / stride)."""
+        self.final_norm = False
+        """Apply the ViT's final norm (``body.model.norm``) to the last level."""
 
     def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
         h, w = image.shape[-2:]
@@ -66,23 +81,34 @@ class Backbone(nn.Module):
         feats = self.body(image)
         if isinstance(feats, dict):
             feats = list(feats.values())
-        if pad_h or pad_w:
+        feats = list(feats)
+        if self.final_norm:
+            feats[-1] = self.body.model.norm(feats[-1].permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        if (pad_h or pad_w) and self.crop_features:
             feats = [
                 x[..., : math.ceil(h / r), : math.ceil(w / r)] for x, r in zip(feats, self.reductions)
             ]
         return list(feats)
 
 
-def _create(name: str, out_indices: tuple[int, ...]) -> nn.Module:
+def _create(
+    name: str,
+    out_indices: tuple[int, ...],
+    user: dict[str, Any] | None = None,
+    vit: dict[str, Any] | None = None,
+) -> nn.Module:
+    """``timm.create_model`` as a feature model, with ``user`` keyword arguments
+    (``model.backbone_kwargs``) and ``vit`` ones tried only with the ViT options."""
     import timm
 
-    kwargs: dict[str, object] = {"pretrained": False, "features_only": True}
+    kwargs: dict[str, object] = {**(user or {}), "pretrained": False, "features_only": True}
     kwargs["out_indices"] = out_indices
     if name.startswith("hrnet"):
         kwargs["feature_location"] = ""
     # ViT-style models accept dynamic_img_size (most also dynamic_img_pad); CNNs reject
     # them with a TypeError.
-    for extra in ({"dynamic_img_size": True, "dynamic_img_pad": True}, {"dynamic_img_size": True}, {}):
+    dynamic = {"dynamic_img_size": True, **(vit or {})}
+    for extra in ({**dynamic, "dynamic_img_pad": True}, dynamic, {}):
         try:
             return timm.create_model(name, **extra, **kwargs)
         except TypeError:
@@ -91,24 +117,36 @@ def _create(name: str, out_indices: tuple[int, ...]) -> nn.Module:
     raise AssertionError("unreachable")
 
 
-def out_indices_problem(name: str, out_indices: tuple[int, ...]) -> str | None:
+def out_indices_problem(
+    name: str, out_indices: tuple[int, ...], kwargs: dict[str, Any] | None = None
+) -> str | None:
     """Why timm model ``name`` cannot give ``features_only`` features at ``out_indices``
     (None: it can), for config validation. The model is built on the meta device (no
     memory, fast), and on the CPU before refusing, so a model that cannot be built on
-    the meta device is never refused by mistake."""
+    the meta device is never refused by mistake. ``kwargs``: ``model.backbone_kwargs``."""
     problem = ""
     for device in ("meta", "cpu"):
         try:
             with torch.device(device):
-                _create(name, tuple(out_indices))
+                _create(name, tuple(out_indices), kwargs)
             return None
         except (RuntimeError, AssertionError, IndexError, ValueError, TypeError) as err:
             problem = f"{type(err).__name__}: {err}"
     return f"{name!r} cannot give features_only features at these levels ({problem})"
 
 
-def build_backbone(cfg: ModelConfig) -> Backbone:
-    """Create the backbone named by ``cfg.backbone`` and load ``cfg.pretrained_path`` if set."""
+def _decoder_setup(decoder: str) -> dict[str, Any]:
+    """What decoder ``decoder`` asks of its backbone (its ``backbone_setup``; see above)."""
+    from mtlsearch.models.decoders import DECODERS
+
+    return dict(getattr(DECODERS.get(decoder), "backbone_setup", {}))
+
+
+def build_backbone(cfg: ModelConfig, image_size: tuple[int, int] | None = None) -> Backbone:
+    """Create the backbone named by ``cfg.backbone`` and load ``cfg.pretrained_path`` if set.
+
+    ``image_size``: the training input size (``data.crop_size``), for a decoder whose
+    ``backbone_setup`` asks for a position embedding on the training grid."""
     import timm
 
     name = cfg.backbone
@@ -117,23 +155,38 @@ def build_backbone(cfg: ModelConfig) -> Backbone:
         hint = f" (similar: {', '.join(close)})" if close else ""
         raise UserError(f"model.backbone: unknown timm model {name!r}{hint}")
     out_indices = tuple(cfg.out_indices)
+    user = dict(cfg.backbone_kwargs)
+    setup = _decoder_setup(cfg.decoder)
+    multiple = int(setup.get("size_multiple", 1))
+    vit: dict[str, Any] = {}
+    if setup.get("train_grid") and image_size is not None and "img_size" not in user:
+        vit["img_size"] = tuple(-(-int(s) // multiple) * multiple for s in image_size)
     try:
-        model = _create(name, out_indices)
+        model = _create(name, out_indices, user, vit)
         reductions = list(model.feature_info.reduction())
-        if len(set(reductions)) == 1 and len(reductions) > 1 and out_indices == DEFAULT_OUT_INDICES:
+        single_scale = len(set(reductions)) == 1 and len(reductions) > 1
+        if single_scale and out_indices == DEFAULT_OUT_INDICES:
             # Indexing the last block keeps the whole (unpruned) transformer: read its depth.
-            depth = _num_blocks(_create(name, (-1,)))
+            depth = _num_blocks(_create(name, (-1,), user, vit))
             if depth:
                 spaced = tuple(sorted({depth * (i + 1) // 4 - 1 for i in range(4)}))
-                model = _create(name, spaced)
+                model = _create(name, spaced, user, vit)
     except (RuntimeError, AssertionError, IndexError, ValueError, TypeError) as err:
         raise UserError(
             f"model.backbone: {name!r} cannot give features_only features at "
-            f"model.out_indices={list(out_indices)}: {err}"
+            f"model.out_indices={list(out_indices)} with model.backbone_kwargs={user}: {err}"
         ) from None
     if name.startswith("hrnet"):
         set_hrnet_fuse_upsample(model, cfg.hrnet_fuse_upsample)
     backbone = Backbone(name, model)
+    inner = getattr(model, "model", None)
+    if single_scale and setup.get("final_norm") and hasattr(inner, "norm") and hasattr(inner, "blocks"):
+        if isinstance(inner.norm, nn.Identity):  # pruned by timm's feature wrapper: rebuild it
+            inner.norm = copy.deepcopy(inner.blocks[-1].norm1)
+            inner.norm.reset_parameters()
+        backbone.final_norm = True
+    if single_scale and multiple > 1:
+        backbone.size_multiple, backbone.crop_features = multiple, False
     if cfg.pretrained_path:
         load_pretrained(backbone.body, cfg.pretrained_path)
     return backbone
@@ -206,7 +259,9 @@ def _resample_pos_embed(model: nn.Module, key: str, value: torch.Tensor, target:
     side = round(src**0.5)
     if side * side != src or grid is None or grid[0] * grid[1] != dst:
         return value
-    return resample_abs_pos_embed(value, list(grid), old_size=[side, side], num_prefix_tokens=prefix)
+    return resample_abs_pos_embed(
+        value, list(grid), old_size=[side, side], num_prefix_tokens=prefix, antialias=False
+    )
 
 
 def load_pretrained(model: nn.Module, path: str | Path) -> None:

@@ -47,7 +47,7 @@ class MultiTaskModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.task_channels = task_channels(cfg, num_classes)
-        self.backbone = build_backbone(cfg.model)
+        self.backbone = build_backbone(cfg.model, image_size=tuple(cfg.data.crop_size))
         self.cvm: nn.Module | None = None
         extra = 0
         if cfg.cvm.enabled:
