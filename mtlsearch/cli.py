@@ -223,6 +223,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", default=None, help="row label to compute delta_m against")
     p.add_argument("--format", default="md,tex,csv,html", help="table formats (default md,tex,csv,html)")
 
+    # weights ----------------------------------------------------------------
+    weights_sub = _group(sub, "weights", "official checkpoints as our full-model weights", "WEIGHTS_COMMAND")
+    p = _add(weights_sub, "convert", "mtlsearch.models.weights:run_convert",
+             "convert an official InvPT or MTI-Net checkpoint to a model.weights file")
+    p.add_argument("src", metavar="SRC", help="official checkpoint (a state_dict, or a dict with 'model' "
+                   "or 'state_dict'; keys may start with 'module.')")
+    p.add_argument("--from", dest="source", required=True, choices=["invpt", "mtinet"],
+                   help="the official code base that wrote SRC")
+    p.add_argument("--out", required=True, metavar="DST.safetensors", help="file to write")
+    p.add_argument("--tasks", default=None, metavar="T1,T2,...",
+                   help="invpt: the official task order, if SRC's key order lost it (e.g. a "
+                        "safetensors file); default the order of SRC's keys")
+
     # bench ------------------------------------------------------------------
     bench_sub = _group(sub, "bench", "benchmarks that print figures", "BENCH")
     p = _add(bench_sub, "data", "mtlsearch.bench.data:run_cli",

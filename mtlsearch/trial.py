@@ -28,7 +28,7 @@ CONFIG_FILE = "config.yaml"
 """Written in a trial's folder when it starts: its whole resolved config."""
 FATAL_FILE = "fatal_error.txt"
 """Written in a trial's folder when it fails for a reason a retry cannot fix."""
-PATH_KEYS = ("data.root", "data.synth.cache_dir", "model.pretrained_path")
+PATH_KEYS = ("data.root", "data.synth.cache_dir", "model.pretrained_path", "model.weights")
 """Config paths made absolute (relative to the launch folder) before trials run, since
 Tune runs trials in their own working directories."""
 

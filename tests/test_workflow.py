@@ -591,3 +591,27 @@ def test_wandb_callback_is_offline_unless_configured(tmp_path: Path, monkeypatch
                             name="demo", exp_dir=exp, cwd=tmp_path)
     assert (seen[-1]["mode"], seen[-1]["project"], seen[-1]["entity"]) == ("online", "p", "e")
     assert "WANDB_MODE" not in os.environ
+
+
+# -- baselines and conditions that could never match a planned row ------------------------
+
+
+@pytest.mark.parametrize(("body", "match"), [
+    ({"space": {"regularizer.alpha.max": {"grid": [1.0, 2.0]}}, "baseline": {"train.lr": "abc"}},
+     r"baseline\.train\.lr.*not varied by the space.*varied: regularizer\.alpha\.max"),
+    ({"space": {"train.lr": {"loguniform": [1e-4, 1e-2]}}, "baseline": {"train.lr": 0.001},
+      "search": {"algorithm": "random", "num_samples": 2}},
+     r"train\.lr is drawn from loguniform"),
+    ({"fixed": {"regularizer.enabled": True},
+      "space": {"regularizer.alpha.schedule": {"grid": ["linear_ramp", "cosine_ramp"]},
+                "regularizer.alpha.ramp_fraction": {"grid": [0.25, 0.5],
+                                                    "when": {"regularizer.alpha.schedule": ["linear_ramp", "cosine_rmp"]}}}},
+     r"cosine_rmp can never match: regularizer\.alpha\.schedule takes linear_ramp, cosine_ramp"),
+    ({"fixed": {"regularizer.enabled": True},
+      "space": {"regularizer.alpha.max": {"grid": [1.0, 2.0], "when": {"regularizer.alpha.schedule": "cosine_rmp"}}}},
+     r"cosine_rmp can never match: .*linear_ramp"),
+])
+def test_a_baseline_or_condition_that_matches_no_row_is_refused(tmp_path: Path, body: dict, match: str) -> None:
+    path = write_space(tmp_path, {"name": "b", "base": tiny_base(), **body})
+    with pytest.raises(UserError, match=match):
+        load_space(path)

@@ -279,6 +279,11 @@ class ModelConfig(Section):
     """Any timm model name that supports ``features_only``."""
     pretrained_path: Annotated[str, Strict(), AfterValidator(_check_file)] = ""
     """Local weights file (never downloaded). Empty: random initialisation."""
+    weights: Annotated[str, Strict(), AfterValidator(_check_file)] = ""
+    """A full-model state_dict (ours: ``.safetensors`` or a torch file), loaded strictly
+    after ``pretrained_path``, e.g. an official InvPT / MTI-Net checkpoint converted by
+    ``mtlsearch weights convert``. The regularizer and aux heads may be absent from it
+    (they start fresh). Empty: none."""
     decoder: DecoderName = "hps"  # type: ignore[assignment]
     """A registered decoder (``mtlsearch.models.decoders``)."""
     decoder_width: Annotated[int, Strict(), Field(gt=0, le=4096)] = 64

@@ -215,11 +215,12 @@ def _num_blocks(model: nn.Module) -> int:
     return len(blocks) if blocks is not None else 0
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a weights file (safetensors or torch, ``weights_only=True``) into a flat dict."""
+def read_state_dict(path: str | Path, key: str = "model.pretrained_path") -> dict[str, torch.Tensor]:
+    """Read a weights file (safetensors or torch, ``weights_only=True``) into a flat dict;
+    errors name ``key`` (the config key or argument that gave the path)."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"model.pretrained_path: weights file not found: {path}")
+        raise UserError(f"{key}: weights file not found: {path}")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -228,12 +229,12 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         else:
             data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file is a user error
-        raise UserError(f"model.pretrained_path: cannot read weights from {path}: {err}") from None
-    for key in _WRAPPER_KEYS:
-        if isinstance(data, dict) and isinstance(data.get(key), dict):
-            data = data[key]
+        raise UserError(f"{key}: cannot read weights from {path}: {err}") from None
+    for wrapper in _WRAPPER_KEYS:
+        if isinstance(data, dict) and isinstance(data.get(wrapper), dict):
+            data = data[wrapper]
     if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
-        raise UserError(f"model.pretrained_path: {path} does not hold a state dict of tensors")
+        raise UserError(f"{key}: {path} does not hold a state dict of tensors")
     return data
 
 

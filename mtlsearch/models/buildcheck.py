@@ -25,14 +25,14 @@ def check_buildable(cfg: Config, trial: Mapping[str, Any] | None = None, *, forw
     forward pass there; raise :class:`UserError` naming the trial if either fails.
 
     ``trial``: the trial's varied keys and values (dotted), named in the message; default
-    ``cfg.name``. ``model.pretrained_path`` is not loaded (its existence is checked by the
-    config). Class counts are the layout's defaults (a dataset's own count only changes
+    ``cfg.name``. ``model.pretrained_path`` and ``model.weights`` are not loaded (their existence is
+    checked by the config). Class counts are the layout's defaults (a dataset's own count only changes
     the size of the classification layers). An operator without a meta kernel skips the
     forward pass (construction was still checked).
     """
     from mtlsearch.models.mtl import build_model
 
-    probe = cfg.model_copy(update={"model": cfg.model.model_copy(update={"pretrained_path": ""})})
+    probe = cfg.model_copy(update={"model": cfg.model.model_copy(update={"pretrained_path": "", "weights": ""})})
     try:
         with torch.device("meta"):
             model = build_model(probe).train()

@@ -173,8 +173,14 @@ def build_model(cfg: Config, num_classes: dict[str, int] | None = None) -> Multi
     """The single model factory: backbone, decoder, heads and training-only parts from ``cfg``.
 
     ``num_classes`` overrides class counts per task (default: ``NUM_CLASSES[cfg.data.layout]``).
+    ``model.weights`` (a full-model state_dict) is loaded last, strictly.
     """
-    return MultiTaskModel(cfg, num_classes)
+    model = MultiTaskModel(cfg, num_classes)
+    if cfg.model.weights:
+        from mtlsearch.models.weights import load_full_weights
+
+        load_full_weights(model, cfg.model.weights)
+    return model
 
 
 def count_parameters(model: nn.Module) -> int:

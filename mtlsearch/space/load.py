@@ -433,9 +433,43 @@ def _baseline(file: Origin, raw: LineDict, params: list[Param]) -> dict[str, Any
     by_key = {p.key: p for p in params}
     for item in items:
         param = by_key.get(item.key)
-        if param is not None and param.discrete and item.value not in param.args:
+        if param is None:
+            varied = ", ".join(by_key) or "none"
+            raise item.error(f"{item.key} is not varied by the space, so no row can be told apart by it "
+                             f"(varied: {varied})")
+        if not param.discrete:
+            raise item.error(f"{item.key} is drawn from {param.kind}: no planned row has a known value; "
+                             "name a baseline by a key with listed values")
+        if item.value not in param.args:
             raise item.error(f"{item.value!r} is not one of the space's values for {item.key}")
     return {item.key: item.value for item in items}
+
+
+def _check_conditions(file: Origin, space: Space, params: list[Param]) -> None:
+    """A ``when`` value its key can never take would silently never match: for a varied
+    key, a value outside its listed values; for a key the space does not vary, a value the
+    config refuses (a valid value that differs from this profile's is allowed: another
+    profile may set it)."""
+    by_key = {p.key: p for p in params}
+    for param in params:
+        for ckey, allowed in param.when.items():
+            source = by_key.get(ckey)
+            if source is not None and not source.discrete:
+                continue
+            for value in allowed:
+                if source is not None:
+                    if value in source.args:
+                        continue
+                    why = f"{ckey} takes {', '.join(format_value(v) for v in source.args)}"
+                else:
+                    try:
+                        validate_tree(space.tree({ckey: value}))
+                        continue
+                    except ConfigError as err:
+                        why = err.reason if err.key == ckey else str(err)
+                raise file.error(("space", param.key, "when", ckey),
+                                 f"{format_value(value)} can never match: {why}",
+                                 f"space.{param.key}.when.{ckey}")
 
 
 # ---------------------------------------------------------------------------
@@ -517,6 +551,7 @@ def load_space(path: str | Path, profile: str | None = None, overrides: list[str
     static_cfg = _static_check(space, items, base_origin)
     space.seeds = list(seeds_given) if seeds_given is not None else [static_cfg.train.seed]
     space.baseline = _baseline(file, raw, params)
+    _check_conditions(file, space, params)
     space.search = _search(file, doc, sections, params, space.seeds, static_cfg, baselines)
     space.scheduler = _scheduler(file, doc, sections, space.search, static_cfg, params, len(space.seeds))
     space.tracking = normalize_tracking(doc.tracking)
