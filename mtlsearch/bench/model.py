@@ -187,6 +187,8 @@ def run_cli(args: argparse.Namespace) -> int:
     cfg = load_config(None, [f"{k}={v}" for k, v in preset.items()] + list(args.overrides or []))
     if args.backbone:
         cfg = load_config(cfg, {"model.backbone": args.backbone})
+    # The timed size is the training crop (InvPT's ViT learns its position embedding there).
+    cfg = load_config(cfg, {"data.crop_size": list(args.size)})
     num_classes = PAPER_CLASSES if decoder in PAPER_MODELS else None
     if args.steps <= 0 or args.batch <= 0:
         raise UserError(f"--steps and --batch must be positive, got {args.steps}, {args.batch}")
