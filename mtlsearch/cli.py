@@ -143,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None,
                    help="run name (default: the config file's stem, or 'run' without one)")
 
+    p = _add(sub, "evaluate", "mtlsearch.evaluate:run_cli",
+             "score a model (model.weights) on the validation split with the papers' protocol")
+    p.add_argument("config", nargs="?", default=None,
+                   help="config YAML file (default: the defaults, configs/default.yaml)")
+    _add_set(p)
+
     # search -----------------------------------------------------------------
     p = _add(sub, "search", "mtlsearch.search:run_cli",
              "run a Ray Tune search from a YAML search space")

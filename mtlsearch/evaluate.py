@@ -264,3 +264,30 @@ __all__ = [
     "update_metric",
     "with_delta_m",
 ]
+
+
+def run_cli(args: Any) -> int:
+    """``mtlsearch evaluate [CONFIG] [--set ...]``: score one model (``model.weights``,
+    e.g. a converted official checkpoint) on the validation split, in this process, with
+    the papers' single-view protocol, and print every metric."""
+    from mtlsearch.config import load_config
+    from mtlsearch.data.check import preflight
+    from mtlsearch.data.pipeline import build_datasets, build_loader, resolve_root
+    from mtlsearch.models import build_model
+    from mtlsearch.trainable import format_metrics
+
+    cfg = load_config(args.config, args.overrides)
+    if not cfg.model.weights and not cfg.model.pretrained_path:
+        print("note: neither model.weights nor model.pretrained_path is set: scoring random weights",
+              flush=True)
+    root = resolve_root(cfg)
+    preflight(cfg, root)  # a broken dataset fails here, before any model is built
+    _, val_ds, info = build_datasets(cfg, root)
+    loader = build_loader(val_ds, cfg, train=False, distributed=False)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = build_model(cfg, info.num_classes).to(device)
+    print(f"evaluating {cfg.model.backbone} + {cfg.model.decoder} on {len(val_ds)} validation "
+          f"image(s) of {root} ({device})", flush=True)
+    scores = evaluate(model, loader, cfg, info, device)
+    print(format_metrics(scores))
+    return 0

@@ -12,6 +12,7 @@ from mtlsearch.cli import build_parser
 COMMANDS = [
     ["data", "synthrooms"], ["data", "preview"], ["data", "check"], ["data", "import-colmap"],
     ["train"], ["search"], ["report"], ["predict"], ["best"], ["status"], ["reproduce"],
+    ["evaluate"], ["weights", "convert"],
     ["bench", "data"], ["bench", "model"], ["bench", "search"], ["bench", "crossview"],
 ]
 
@@ -47,7 +48,7 @@ def test_every_handler_resolves():
         for action in parser._subparsers._group_actions
         for name in action.choices
     }
-    for group in ("data", "bench"):
+    for group in ("data", "bench", "weights"):
         sub = parser._subparsers._group_actions[0].choices[group]
         for action in sub._subparsers._group_actions:
             handlers |= {p.get_default("_handler") for p in action.choices.values()}
