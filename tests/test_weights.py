@@ -107,10 +107,17 @@ def test_an_official_checkpoint_converts_and_loads_through_model_weights(
         overrides = _config().flat()
     data = load_file(str(FIXTURE))
     official = {k: v for k, v in data.items() if not k.startswith(("input.", "output.", "deep.", "act."))}
-    if source == "invpt":  # load_file sorts keys: restore the official order's layout
+    if source == "invpt":  # load_file sorts keys: InvPT's converter is told the order
         from tests.test_official_invpt import TASKS
         tasks = ["--tasks", ",".join(TASKS)]
-    else:
+    else:  # as in an official .pth: the heads in the official order, read from the keys
+        from tests.test_official_mtinet import TASKS
+
+        def rank(key: str) -> int:
+            parts = key.split(".")
+            return 1 + list(TASKS).index(parts[1]) if parts[0] == "heads" else 0
+
+        official = {k: official[k] for k in sorted(official, key=rank)}
         tasks = []
     checkpoint = tmp_path / "official.pth"
     torch.save({"epoch": 3, "model": {f"module.{k}": v for k, v in official.items()}}, checkpoint)
@@ -123,8 +130,16 @@ def test_an_official_checkpoint_converts_and_loads_through_model_weights(
     if source == "invpt":
         assert "dropped 14 official tensor(s)" in printed
 
+    from safetensors import safe_open
+
+    with safe_open(str(out), framework="pt") as f:
+        assert f.metadata()["tasks"] == ",".join(TASKS)
     cfg = load_config(None, {**overrides, "model.weights": str(out)})
     model = build_model(cfg).eval()
+    # The same weights in another task order would compute another function: refused.
+    swapped = dict(reversed(list(cfg.tasks.items())))
+    with pytest.raises(UserError, match=r"tasks are in the order semseg, depth, normals, edge; list"):
+        build_model(load_config(None, {**overrides, "model.weights": str(out), "tasks": swapped}))
     with torch.no_grad():
         got = model(data["input.image"])["heads"]["semseg"]
     ref = data["output.semseg"]

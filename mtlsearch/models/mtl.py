@@ -179,7 +179,7 @@ def build_model(cfg: Config, num_classes: dict[str, int] | None = None) -> Multi
     if cfg.model.weights:
         from mtlsearch.models.weights import load_full_weights
 
-        load_full_weights(model, cfg.model.weights)
+        load_full_weights(model, cfg.model.weights, cfg.task_names)
     return model
 
 

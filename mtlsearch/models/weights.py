@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 from pathlib import Path
 
 import torch
@@ -40,6 +41,22 @@ _SHOWN = 3
 def _listing(keys: list[str]) -> str:
     more = f", ... ({len(keys)} in all)" if len(keys) > _SHOWN else ""
     return ", ".join(keys[:_SHOWN]) + more
+
+
+OFFICIAL_TASK_NAMES = {"human_parts": "parts"}
+"""Official task names that differ from ours."""
+
+
+def official_task_order(official: dict[str, torch.Tensor]) -> list[str]:
+    """The tasks in the order of the official checkpoint's ``heads.<task>.`` keys (a torch
+    checkpoint keeps the model's order; a safetensors file sorts its keys)."""
+    order: list[str] = []
+    for key in official:
+        match = re.match(r"(?:module\.)?heads\.([^.]+)\.", key)
+        task = OFFICIAL_TASK_NAMES.get(match.group(1), match.group(1)) if match else None
+        if task and task not in order:
+            order.append(task)
+    return order
 
 
 def convert_checkpoint(src: str | Path, source: str, tasks: list[str] | None = None) -> Conversion:
@@ -77,9 +94,14 @@ def run_convert(args: argparse.Namespace) -> int:
     target = check_file(out, expected="a .safetensors file name", ours=_ours, writer=WRITER)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
     conversion = convert_checkpoint(args.src, args.source, tasks)
+    metadata = {"writer": WRITER, "source": args.source}
+    order = tasks or ([] if Path(args.src).suffix == ".safetensors"
+                      else official_task_order(read_state_dict(args.src, key="SRC")))
+    if order:
+        metadata["tasks"] = ",".join(order)
     tmp = target.with_name(f".{target.name}.tmp")
     state = {k: v.contiguous() for k, v in conversion.state_dict.items()}
-    save_file(state, str(tmp), metadata={"writer": WRITER, "source": args.source})
+    save_file(state, str(tmp), metadata=metadata)
     tmp.replace(target)
     n = sum(v.numel() for v in state.values() if v.is_floating_point())
     print(f"wrote {target}: {len(state)} tensors ({n:,} parameters and statistics) from "
@@ -87,14 +109,39 @@ def run_convert(args: argparse.Namespace) -> int:
     if conversion.dropped:
         print(f"dropped {len(conversion.dropped)} official tensor(s) that the official forward "
               f"never reads: {_listing(conversion.dropped)}")
-    print(f"load it with: --set model.weights={target} (list the config's tasks in the official "
-          "order: it fixes the channel layout of MTI-Net's propagation and of InvPT's task tokens)")
+    where = f"in the official order ({', '.join(order)})" if order else "in the official order"
+    print(f"load it with: --set model.weights={target}, the config's tasks {where}: the order fixes "
+          "the channel layout of MTI-Net's propagation and of InvPT's task tokens")
     return 0
 
 
-def load_full_weights(model: nn.Module, path: str | Path) -> None:
-    """Load the full-model state_dict at ``path`` into ``model`` (see the contract)."""
+def _recorded_task_order(path: Path) -> list[str]:
+    """The official task order :func:`run_convert` recorded in ``path`` (empty if none)."""
+    if path.suffix != ".safetensors":
+        return []
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            text = (f.metadata() or {}).get("tasks", "")
+    except Exception:  # noqa: BLE001 - read_state_dict reports an unreadable file
+        return []
+    return [t for t in text.split(",") if t]
+
+
+def load_full_weights(model: nn.Module, path: str | Path, tasks: list[str] | None = None) -> None:
+    """Load the full-model state_dict at ``path`` into ``model`` (see the contract).
+    ``tasks``: the model's task order, checked against the official order a converted
+    file records (the same weights in another order compute another function)."""
     state = read_state_dict(path, key="model.weights")
+    recorded = _recorded_task_order(Path(path))
+    if recorded and tasks is not None:
+        ours = [t for t in tasks if t in recorded]
+        if ours != recorded:
+            raise UserError(
+                f"model.weights: {path} holds an official model whose tasks are in the order "
+                f"{', '.join(recorded)}; list the config's tasks in that order (got {', '.join(tasks)}): "
+                "the order fixes how the tasks' channels and tokens are laid out")
     expected = model.state_dict()
     unknown = [k for k in state if k not in expected]
     missing = [k for k in expected if k not in state and not k.startswith(TRAINING_ONLY)]
