@@ -1,23 +1,34 @@
-"""``mtlsearch best SEARCH``: the best finished trial (or the Pareto set) with its whole config.
+"""``mtlsearch best SEARCH``: the best configuration (or the Pareto set), ranked by its mean
+over seeds, with the whole config its retrain uses.
 
 Contract: :func:`best_trials` reads a search folder through
 :func:`mtlsearch.report.collect.collect` (the per-trial ``params.json`` / ``result.json``
-/ ``error.txt`` files) and ranks the finished (``TERMINATED``) trials by their last
-reported value of the metric: the search's own ``search.metric`` / ``mode`` unless
-``--metric`` (direction from the metric registry, or ``--mode``) is given. A list of
-metrics (multi-objective search, or ``--metric a,b``) gives the Pareto set, ordered by
-the first metric.
-Each :class:`Best` holds the trial's FULL resolved config as trained: the trial's
-``config.yaml`` (written by :func:`mtlsearch.search.trial` when it started), else
-rebuilt from ``mtlsearch.json`` (the space file, profile, ``--set`` and sections) and
-the trial's values; single-task baselines are folded into ``eval.baselines``.
+/ ``error.txt`` files), groups the finished (``TERMINATED``) trials into configurations
+(every parameter but ``train.seed`` and the grid index: :mod:`mtlsearch.report.configs`)
+and ranks the configurations by the mean over their seeds of each trial's last reported
+value of the metric: the search's own ``search.metric`` / ``mode`` unless ``--metric``
+(direction from the metric registry, or ``--mode``) is given. Each comes with n, the
+std and the t-based 95% interval of that mean. A list of metrics (multi-objective search,
+or ``--metric a,b``) gives the Pareto set of the configurations' means, ordered by the
+first metric. A luckier single seed never wins: a configuration with seeds 9.8 and 8.9
+(mean 9.35) ranks below one with 9.6 and 9.6.
 
-``--out FILE`` writes that config as YAML with a comment header (search, trial,
-metrics, checkpoint); ``mtlsearch train FILE`` reproduces the trial (same seed, same
-data). For a Pareto set, the other members go to ``FILE``'s stem + ``.<trial id>.yaml``.
-Files follow the write rule of :mod:`mtlsearch.outputs`: a new path, or a file an
-earlier ``mtlsearch best`` wrote (its first line is :data:`HEADER`), replaced atomically;
-anything else is refused.
+The retrain seed: of the configuration's trials, the one whose values are closest to the
+configuration's means (:func:`mtlsearch.report.configs.representative`: smallest sum of
+squared z-scores over the ranked metrics; ties, as always with two seeds, go to the
+smallest seed). Each :class:`Best` holds that trial's FULL resolved config as trained,
+seed included: the trial's ``config.yaml`` (written by :func:`mtlsearch.search.trial`
+when it started), else rebuilt from ``mtlsearch.json`` (the space file, profile,
+``--set`` and sections) and the trial's values; single-task baselines are folded into
+``eval.baselines``.
+
+``--out FILE`` writes that config as YAML with a comment header (search, configuration,
+its mean over seeds, the retrain seed and why, the trial, its metrics and checkpoint);
+``mtlsearch train FILE`` reproduces that trial (same seed, same data), ``--set
+train.seed=S`` trains the configuration at another seed. For a Pareto set, the other
+members go to ``FILE``'s stem + ``.<trial id>.yaml``. Files follow the write rule of
+:mod:`mtlsearch.outputs`: a new path, or a file an earlier ``mtlsearch best`` wrote (its
+first line is :data:`HEADER`), replaced atomically; anything else is refused.
 """
 
 from __future__ import annotations
@@ -25,7 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,22 +53,42 @@ CONFIG_FILE = "config.yaml"
 FINISHED = "TERMINATED"
 
 
+SEED_RULE = "the trial closest to the configuration's mean (ties: the smallest seed)"
+"""How the retrain seed is chosen (printed and written with it)."""
+RANKED_SHOWN = 10
+"""Configurations listed in the ranking ``mtlsearch best`` prints."""
+
+
 @dataclass
 class Best:
-    """One selected trial."""
+    """One selected configuration and the trial its retrain reproduces."""
 
     trial_id: str
+    """The representative trial: closest to the configuration's mean (its seed retrains)."""
     trial_dir: Path | None
     values: dict[str, float]
-    """The ranked metrics' last reported values."""
+    """The ranked metrics' means over the configuration's seeds."""
     metrics: dict[str, float]
-    """Every metric of the trial's last report."""
+    """Every metric of the representative trial's last report (what a retrain reproduces)."""
     checkpoint: str
     config: dict[str, Any]
-    """The whole resolved config (nested), as trained."""
+    """The whole resolved config (nested) of the representative trial, its seed included."""
+    label: str = ""
+    """The configuration: ``key=value`` of the keys that vary between configurations."""
+    seed: Any = None
+    """The retrain seed (the representative trial's)."""
+    trial_ids: list[str] = field(default_factory=list)
+    seeds: list[Any] = field(default_factory=list)
+    """The configuration's finished trials and their seeds."""
+    stats: dict[str, Any] = field(default_factory=dict)
+    """Ranked metric -> :class:`mtlsearch.report.stats.Summary` over the seeds."""
+    trial_values: dict[str, list[float]] = field(default_factory=dict)
+    """Ranked metric -> the value of each of ``trial_ids``."""
+    ranking: list[Any] = field(default_factory=list)
+    """Every ranked configuration (single metric), best first; empty for a Pareto set."""
 
 
-def _metrics_and_modes(meta: dict[str, Any], metric: str | None, mode: str | None) -> tuple[list[str], list[str]]:
+def metrics_and_modes(meta: dict[str, Any], metric: str | None, mode: str | None) -> tuple[list[str], list[str]]:
     from mtlsearch.config.registries import metric_direction
 
     search = meta.get("search") if isinstance(meta.get("search"), dict) else {}
@@ -74,13 +105,6 @@ def _metrics_and_modes(meta: dict[str, Any], metric: str | None, mode: str | Non
     if len(modes) != len(metrics):
         raise UserError(f"give one mode per metric: {metrics} vs {modes}")
     return metrics, modes
-
-
-def _dominates(a: list[float], b: list[float], modes: list[str]) -> bool:
-    signs = [1.0 if m == "max" else -1.0 for m in modes]
-    ge = all(s * x >= s * y for s, x, y in zip(signs, a, b))
-    gt = any(s * x > s * y for s, x, y in zip(signs, a, b))
-    return ge and gt
 
 
 def rebuild_config(search_dir: Path, meta: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
@@ -138,13 +162,15 @@ def _trial_config(search_dir: Path, meta: dict[str, Any], tdir: Path | None) -> 
 
 
 def best_trials(search_dir: str | Path, metric: str | None = None, mode: str | None = None) -> tuple[list[Best], list[str], list[str]]:
-    """The best finished trial, or the Pareto set of a multi-objective ranking, with the
-    metrics and modes used. Raises :class:`UserError` when no trial finished with them."""
+    """The best configuration by its mean over seeds, or the Pareto set of the
+    configurations' means, with the metrics and modes used. Raises :class:`UserError`
+    when no trial finished with them."""
+    from mtlsearch.report import configs as cf
     from mtlsearch.report.collect import collect
 
     path = Path(search_dir)
     search = collect(path)
-    metrics, modes = _metrics_and_modes(search.meta, metric, mode)
+    metrics, modes = metrics_and_modes(search.meta, metric, mode)
     for m in modes:
         if m not in ("max", "min"):
             raise UserError(f"--mode: expected max or min, got {m!r}")
@@ -153,33 +179,32 @@ def best_trials(search_dir: str | Path, metric: str | None = None, mode: str | N
     if missing:
         known = ", ".join(k for k in search.metric_keys) or "none"
         raise UserError(f"--metric: no trial of {path} reported {', '.join(missing)} (reported: {known})")
-    candidates = []
-    for _, row in frame.iterrows():
-        if row.get("status") != FINISHED:
-            continue
-        values = [row.get(f"final_{m}") for m in metrics]
-        if all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
-            candidates.append((row, [float(v) for v in values]))
-    if not candidates:
+    found = cf.from_search(search, metrics, statuses=(FINISHED,))
+    if not found:
         counts = frame["status"].value_counts().to_dict() if "status" in frame else {}
         raise UserError(f"{path}: no finished trial reported {', '.join(metrics)} yet "
                         f"(trials by status: {counts or 'none'}); see mtlsearch status {path}")
-    if len(metrics) == 1:
-        pick = max if modes[0] == "max" else min
-        chosen = [pick(candidates, key=lambda c: c[1][0])]
-    else:
-        chosen = [c for c in candidates if not any(_dominates(o[1], c[1], modes) for o in candidates)]
-        chosen.sort(key=lambda c: c[1][0], reverse=modes[0] == "max")
+    ranked = cf.rank(found, metrics, modes)
+    chosen = ranked[:1] if len(metrics) == 1 else ranked
+    shown = cf.varying_keys(found)
+    rows = frame.set_index(frame["trial_id"].astype(str))
     out = []
-    for row, values in chosen:
+    for conf in chosen:
+        rep = cf.representative(conf, metrics)
+        row = rows.loc[rep.trial_id]
         tdir = path / row["trial_dir"] if row.get("trial_dir") else None
         last = {k[len("final_"):]: float(v) for k, v in row.items()
                 if isinstance(k, str) and k.startswith("final_") and isinstance(v, (int, float))
                 and math.isfinite(v)}
         out.append(Best(
-            trial_id=str(row["trial_id"]), trial_dir=tdir, values=dict(zip(metrics, values)),
+            trial_id=rep.trial_id, trial_dir=tdir, values={m: conf.mean(m) for m in metrics},
             metrics=last, checkpoint=str(row.get("checkpoint") or ""),
-            config=_trial_config(path, search.meta, tdir),
+            config=_trial_config(path, search.meta, tdir), label=conf.label(shown), seed=rep.seed,
+            trial_ids=[t.trial_id for t in conf.trials], seeds=conf.seeds,
+            stats={m: conf.stats[m] for m in metrics},
+            trial_values={m: conf.values(m) for m in metrics},
+            ranking=[(c.label(shown), c.n, {m: c.stats[m] for m in metrics}) for c in ranked]
+            if len(metrics) == 1 else [],
         ))
     return out, metrics, modes
 
@@ -189,19 +214,34 @@ def best_trials(search_dir: str | Path, metric: str | None = None, mode: str | N
 # ---------------------------------------------------------------------------
 
 
+def _seeds_text(best: Best) -> str:
+    return ", ".join(format_value(x) for x in best.seeds)
+
+
+def ranked_text(best: Best, metrics: list[str], modes: list[str]) -> str:
+    """``semseg_miou (max): mean 9.6 ± 0 (95% CI [9.6, 9.6], n=2)`` per ranked metric."""
+    from mtlsearch.report.configs import describe_stats
+
+    return "; ".join(f"{m} ({md}): mean {describe_stats(best.stats[m])}" if m in best.stats
+                     else f"{m} ({md}) = {format_value(best.values[m])}" for m, md in zip(metrics, modes))
+
+
 def best_yaml(best: Best, search_dir: Path, metrics: list[str], modes: list[str]) -> str:
     """The file ``--out`` writes: a comment header, then the whole config."""
     from mtlsearch.yamlio import plain
 
-    ranked = ", ".join(f"{m} ({md}) = {format_value(best.values[m])}" for m, md in zip(metrics, modes))
     lines = [
         HEADER,
         f"# search: {search_dir}",
+        f"# configuration: {best.label or '(the only configuration)'}",
+        f"# ranked by the mean over seeds {_seeds_text(best)}: {ranked_text(best, metrics, modes)}",
+        f"# seeds' trials: {', '.join(best.trial_ids) or best.trial_id}",
+        f"# retrain seed: {format_value(best.seed)}: {SEED_RULE}",
         f"# trial: {best.trial_id}",
-        f"# ranked by: {ranked}",
         f"# checkpoint: {best.checkpoint or '(none)'}",
         "# final metrics: " + ", ".join(f"{k}={format_value(v)}" for k, v in sorted(best.metrics.items())),
-        "# reproduce: mtlsearch train THIS_FILE",
+        "# (final metrics: that trial's last report, which the retrain reproduces)",
+        "# reproduce: mtlsearch train THIS_FILE   (another seed: --set train.seed=S)",
     ]
     body = yaml.safe_dump(plain(best.config), sort_keys=False, default_flow_style=None)
     return "\n".join(lines) + "\n" + body
@@ -243,22 +283,45 @@ def run_cli(args: argparse.Namespace) -> int:
     chosen, metrics, modes = best_trials(search_dir, args.metric, args.mode)
     if args.out is not None:
         paths = [check_yaml_target(p) for p in targets(args.out, chosen)]
-    title = "Pareto set" if len(metrics) > 1 else "best trial"
+    title = "Pareto set of the configurations" if len(metrics) > 1 else "best configuration"
     ranked = ", ".join(f"{m} ({md})" for m, md in zip(metrics, modes))
-    print(f"{title} of {search_dir} by {ranked}:")
+    print(f"{title} of {search_dir} by {ranked}, mean over seeds:")
     for i, best in enumerate(chosen):
-        shown = ", ".join(f"{m}={format_value(v)}" for m, v in best.values.items())
-        print(f"  trial {best.trial_id}: {shown}")
+        print(f"  {best.label or '(the only configuration)'}: {ranked_text(best, metrics, modes)}")
+        for m in metrics:
+            each = ", ".join(f"{format_value(v)} (seed {format_value(sd)})"
+                             for v, sd in zip(best.trial_values.get(m, []), best.seeds))
+            print(f"    {m} per seed: {each}")
+        print(f"    retrain seed {format_value(best.seed)}: trial {best.trial_id}, {SEED_RULE}")
         print(f"    checkpoint: {best.checkpoint or '(none)'}")
         others = {k: v for k, v in sorted(best.metrics.items()) if k not in best.values}
         if others:
-            print("    metrics: " + ", ".join(f"{k}={format_value(v)}" for k, v in others.items()))
+            print(f"    metrics of trial {best.trial_id}: "
+                  + ", ".join(f"{k}={format_value(v)}" for k, v in others.items()))
         if paths is not None:
             write_file(paths[i], best_yaml(best, search_dir, metrics, modes))
-            print(f"    config: {paths[i]}  (reproduce: mtlsearch train {paths[i]})")
+            print(f"    config: {paths[i]}  (reproduce: mtlsearch train {paths[i]}; "
+                  "another seed: --set train.seed=S)")
+    if len(metrics) == 1 and len(chosen[0].ranking) > 1:
+        print(ranking_text(chosen[0], metrics[0]))
     if paths is None:
         print("write the whole config with --out best.yaml; mtlsearch train best.yaml reproduces it")
     return 0
 
 
-__all__ = ["HEADER", "Best", "best_trials", "best_yaml", "check_yaml_target", "rebuild_config", "run_cli"]
+def ranking_text(best: Best, metric: str) -> str:
+    """The ranked configurations (at most :data:`RANKED_SHOWN`) as a plain table."""
+    from mtlsearch.space.text import format_table
+
+    rows = [{"rank": i + 1, "configuration": label, "n": n, f"mean {metric}": st[metric].mean,
+             "std": st[metric].std if n > 1 else None,
+             "95% CI": f"[{format_value(st[metric].lo)}, {format_value(st[metric].hi)}]" if n > 1 else None}
+            for i, (label, n, st) in enumerate(best.ranking[:RANKED_SHOWN])]
+    more = len(best.ranking) - RANKED_SHOWN
+    text = "configurations by mean over seeds:\n" + format_table(
+        rows, ["rank", "configuration", "n", f"mean {metric}", "std", "95% CI"])
+    return text + (f"\n({more} more)" if more > 0 else "")
+
+
+__all__ = ["HEADER", "SEED_RULE", "Best", "best_trials", "best_yaml", "check_yaml_target", "ranking_text",
+           "rebuild_config", "run_cli"]

@@ -338,10 +338,16 @@ def trial_statuses(results: Any) -> dict[str, str]:
 
 
 def summarize(results: Any, exp_dir: Location, space: Space) -> tuple[int, int]:
-    """Print N finished / M errored, the best trial, where results are."""
+    """Print N finished / M errored, the best configuration by its mean over seeds (or the
+    Pareto set of the means: :func:`mtlsearch.report.configs.summary_lines`), where results are."""
+    import math
+
+    from mtlsearch.report.configs import Trial, summary_lines
+
     finished, errored, unfinished = 0, 0, 0
-    best = None
-    metric = space.search.metric if not space.search.multi_objective else None
+    metrics = space.search.metric if isinstance(space.search.metric, list) else [space.search.metric]
+    modes = space.search.mode if isinstance(space.search.mode, list) else [space.search.mode]
+    done: list[Trial] = []
     statuses = trial_statuses(results)
     for result in results:
         if result.error is not None:
@@ -351,17 +357,16 @@ def summarize(results: Any, exp_dir: Location, space: Space) -> tuple[int, int]:
             unfinished += 1
             continue
         finished += 1
-        value = (result.metrics or {}).get(metric) if metric else None
-        if isinstance(value, (int, float)):
-            better = best is None or (value > best[0] if space.search.mode == "max" else value < best[0])
-            if better:
-                best = (value, result)
+        values = {m: (result.metrics or {}).get(m) for m in metrics}
+        if all(isinstance(v, (int, float)) and math.isfinite(v) for v in values.values()):
+            config = dict(result.config or {})
+            done.append(Trial(Path(result.path).name, config.get(SEED_KEY), config,
+                              {m: float(v) for m, v in values.items()}))
     stopped = f", {unfinished} not finished (interrupted: continue with --resume)" if unfinished else ""
     print(f"search {exp_dir.name!r}: {finished} finished, {errored} errored{stopped}; "
           f"results in {exp_dir}")
-    if best is not None:
-        cfg = {k: v for k, v in best[1].config.items() if k != INDEX_KEY}
-        print(f"best {metric} = {best[0]:.4g} with " + ", ".join(f"{k}={v}" for k, v in cfg.items()))
+    for line in summary_lines(done, metrics, modes):
+        print(line)
     if errored:
         print(f"errored trials keep their error in {exp_dir / '<trial id>' / 'error.txt'}; "
               "continue with --resume")

@@ -141,7 +141,12 @@ def test_tune_state_through_public_apis(experiment: Path, capsys: pytest.Capture
                                                    multi_objective=False))
     assert summarize(results, experiment, space) == (8, 1)
     out = capsys.readouterr().out
-    assert "8 finished, 1 errored" in out and "best semseg_miou = 47 " in out  # semseg, seed 2: 40 + 5 + 2
+    # The configuration, not the lucky trial (semseg, seed 2: 47): semseg's seeds 45, 46, 47,
+    # mean 46 ± 1, 95% CI 46 ± t(0.975, 2)/√3 = 46 ± 2.484; runner-up all: 45.5 ± 1.
+    assert "8 finished, 1 errored" in out
+    assert ("best configuration by mean semseg_miou (max) over seeds: 46 ± 1 (95% CI [43.52, 48.48], n=3) "
+            "with regularizer.tasks=[semseg]\n") in out
+    assert "  runner-up: 45.5 ± 1 (95% CI [43.02, 47.98], n=3) with regularizer.tasks=all\n" in out
 
 
 def test_trial_statuses_without_tune_state(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -243,23 +248,59 @@ def test_seeds_aggregated_by_hand(report) -> None:
     assert t.cell("depth", "semseg_miou").std == pytest.approx(math.sqrt(0.5))
 
 
-def test_best_in_bold_and_noise_marks(report) -> None:
+def test_best_in_bold_and_tests_against_the_baseline(report) -> None:
+    from scipy import stats
+
     t = report.table
     best = {col: [lb for lb in t.labels if t.cell(lb, col).best] for col in t.columns}
     assert best["semseg_miou"] == ["semseg"]  # 46 (up)
     assert best["depth_rmse"] == ["depth"]  # 0.475 (down)
     assert best["normals_mean_err"] == ["depth"]  # 20.05 (down)
     assert best["edge_odsf"] == ["semseg"]  # 75 (up)
-    # |45.5 - 46| = 0.5 < max(1, 1) -> within noise; |42.5 - 46| = 3.5 is not
-    assert t.cell("all", "semseg_miou").noise and not t.cell("depth", "semseg_miou").noise
-    # |0.495 - 0.5| = 0.005 < 0.01; |0.475 - 0.5| = 0.025 is not
-    assert t.cell("all", "depth_rmse").noise and not t.cell("depth", "depth_rmse").noise
-    assert t.cell("all", "normals_mean_err").noise and t.cell("depth", "normals_mean_err").noise
-    # no seed spread on edge (std 0 on both sides): never within noise
-    assert not t.cell("all", "edge_odsf").noise
+    # all vs semseg: the same seeds 0, 1, 2 -> paired; every per-seed difference is the
+    # same (-0.5 mIoU, -0.005 RMSE, 0 normals, -1 edge), so no t statistic: not tested.
+    for col in t.columns:
+        vs = t.cell("all", col).vs
+        if col in ("delta_m_st",):
+            continue
+        assert vs.test == "paired" and math.isnan(vs.p) and "no spread" in vs.reason, col
+    assert t.cell("all", "semseg_miou").vs.diff == pytest.approx(-0.5)
+    # depth (seeds 0, 1; seed 2 failed) vs semseg (0, 1, 2): Welch, p straight from scipy
+    want = {
+        "semseg_miou": ([42, 43], [45, 46, 47]),
+        "depth_rmse": ([0.47, 0.48], [0.49, 0.50, 0.51]),
+        "normals_mean_err": ([20.0, 20.1], [20.0, 20.1, 20.2]),
+    }
+    for col, (a, b) in want.items():
+        vs = t.cell("depth", col).vs
+        assert vs.test == "welch" and vs.p == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue)
+        assert vs.diff == pytest.approx(sum(a) / 2 - sum(b) / 3)
+    assert t.cell("depth", "edge_odsf").vs.reason == "no spread in either row"  # 72, 72 vs 75 x3
+    # delta_m: depth's seeds 0, 1 give -1.59 ∓ 0.081 (every metric moves with the seed and
+    # the terms nearly cancel), the baseline's 0 ± 0.081: Welch, p from scipy.
+    ids = {lb: [i for i in t.trial_ids[lb] if i in t.trial_delta_m] for lb in t.labels}
+    dm = {lb: [t.trial_delta_m[i] for i in ids[lb]] for lb in t.labels}
+    assert t.cell("depth", "delta_m").vs.p == pytest.approx(
+        stats.ttest_ind(dm["depth"], dm["semseg"], equal_var=False).pvalue)
+    # Holm over the 4 tests (depth: semseg, depth, normals, delta_m), by hand:
+    # k-th smallest of m = 4 -> max over j <= k of min(1, (4 - j + 1) p_(j)).
+    assert t.tests == 4
+    cols = ["delta_m", "semseg_miou", "depth_rmse", "normals_mean_err"]
+    raw = sorted((t.cell("depth", c).vs.p, c) for c in cols)
+    assert [c for _, c in raw] == cols  # delta_m 0.00017 < semseg 0.021 < depth 0.05 < normals 0.6
+    running = 0.0
+    for k, (p_raw, col) in enumerate(raw):
+        running = max(running, min(1.0, (4 - k) * p_raw))
+        assert t.cell("depth", col).vs.p_holm == pytest.approx(running), col
+    assert raw[0][0] == pytest.approx(1.7e-4, rel=0.05) and raw[1][0] == pytest.approx(0.0213, abs=5e-4)
+    # Only depth's delta_m survives (4 x 0.00017); semseg's 0.021 becomes 3 x 0.021 = 0.064.
+    assert [(lb, c) for (lb, c), cell in t.cells.items() if cell.significant] == [("depth", "delta_m")]
     md = to_markdown(t)
     assert "| **46.00 ± 1.00** |" in md
-    assert "45.50 ± 1.00†" in md
+    assert " 45.50 ± 1.00 |" in md and " -1.59 ± 0.06\\* |" in md
+    assert [line for line in md.splitlines() if line.startswith("| ") and "\\*" in line] == [
+        line for line in md.splitlines() if line.startswith("| depth ")]
+    assert "\n\\* differs from the baseline row: Holm-adjusted p < 0.05 over the 4 test(s)" in md
     assert "semseg_miou ↑" in md and "depth_rmse ↓" in md and "Δm (%) ↑" in md
 
 
@@ -317,17 +358,27 @@ def test_written_formats(report) -> None:
     tex = (out / "table.tex").read_text()
     for rule in ("\\toprule", "\\midrule", "\\bottomrule", "\\begin{tabular}"):
         assert rule in tex
-    assert "\\textbf{46.00 $\\pm$ 1.00}" in tex and "$^\\dagger$" in tex
+    assert "\\textbf{46.00 $\\pm$ 1.00}" in tex and "$^\\dagger$" not in tex
+    stats_tex = tex.split("% Statistics against the baseline\n")[1]
+    assert stats_tex.count("\\begin{table}") == 1 and "depth & semseg\\_miou $\\uparrow$ & 42.50 [36.15, 48.85] & -3.50 [" in stats_tex
     assert "semseg\\_miou $\\uparrow$" in tex and "depth\\_rmse $\\downarrow$" in tex
     csv = pd.read_csv(out / "table.csv")
     assert list(csv["label"]) == ["semseg", "all", "depth"]
     assert csv.loc[0, "semseg_miou_mean"] == pytest.approx(46.0)
-    assert bool(csv.loc[1, "semseg_miou_within_noise"]) and bool(csv.loc[0, "semseg_miou_best"])
+    assert bool(csv.loc[0, "semseg_miou_best"]) and "semseg_miou_within_noise" not in csv.columns
+    assert list(csv["semseg_miou_test"].fillna("")) == ["", "paired", "welch"]
+    assert math.isnan(csv.loc[1, "semseg_miou_p"]) and csv.loc[1, "semseg_miou_not_tested"] == "no spread in the per-seed differences"
+    assert csv.loc[2, "semseg_miou_p"] == pytest.approx(report.table.cell("depth", "semseg_miou").vs.p)
+    # 95% interval of depth's mean of 42, 43: 42.5 ± t(0.975, 1) * 0.7071 / √2 = 42.5 ± 6.353
+    assert (csv.loc[2, "semseg_miou_ci_low"], csv.loc[2, "semseg_miou_ci_high"]) == (
+        pytest.approx(42.5 - 6.3531, abs=1e-3), pytest.approx(42.5 + 6.3531, abs=1e-3))
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") >= 2 and "<style>" in page
     assert "http://" not in page and "https://" not in page and "<link" not in page
     assert "synthetic failure" in page
     assert (out / "table.md").read_text().startswith(f"## {NAME}: ablation table")
+    assert "### Statistics against the baseline" in (out / "table.md").read_text()
+    assert "<h2>Statistics against the baseline</h2>" in page and "class='stats'" in page
 
 
 def test_paper_table_beside_ours(report) -> None:
@@ -368,7 +419,12 @@ def test_sample_predictions_of_best_trial(experiment: Path, report, tmp_path: Pa
 
     copy = tmp_path / NAME
     shutil.copytree(experiment, copy)
-    best = max(report.table.trial_delta_m, key=report.table.trial_delta_m.get)
+    # The best row by mean delta_m is the baseline semseg (0; all -0.36, depth -1.59); its
+    # trial at that mean is seed 1 (45, 0.50, 20.1, 75: delta_m exactly 0), not its
+    # luckiest seed.
+    res = report.search.results
+    best = res[(res["regularizer.tasks"] == "semseg") & (res["seed"] == 1)]["trial_id"].item()
+    assert report.table.trial_delta_m[best] == pytest.approx(0.0, abs=1e-9)
     cfg = load_config(None, {
         "data.synth.scenes": 3, "data.synth.views": 2, "data.synth.size": [32, 48],
         "data.synth.val_fraction": 0.34, "data.synth.cache_dir": str(tmp_path / "synth"),
@@ -638,24 +694,26 @@ def test_renderers_keep_marks_rows_and_rules(tmp_path: Path) -> None:
     assert re.fullmatch(r"\| regularizer\.tasks +\| +semseg_miou ↑ \| +depth_rmse ↓ \| +Δm \(%\) ↑ \| +n \| +failed \|", md[0])
     assert re.fullmatch(r"\|:-+\|(-+:\|){5}", md[1])
     assert md[2].startswith("| semseg (baseline) ") and md[3].startswith("| all ")
-    # semseg: 42, 44 -> 43 ± 1.41; all: seed 0 only (43), no spread of its own but within
-    # the baseline's; depth 0.48 everywhere: a tie (both bold), std 0 vs none: not judged;
-    # delta_m of the baseline's trials: ±(1/43)/2 -> 0.00 ± 1.64, of all's: 0.00
+    # semseg: 42, 44 -> 43 ± 1.41; all: seed 0 only (43): one seed, so no test and no mark;
+    # depth 0.48 everywhere: a tie (both bold); delta_m of the baseline's trials:
+    # ±(1/43)/2 -> 0.00 ± 1.64, of all's: 0.00
     assert [c.strip() for c in md[2].split("|")[2:-1]] == [
         "**43.00 ± 1.41**", "**0.4800 ± 0.0000**", "**0.00 ± 1.64**", "2", "0"]
-    assert [c.strip() for c in md[3].split("|")[2:-1]] == ["**43.00**†", "**0.4800**", "**0.00**†", "1", "1"]
+    assert [c.strip() for c in md[3].split("|")[2:-1]] == ["**43.00**", "**0.4800**", "**0.00**", "1", "1"]
     assert md[5].startswith("Mean ± std over seeds") and md[-1] == "1 failed trial(s) not aggregated  "
+    assert "Nothing tested: every comparison lacks 2 seeds on a side or any spread.  " in md
+    assert t.tests == 0 and t.cell("all", "semseg_miou").vs.reason == "fewer than 2 seeds in a row"
     tex = to_latex(t, caption="hand_search: 5% off").splitlines()
     assert tex[0] == "% requires \\usepackage{booktabs}"
     assert tex[tex.index("\\toprule") + 1].startswith("regularizer.tasks & semseg\\_miou $\\uparrow$")
     rows = tex[tex.index("\\toprule") + 3:tex.index("\\bottomrule")]
     assert rows[0].startswith("semseg (baseline) & \\textbf{43.00 $\\pm$ 1.41} & ") and rows[1] == "\\midrule"
-    assert rows[2] == "all & \\textbf{43.00}$^\\dagger$ & \\textbf{0.4800} & \\textbf{0.00}$^\\dagger$ & 1 \\\\"
+    assert rows[2] == "all & \\textbf{43.00} & \\textbf{0.4800} & \\textbf{0.00} & 1 \\\\"
     caption = next(line for line in tex if line.startswith("\\caption{hand\\_search: 5\\% off. Mean $\\pm$ std"))
-    assert "\\textbar{}mean - baseline mean\\textbar{} \\textless{} max" in caption
+    assert "Nothing tested" in caption
     page = to_html(t)
     assert page.count('class="data row0') == page.count("baseline\" >") == 6  # the baseline row's cells
-    assert "<b>0.00</b><sup>†</sup>" in page and "semseg <i>(baseline)</i>" in page
+    assert "<b>0.00</b></td>" in page and "<sup>" not in page and "semseg <i>(baseline)</i>" in page
     assert "<p class='legend'>Mean ± std" in page
     back = pd.read_csv(io.StringIO(to_csv(t)))
     assert list(back["label"]) == ["semseg", "all"] and list(back["baseline"]) == [True, False]

@@ -40,6 +40,9 @@ from mtlsearch.report.papers import direction_of, get_table
 from mtlsearch.report.tables import (
     AblationTable,
     build_table,
+    stats_html,
+    stats_latex,
+    stats_markdown,
     to_csv,
     to_html,
     to_latex,
@@ -94,20 +97,28 @@ def parse_formats(text: str) -> list[str]:
 
 
 def _best_trial(search: Search, table: AblationTable) -> str | None:
-    """Trial with the best delta_m (table's), else the best first table metric."""
+    """A representative trial of the best row: the row with the best mean delta_m (the
+    table's), else of the first table metric; of its trials, the one closest to that
+    mean (ties: the first), not the row's luckiest seed."""
     res = search.results[search.results["status"] != "ERROR"]
     if res.empty:
         return None
-    if table.trial_delta_m:
-        scored = {t: v for t, v in table.trial_delta_m.items() if v == v}
-        if scored:
-            return max(scored, key=scored.get)
-    for col in table.columns:
-        key = f"final_{col}"
-        if key in res.columns and res[key].notna().any():
-            d = direction_of(col)
-            idx = res[key].idxmax() if d == "max" else res[key].idxmin()
-            return str(res.loc[idx, "trial_id"])
+    for col in (["delta_m"] if table.trial_delta_m else []) + list(table.columns):
+        d = direction_of(col)
+        means = {lb: table.cells[(lb, col)].mean for lb in table.labels
+                 if (lb, col) in table.cells and table.cells[(lb, col)].n > 0}
+        if d is None or not means:
+            continue
+        row = (max if d == "max" else min)(means, key=means.get)
+        ids = set(table.trial_ids[row])
+        if col == "delta_m":
+            values = {t: v for t, v in table.trial_delta_m.items() if t in ids and v == v}
+        else:
+            mine = res[res["trial_id"].astype(str).isin(ids)]
+            values = {str(t): float(v) for t, v in zip(mine["trial_id"], mine.get(f"final_{col}", []))
+                      if v == v}
+        if values:
+            return min(values, key=lambda t: abs(values[t] - means[row]))
     return None
 
 
@@ -196,6 +207,8 @@ def _html_page(report: Report, pngs: dict[str, bytes]) -> str:
         "<table class='meta'>" + "".join(f"<tr><td><b>{esc(k)}</b></td><td>{esc(str(v))}</td></tr>" for k, v in rows) + "</table>",
         "<h2>Ablation table</h2>",
         to_html(report.table),
+        "<h2>Statistics against the baseline</h2>",
+        stats_html(report.table),
     ]
     if report.comparison is not None:
         parts.append(paper_html(s, report.table, report.comparison))
@@ -224,7 +237,8 @@ def _markdown(report: Report, trials: bool = True) -> str:
     """table.md: the ablation table, the paper comparison, notes and (``trials``) the
     status of every trial."""
     s = report.search
-    parts = [f"## {s.name}: ablation table", "", to_markdown(report.table)]
+    parts = [f"## {s.name}: ablation table", "", to_markdown(report.table),
+             "### Statistics against the baseline", "", stats_markdown(report.table)]
     if report.comparison is not None:
         parts += [paper_markdown(s, report.table, report.comparison)]
     notes = [*s.notes, *report.notes]
@@ -275,6 +289,7 @@ def build_report(trials_dir: str | Path, out: str | Path | None = None,
             (tmp / "table.md").write_text(report.markdown)
         if "tex" in formats:
             tex = to_latex(table, caption=f"{search.name}: ablation")
+            tex += "\n% Statistics against the baseline\n" + stats_latex(table, caption=f"{search.name}: statistics")
             if report.comparison is not None:
                 tex += "\n% Published rows beside ours\n" + paper_latex(table, report.comparison)
             (tmp / "table.tex").write_text(tex)

@@ -27,9 +27,9 @@ from mtlsearch.config import flatten, parse_override
 from mtlsearch.errors import UserError
 from mtlsearch.metrics import delta_m, flatten_baselines
 from mtlsearch.report.papers import direction_of, primary_metrics, readable
+from mtlsearch.space.spec import SEED_KEY  # the one seed key (tables and plots import it from here)
 
 META_FILE = "mtlsearch.json"
-SEED_KEY = "train.seed"
 
 BOOKKEEPING = {
     "timestamp", "checkpoint_dir_name", "done", "training_iteration", "trial_id", "date",
@@ -61,6 +61,9 @@ class Search:
     fixed: dict[str, Any] = field(default_factory=dict)
     """Config values shared by every trial (constant params and overrides), dotted keys."""
     notes: list[str] = field(default_factory=list)
+    param_keys: list[str] = field(default_factory=list)
+    """Keys of the trials' ``params.json`` (columns of ``results``), in first-seen order:
+    the config keys a trial was given, the seed and Tune's grid index among them."""
 
     @property
     def tasks(self) -> list[str]:
@@ -516,6 +519,7 @@ def collect(trials_dir: str | Path) -> Search:
         metric_keys=metric_keys,
         fixed=fixed,
         notes=notes,
+        param_keys=[k for k in param_keys if k in results.columns],
     )
 
 

@@ -1,5 +1,6 @@
 """Published rows beside ours: the paper comparison of an ablation table (values
-side by side, agreement within noise, ordering agreement) in Markdown, LaTeX and HTML.
+side by side, our cells with their significance marks, ordering agreement) in Markdown,
+LaTeX and HTML.
 
 Contract: :func:`compare_paper` maps a :class:`~mtlsearch.report.papers.PaperTable`
 onto an :class:`~mtlsearch.report.tables.AblationTable` by the paper's row mapping;

@@ -1,27 +1,42 @@
-"""Ablation tables: seeds aggregated per setting, delta_m against a baseline, best in
-bold, differences within the seeds' noise marked (published rows side by side:
-:mod:`mtlsearch.report.compare`).
+"""Ablation tables: seeds aggregated per setting with confidence intervals, every row
+tested against the baseline row (Holm-corrected), delta_m against a baseline, best in
+bold (published rows side by side: :mod:`mtlsearch.report.compare`; the statistics:
+:mod:`mtlsearch.report.stats`).
 
 Aggregation rules (also printed under every table):
 
 * one row per distinct combination of the group keys (``train.seed`` never groups);
   the value of a trial is its last report (``final_<metric>``); failed trials are
   counted but not aggregated; unfinished trials contribute their last report;
-* cells are ``mean ± std`` (sample std, ddof=1) over the row's trials, ``n`` trials;
+* cells are ``mean ± std`` (sample std, ddof=1) over the row's trials, ``n`` trials; the
+  95% interval of the mean is ``mean ± t(0.975, n - 1) · std / √n``;
 * ``delta_m`` is computed per trial (by :func:`mtlsearch.metrics.delta_m`, one term per
   task) against the baseline row's *mean* of each primary task metric; without a row
   baseline it is the trial's stored delta_m vs the single-task baselines; then aggregated;
-* a cell is marked within noise (†) when ``|mean - baseline mean| < max(std,
-  baseline std)``: the difference is smaller than the seed-to-seed spread. Cells with
-  no spread estimate on either side (one seed each) are not judged.
+* every other row is compared with the baseline row on every column (``delta_m_st``
+  excepted: it restates ``delta_m``'s comparison): the difference of the means with its
+  95% interval and a two-sided t-test, paired by seed when both rows hold the same
+  seeds once each, else Welch's; without a baseline row, ``delta_m`` (vs the single-task
+  baselines, fixed numbers) is tested against 0 (one-sample). Holm's step-down
+  correction runs over all tests of the table; a cell whose adjusted p < 0.05 is marked
+  ``*``, the others are not. Each comparison also gives the seeds a test would need for
+  80% power at the observed difference and spread (noncentral t). Comparisons without
+  two seeds on a side, or without any spread, are shown but not tested.
+
+The old "within noise" mark (``|mean - baseline mean| < max(std)``) is gone: it compared
+a difference with the spread of single trials whatever the number of seeds, so it
+neither grew more sensitive with more seeds nor said how many would settle the
+question; the interval, the corrected test and the seeds needed say both.
 
 The rows are grouped and aggregated by pandas (``groupby().agg`` of mean, std and
 count) and rendered from a frame of formatted cells: Markdown by
 :meth:`pandas.DataFrame.to_markdown` (tabulate), LaTeX by
 :meth:`pandas.io.formats.style.Styler.to_latex` (booktabs rules: needs
 ``\\usepackage{booktabs}``), HTML by :meth:`~pandas.io.formats.style.Styler.to_html`
-and CSV by :meth:`pandas.DataFrame.to_csv`. The trials table (status of every trial)
-is one frame too, rendered as Markdown and HTML.
+and CSV by :meth:`pandas.DataFrame.to_csv`. Each format has the main table (means, marks)
+and the statistics table (:func:`stats_frame`: one line per row and column); the CSV
+holds every number as its own column. The trials table (status of every trial) is one
+frame too, rendered as Markdown and HTML.
 """
 
 from __future__ import annotations
@@ -31,6 +46,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from pandas.io.formats.style import Styler
 
@@ -44,10 +60,24 @@ from mtlsearch.report.papers import (
     readable,
     values_equal,
 )
+from mtlsearch.report.stats import (
+    ALPHA,
+    LEVEL,
+    N_MAX,
+    POWER,
+    Comparison,
+    adjust,
+    compare,
+    one_sample,
+    t_interval,
+)
 from mtlsearch.tasks import METRIC_PREFIXES, TASKS
 
 MISSING = "—"
-DAGGER = "†"
+SIG = "*"
+"""Mark of a cell that differs from the baseline row (Holm-adjusted p < ALPHA)."""
+UNTESTED_COLUMNS = ("delta_m_st",)
+"""Columns shown with their intervals but not tested (delta_m_st restates delta_m's test)."""
 
 
 @dataclass
@@ -58,8 +88,15 @@ class Cell:
     std: float
     n: int
     best: bool = False
-    noise: bool = False
-    """Within the seeds' noise of the baseline row."""
+    lo: float = math.nan
+    hi: float = math.nan
+    """The 95% t interval of the mean (NaN below 2 trials)."""
+    vs: Comparison | None = None
+    """Against the baseline row (or, delta_m without one, against 0); None when not compared."""
+
+    @property
+    def significant(self) -> bool:
+        return self.vs is not None and self.vs.significant
 
 
 @dataclass
@@ -81,6 +118,8 @@ class AblationTable:
     notes: list[str] = field(default_factory=list)
     trial_delta_m: dict[str, float] = field(default_factory=dict)
     """Trial id -> its delta_m as aggregated in the table (failed trials absent)."""
+    tests: int = 0
+    """Size of the Holm family: the comparisons of this table that were tested."""
 
     def cell(self, label: str, column: str) -> Cell | None:
         return self.cells.get((label, column))
@@ -201,10 +240,57 @@ def _aggregate(values: pd.DataFrame, label_of: pd.Series, labels: list[str]) -> 
     return stats.reindex(labels)
 
 
-def _cell(stats: pd.DataFrame, label: str, col: str) -> Cell:
-    count = stats.loc[label, (col, "count")]
-    return Cell(float(stats.loc[label, (col, "mean")]), float(stats.loc[label, (col, "std")]),
-                0 if pd.isna(count) else int(count))
+def _cells(stats: pd.DataFrame, labels: list[str], columns: list[str]) -> dict[tuple[str, str], Cell]:
+    """One :class:`Cell` per (row, column) of ``_aggregate``'s frame, with its t interval."""
+    cells = {}
+    for col in columns:
+        means, stds, counts = (stats[(col, k)].to_dict() for k in ("mean", "std", "count"))
+        for lb in labels:
+            n = 0 if pd.isna(counts[lb]) else int(counts[lb])
+            mean, std = float(means[lb]), float(stds[lb])
+            lo, hi = t_interval(mean, std / math.sqrt(n), n - 1) if n >= 2 else (math.nan, math.nan)
+            cells[(lb, col)] = Cell(mean, std, n, lo=lo, hi=hi)
+    return cells
+
+
+def _seed(value: Any) -> Any:
+    if value is None or isinstance(value, float) and math.isnan(value):
+        return None
+    return int(value) if isinstance(value, (int, float)) else value
+
+
+def _compare_rows(values: pd.DataFrame, seeds: pd.Series, label_of: pd.Series, labels: list[str],
+                  columns: list[str], base_label: str | None,
+                  cells: dict[tuple[str, str], Cell]) -> int:
+    """Every non-baseline row against the baseline row on every tested column (or,
+    without a baseline row, delta_m against 0), Holm over all of them; returns the
+    family size."""
+    row_of = label_of[values.index].to_numpy()
+    rows = pd.Series(range(len(row_of))).groupby(row_of, sort=False).indices
+    none = np.zeros(0, dtype=int)
+    seed_list = [_seed(x) for x in seeds[values.index]]
+    found: list[Comparison] = []
+    for col in columns:
+        if col in UNTESTED_COLUMNS:
+            continue
+        arr = values[col].to_numpy(dtype=float)
+        base = rows.get(base_label, none) if base_label is not None else none
+        base_vals = arr[base]
+        if base_label is not None and np.isnan(base_vals).all():
+            continue
+        for lb in labels:
+            if lb == base_label or cells[(lb, col)].n == 0:
+                continue
+            mine = rows.get(lb, none)
+            if base_label is not None:
+                vs = compare(arr[mine], [seed_list[i] for i in mine], base_vals, [seed_list[i] for i in base])
+            elif col == "delta_m":
+                vs = one_sample(arr[mine], 0.0)
+            else:
+                continue
+            cells[(lb, col)].vs = vs
+            found.append(vs)
+    return adjust(found, ALPHA)
 
 
 def build_table(search: Search, group_by: list[str] | None = None,
@@ -292,9 +378,9 @@ def build_table(search: Search, group_by: list[str] | None = None,
     if "delta_m_st" in values.columns:
         columns = [*columns, "delta_m_st"]
     stats = _aggregate(values[columns], label_of, labels)
-    cells = {(lb, col): _cell(stats, lb, col) for lb in labels for col in columns}
+    cells = _cells(stats, labels, columns)
 
-    # Best and noise ------------------------------------------------------------
+    # Best, then every row against the baseline ------------------------------------
     for col in columns:
         d = direction_of(col)
         means = {lb: cells[(lb, col)].mean for lb in labels if cells[(lb, col)].n > 0}
@@ -303,28 +389,20 @@ def build_table(search: Search, group_by: list[str] | None = None,
             for lb, m in means.items():
                 if math.isclose(m, best, rel_tol=1e-9, abs_tol=1e-12):
                     cells[(lb, col)].best = True
-        base = cells.get((base_label, col)) if base_label is not None else None
-        if base is None and col == "delta_m" and has_dm and single:
-            base = Cell(0.0, float("nan"), 0)
-        if base is None or base.n == 0 and col != "delta_m":
-            continue
-        for lb in labels:
-            if lb == base_label:
-                continue
-            c = cells[(lb, col)]
-            spreads = [s for s in (c.std, base.std) if not math.isnan(s)]
-            if c.n == 0 or not spreads:
-                continue
-            c.noise = abs(c.mean - base.mean) < max(spreads)
+    seeds = used["seed"] if "seed" in used.columns else pd.Series(None, index=used.index, dtype=object)
+    tests = _compare_rows(values, seeds, label_of, labels, columns, base_label, cells)
 
-    n = {lb: int((ok & (label_of == lb)).sum()) for lb in labels}
-    failed = {lb: int((~ok & (label_of == lb)).sum()) for lb in labels}
+    ok_count = ok.groupby(label_of).sum()
+    all_count = label_of.value_counts()
+    n = {lb: int(ok_count.get(lb, 0)) for lb in labels}
+    failed = {lb: int(all_count.get(lb, 0)) - n[lb] for lb in labels}
     unfinished = int(res["status"].isin(["RUNNING", "PENDING", "INTERRUPTED"]).sum()) if len(res) else 0
     if unfinished:
         notes.append(f"{unfinished} trial(s) not finished: their last report is used")
     if sum(failed.values()):
         notes.append(f"{sum(failed.values())} failed trial(s) not aggregated")
-    trial_ids = {lb: list(res.loc[label_of == lb, "trial_id"]) for lb in labels}
+    by_label = res["trial_id"].groupby(label_of, sort=False).agg(list)
+    trial_ids = {lb: list(by_label.get(lb, [])) for lb in labels}
     return AblationTable(
         group_keys=keys,
         labels=labels,
@@ -338,6 +416,7 @@ def build_table(search: Search, group_by: list[str] | None = None,
         baseline_note=base_note,
         notes=notes,
         trial_delta_m=trial_dm,
+        tests=tests,
     )
 
 
@@ -361,8 +440,13 @@ def _num(value: float, digits: int) -> str:
     return text[1:] if text.startswith("-") and float(text) == 0 else text
 
 
+def _mark(style: str) -> str:
+    return {"md": "\\" + SIG, "tex": f"$^{{{SIG}}}$", "html": f"<sup>{SIG}</sup>"}.get(style, SIG)
+
+
 def format_cell(table: AblationTable, label: str, col: str, style: str = "md") -> str:
-    """One cell as text: ``mean ± std``, bold when best, † when within noise."""
+    """One cell as text: ``mean ± std``, bold when best, ``*`` when it differs from the
+    baseline row (Holm-adjusted)."""
     c = table.cells.get((label, col))
     if c is None or c.n == 0:
         return MISSING
@@ -375,8 +459,8 @@ def format_cell(table: AblationTable, label: str, col: str, style: str = "md") -
         text += f" (n={c.n})"
     if c.best:
         text = {"md": f"**{text}**", "tex": f"\\textbf{{{text}}}", "html": f"<b>{text}</b>"}.get(style, text)
-    if c.noise:
-        text += {"tex": "$^\\dagger$", "html": f"<sup>{DAGGER}</sup>"}.get(style, DAGGER)
+    if c.significant:
+        text += _mark(style)
     return text
 
 
@@ -394,17 +478,30 @@ def _label_header(table: AblationTable) -> str:
     return " / ".join(table.group_keys) or "setting"
 
 
+def _against(table: AblationTable) -> str:
+    return "the baseline row" if table.baseline is not None else "0 (Δm vs the single-task baselines)"
+
+
 def legend(table: AblationTable) -> list[str]:
-    """The notes printed under a table: aggregation, best, noise rule, baseline."""
+    """The notes printed under the main table: aggregation, best, the mark, baseline."""
     lines = [
         "Mean ± std over seeds (n trials per row; value of a trial = its last report). "
         "Best per column in bold.",
-        f"{DAGGER} within noise: |mean − baseline mean| < max(std, baseline std).",
     ]
+    if table.tests:
+        lines.append(
+            f"{SIG} differs from {_against(table)}: Holm-adjusted p < {ALPHA:g} over the "
+            f"{table.tests} test(s) of this table (two-sided t-tests, paired by seed when both rows "
+            "ran the same seeds, else Welch's). Unmarked cells are not significantly different at "
+            "these seeds, which is not evidence of no difference: see the intervals and the seeds "
+            "needed in the statistics table."
+        )
+    elif any(c.vs is not None for c in table.cells.values()):
+        lines.append("Nothing tested: every comparison lacks 2 seeds on a side or any spread.")
     if table.baseline_note:
         lines.append(table.baseline_note + "; computed per trial, then averaged.")
     if all(n <= 1 for n in table.n.values()):
-        lines.append("One trial per row: no seed spread, so nothing can be judged within noise.")
+        lines.append("One trial per row: no seed spread, so no interval and no test.")
     lines.extend(table.notes)
     return lines
 
@@ -421,26 +518,143 @@ def cell_frame(table: AblationTable, style: str = "md") -> pd.DataFrame:
         head = [html.escape(h) for h in head]
     rows = []
     for lb in table.labels:
-        base = lb == table.baseline
-        name = {"md": lb.replace("|", "\\|") + (" (baseline)" if base else ""),
-                "tex": tex_escape(lb) + (" (baseline)" if base else ""),
-                "html": html.escape(lb) + (" <i>(baseline)</i>" if base else "")}[style]
         cells = [format_cell(table, lb, c, style) for c in table.columns]
         if style == "tex":
             cells = [c.replace(MISSING, "--") for c in cells]
-        rows.append([name, *cells, str(table.n[lb])] + ([str(table.failed[lb])] if show_failed else []))
+        rows.append([_row_name(table, lb, style), *cells, str(table.n[lb])]
+                    + ([str(table.failed[lb])] if show_failed else []))
     return pd.DataFrame(rows, columns=head + (["failed"] if show_failed else []), dtype=object)
+
+
+def _row_name(table: AblationTable, lb: str, style: str) -> str:
+    base = lb == table.baseline
+    return {"md": lb.replace("|", "\\|") + (" (baseline)" if base else ""),
+            "tex": tex_escape(lb) + (" (baseline)" if base else ""),
+            "html": html.escape(lb) + (" <i>(baseline)</i>" if base else "")}.get(style, lb)
+
+
+# -- the statistics table ------------------------------------------------------------
+
+
+def _p(value: float) -> str:
+    if math.isnan(value):
+        return MISSING
+    return "<0.0001" if value < 1e-4 else f"{value:.3g}"
+
+
+def _needed(vs: Comparison) -> str:
+    n = vs.n_needed
+    if math.isnan(n):
+        return MISSING
+    if math.isinf(n):
+        return "∞" if vs.diff == 0 else f">{N_MAX}"
+    return str(int(n))
+
+
+def _test_name(vs: Comparison, n: int) -> str:
+    if not vs.tested:
+        return f"none ({vs.reason})" if vs.reason else "none"
+    if vs.test == "paired":
+        return f"paired t ({n} seeds)"
+    return {"welch": "Welch t", "one-sample": "one-sample t"}.get(vs.test, vs.test)
+
+
+def _interval(lo: float, hi: float, digits: int) -> str:
+    if math.isnan(lo) or math.isnan(hi):
+        return ""
+    return f" [{_num(lo, digits)}, {_num(hi, digits)}]"
+
+
+STATS_HEAD = ["metric", "mean [95% CI]", "Δ [95% CI]", "test", "p", "p (Holm)",
+              f"seeds for {POWER:.0%} power"]
+
+
+def stats_frame(table: AblationTable, style: str = "md") -> pd.DataFrame:
+    """The statistics table as text: one line per row and column, the mean with its 95%
+    interval, the difference to the baseline (or to 0) with its interval and mark, the
+    test, raw and Holm-adjusted p, and the seeds a test would need for 80% power."""
+    rows = []
+    for lb in table.labels:
+        for col in table.columns:
+            c = table.cells[(lb, col)]
+            if c.n == 0:
+                continue
+            dig = decimals(table, col)
+            mean = _num(c.mean, dig) + _interval(c.lo, c.hi, dig)
+            vs = c.vs
+            if vs is None:
+                cmp = ["(baseline)" if lb == table.baseline else MISSING, MISSING, MISSING, MISSING,
+                       MISSING]
+                if col in UNTESTED_COLUMNS and lb != table.baseline:
+                    cmp[1] = "not tested (restates Δm)"
+            else:
+                diff = ("+" if vs.diff > 0 else "") + _num(vs.diff, dig) + _interval(vs.lo, vs.hi, dig)
+                if vs.significant:
+                    diff += _mark(style)
+                cmp = [diff, _test_name(vs, c.n), _p(vs.p), _p(vs.p_holm), _needed(vs)]
+            metric = _header(col, style)
+            if style == "tex":
+                cmp = [x.replace(MISSING, "--") for x in cmp]
+                cmp[1] = tex_escape(cmp[1])
+                cmp[2:4] = [x.replace("<", "$<$") for x in cmp[2:4]]
+                cmp[4] = cmp[4].replace("∞", "$\\infty$").replace(">", "$>$")
+                mean = mean.replace(MISSING, "--")
+            elif style == "html":
+                cmp[1:] = [html.escape(x) for x in cmp[1:]]
+                metric = html.escape(metric)
+            rows.append([_row_name(table, lb, style), metric, mean, *cmp])
+    head = [_label_header(table), *STATS_HEAD]
+    if style == "tex":
+        head = [tex_escape(head[0]), "metric", "mean [95\\% CI]", "$\\Delta$ [95\\% CI]", "test",
+                "$p$", "$p$ (Holm)", f"seeds for {POWER * 100:.0f}\\% power"]
+    elif style == "html":
+        head = [html.escape(h) for h in head]
+    return pd.DataFrame(rows, columns=head, dtype=object)
+
+
+def stats_legend(table: AblationTable) -> list[str]:
+    """The notes printed under the statistics table: every formula it uses."""
+    level = f"{LEVEL:.0%}"
+    lines = [
+        f"mean [{level} CI]: mean ± t(0.975, n−1)·std/√n over the row's seeds.",
+        f"Δ: row mean − mean of {_against(table)}, with the {level} interval of the test's t distribution "
+        "(paired: mean per-seed difference ± t(0.975, n−1)·sd_diff/√n; Welch: Welch–Satterthwaite df; "
+        "one-sample: against 0).",
+        f"p: two-sided; p (Holm): Holm's step-down adjustment over the {table.tests} test(s) of this "
+        f"table; {SIG}: p (Holm) < {ALPHA:g}.",
+        f"seeds for {POWER:.0%} power: smallest n (seeds both rows run for a paired test, seeds per row "
+        f"for Welch's) at which the same test at α = {ALPHA:g} (two-sided) has {POWER:.0%} power if the "
+        "true difference and spread are the observed ones (noncentral t; the normal approximation "
+        "((z(0.975) + z(0.8))·sd/Δ)² is a lower bound). The observed Δ is itself noisy: read it as an "
+        f"order of magnitude. ∞: Δ is 0; >{N_MAX}: more than {N_MAX}.",
+    ]
+    return lines
 
 
 def _markdown_table(frame: pd.DataFrame, align: list[str]) -> str:
     return frame.to_markdown(index=False, tablefmt="pipe", colalign=align, disable_numparse=True)
 
 
+def _md_legend(lines: list[str]) -> str:
+    """Legend lines as one Markdown paragraph (hard breaks); ``*`` escaped, so a line
+    starting with the mark is no list item and two marks never make emphasis."""
+    return "".join(line.replace(SIG, "\\" + SIG) + "  \n" for line in lines)
+
+
 def to_markdown(table: AblationTable) -> str:
     """A GitHub-flavoured Markdown table plus its legend."""
     frame = cell_frame(table, "md")
     text = _markdown_table(frame, ["left"] + ["right"] * (frame.shape[1] - 1))
-    return text + "\n\n" + "".join(f"{line}  \n" for line in legend(table))
+    return text + "\n\n" + _md_legend(legend(table))
+
+
+def stats_markdown(table: AblationTable) -> str:
+    """The statistics table (:func:`stats_frame`) in Markdown plus its legend."""
+    frame = stats_frame(table, "md")
+    if frame.empty:
+        return "No values to summarise.\n"
+    text = _markdown_table(frame, ["left", "left", "right", "right", "left", "right", "right", "right"])
+    return text + "\n\n" + _md_legend(stats_legend(table))
 
 
 _TEX_ESCAPES = {"\\": "\\textbackslash{}", "&": "\\&", "%": "\\%", "$": "\\$", "#": "\\#",
@@ -454,8 +668,19 @@ def tex_escape(text: str) -> str:
 
 
 def _tex_legend(line: str) -> str:
-    return (tex_escape(line).replace(DAGGER, "$^\\dagger$").replace("±", "$\\pm$")
-            .replace("−", "-").replace("Δm", "$\\Delta_m$"))
+    return (tex_escape(line).replace("±", "$\\pm$").replace("−", "-").replace("Δm", "$\\Delta_m$")
+            .replace("Δ", "$\\Delta$").replace("√", "$\\surd$").replace("·", "$\\cdot$")
+            .replace("α", "$\\alpha$").replace("∞", "$\\infty$").replace("²", "$^2$"))
+
+
+def _latex(frame: pd.DataFrame, caption: str, label_rule: bool, align: str) -> list[str]:
+    styler = Styler(frame, uuid="ablation", cell_ids=False).hide(axis="index")
+    text = styler.to_latex(column_format=align, position="t", position_float="centering",
+                           hrules=True, environment="table", caption=caption)
+    lines = text.splitlines()
+    if label_rule:
+        lines.insert(lines.index("\\midrule") + 2, "\\midrule")
+    return lines
 
 
 def to_latex(table: AblationTable, caption: str = "") -> str:
@@ -463,31 +688,49 @@ def to_latex(table: AblationTable, caption: str = "") -> str:
     the caption (with the legend) above, a rule under the baseline row."""
     frame = cell_frame(table, "tex")
     legend_tex = " ".join(_tex_legend(line) for line in legend(table))
-    styler = Styler(frame, uuid="ablation", cell_ids=False).hide(axis="index")
-    styler.set_table_styles([{"selector": "small", "props": ":;"}])
-    text = styler.to_latex(
-        column_format="l" + "r" * (frame.shape[1] - 1), position="t", position_float="centering",
-        hrules=True, environment="table",
-        caption=f"{tex_escape(caption) + '. ' if caption else ''}{legend_tex}",
-    )
-    lines = text.splitlines()
-    if table.baseline is not None and table.labels[:1] == [table.baseline] and len(table.labels) > 1:
-        lines.insert(lines.index("\\midrule") + 2, "\\midrule")
+    rule = table.baseline is not None and table.labels[:1] == [table.baseline] and len(table.labels) > 1
+    lines = _latex(frame, f"{tex_escape(caption) + '. ' if caption else ''}{legend_tex}", rule,
+                   "l" + "r" * (frame.shape[1] - 1))
+    return "\n".join(["% requires \\usepackage{booktabs}", *lines]) + "\n"
+
+
+def stats_latex(table: AblationTable, caption: str = "") -> str:
+    """The statistics table as a second booktabs ``table`` (needs ``booktabs``)."""
+    frame = stats_frame(table, "tex")
+    if frame.empty:
+        return ""
+    legend_tex = " ".join(_tex_legend(line) for line in stats_legend(table))
+    lines = _latex(frame, f"{tex_escape(caption) + '. ' if caption else ''}{legend_tex}", False,
+                   "llrrlrrr")
     return "\n".join(["% requires \\usepackage{booktabs}", *lines]) + "\n"
 
 
 def to_csv(table: AblationTable) -> str:
-    """Machine-readable: one row per setting, ``<metric>_mean/_std/_n/_best/_within_noise``."""
+    """Machine-readable: one row per setting; per column ``<metric>_mean``, ``_std``,
+    ``_n``, ``_ci_low``, ``_ci_high``, ``_best``, and against the baseline ``_diff``,
+    ``_diff_ci_low``, ``_diff_ci_high``, ``_test`` (paired, welch, one-sample; empty when
+    not compared), ``_df``, ``_p``, ``_p_holm``, ``_significant``, ``_n_needed`` (seeds for
+    80% power; ``inf`` beyond 1000 or for a zero difference) and ``_not_tested`` (why a
+    comparison has no p-value)."""
+    fields = ["mean", "std", "n", "ci_low", "ci_high", "best", "diff", "diff_ci_low", "diff_ci_high",
+              "test", "df", "p", "p_holm", "significant", "n_needed", "not_tested"]
     head = ["label", *table.group_keys, "baseline", "n", "failed"]
     for c in table.columns:
-        head += [f"{c}_mean", f"{c}_std", f"{c}_n", f"{c}_best", f"{c}_within_noise"]
+        head += [f"{c}_{f}" for f in fields]
     rows = []
     for lb in table.labels:
         row: list[Any] = [lb, *(table.keys[lb].get(k, "") for k in table.group_keys),
                           lb == table.baseline, table.n[lb], table.failed[lb]]
         for col in table.columns:
             c = table.cells[(lb, col)]
-            row += [c.mean, c.std, c.n, c.best, c.noise]
+            vs = c.vs
+            nan = math.nan
+            row += [c.mean, c.std, c.n, c.lo, c.hi, c.best]
+            if vs is None:
+                row += [nan, nan, nan, "", nan, nan, nan, False, nan, ""]
+            else:
+                row += [vs.diff, vs.lo, vs.hi, vs.test, vs.df, vs.p, vs.p_holm, vs.significant,
+                        vs.n_needed, vs.reason]
         rows.append(row)
     return pd.DataFrame(rows, columns=head, dtype=object).to_csv(index=False, lineterminator="\r\n")
 
@@ -506,6 +749,20 @@ def to_html(table: AblationTable) -> str:
         classes.iloc[table.labels.index(table.baseline)] = "baseline"
     legend_html = "<br>".join(html.escape(line) for line in legend(table))
     return _styler_html(frame, "ablation", classes).to_html() + f"<p class='legend'>{legend_html}</p>"
+
+
+def stats_html(table: AblationTable) -> str:
+    """The statistics table as ``<table class='stats'>`` (baseline lines: class
+    ``baseline``) plus its legend."""
+    frame = stats_frame(table, "html")
+    if frame.empty:
+        return "<p>No values to summarise.</p>"
+    classes = pd.DataFrame("", index=frame.index, columns=frame.columns)
+    base = [i for i, name in enumerate(frame.iloc[:, 0]) if name.endswith("<i>(baseline)</i>")]
+    for i in base:
+        classes.iloc[i] = "baseline"
+    legend_html = "<br>".join(html.escape(line) for line in stats_legend(table))
+    return _styler_html(frame, "stats", classes).to_html() + f"<p class='legend'>{legend_html}</p>"
 
 
 def trials_frame(search: Search) -> pd.DataFrame:
@@ -547,6 +804,11 @@ __all__ = [
     "build_table",
     "cell_frame",
     "format_cell",
+    "stats_frame",
+    "stats_html",
+    "stats_latex",
+    "stats_legend",
+    "stats_markdown",
     "table_columns",
     "tex_escape",
     "to_csv",
