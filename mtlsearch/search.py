@@ -123,6 +123,11 @@ def _reporter(space: Space) -> Any:
     )
 
 
+def _local_folder(exp_dir: Location) -> str | None:
+    """The search folder's local path (None for remote storage)."""
+    return str(exp_dir.path) if exp_dir.is_local else None
+
+
 def build_tuner(
     space: Space, exp_dir: str | Path | Location, trials: list[dict[str, Any]] | None, ctx: dict[str, Any]
 ) -> Any:
@@ -152,7 +157,12 @@ def build_tuner(
             study_name=exp_dir.name,
             storage=storage,
         )
-        if len(space.seeds) > 1:  # every suggestion on every seed; Optuna learns their mean
+        if space.adaptive_initial is not None:  # more seeds while still in contention
+            from mtlsearch.replicate import AdaptiveSeeds
+
+            searcher = AdaptiveSeeds(searcher, space.seeds, space.adaptive_initial, search.metric,
+                                     search.mode, _local_folder(exp_dir), max_configs=search.num_samples)
+        elif len(space.seeds) > 1:  # every suggestion on every seed; Optuna learns their mean
             from mtlsearch.replicate import SeedReplicator
 
             metrics = search.metric if isinstance(search.metric, list) else [search.metric]
@@ -165,6 +175,22 @@ def build_tuner(
             reuse_actors=REUSE_ACTORS,
         )
         param_space: dict[str, Any] = {}
+    elif space.adaptive_initial is not None:  # planned rows, seeds added while in contention
+        from ray.tune.search import ConcurrencyLimiter
+
+        from mtlsearch.replicate import AdaptiveSeeds
+
+        assert trials is not None
+        searcher = AdaptiveSeeds(trials, space.seeds, space.adaptive_initial, search.metric,
+                                 search.mode, _local_folder(exp_dir))
+        tune_config = tune.TuneConfig(
+            search_alg=ConcurrencyLimiter(searcher, max_concurrent=space.max_concurrent_trials),
+            scheduler=scheduler,
+            num_samples=len(trials),
+            trial_dirname_creator=_trial_dirname,
+            reuse_actors=REUSE_ACTORS,
+        )
+        param_space = {}
     else:
         assert trials is not None
         param_space = {INDEX_KEY: tune.grid_search(list(range(len(trials))))}
@@ -250,6 +276,8 @@ def metadata(
             "resources": vars(space.resources),
             "max_concurrent_trials": space.max_concurrent_trials,
             "num_trials": len(trials) if trials is not None else s.num_samples * len(space.seeds),
+            "adaptive_seeds": ({"initial": space.adaptive_initial, "max": len(space.seeds)}
+                               if space.adaptive_initial is not None else None),
             "index_key": INDEX_KEY,
             "optuna_storage": str(exp_dir / OPTUNA_DB) if s.algorithm == "optuna" else None,
             "sampler": s.sampler if s.algorithm == "optuna" else None,
@@ -292,6 +320,11 @@ def dry_run(space: Space, exp_dir: str | Path | Location) -> str:
     """The text ``--dry-run`` prints: the trials of a grid/random search or the space."""
     exp_dir = parse_storage(exp_dir)
     lines = [describe(space), f"results would go to: {exp_dir}"]
+    if space.adaptive_initial is not None:
+        lines.append(f"adaptive replication: every configuration on seeds 0..{space.adaptive_initial - 1} "
+                     f"first, then one more seed at a time (up to {len(space.seeds)}) while its 95% interval "
+                     f"of {space.search.metric} overlaps the best configuration's; the trials below are the "
+                     "most it can run")
     study = str(exp_dir / OPTUNA_DB)
     if not exp_dir.is_local:
         study = f"{study_path(exp_dir)} on this machine, copied to {study}"

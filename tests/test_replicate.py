@@ -88,3 +88,106 @@ def test_seed_means_skip_missing_and_non_finite_values() -> None:
     assert seed_means([{"a": 1.0}, {"a": float("nan")}, None, {"a": 3}], ["a"]) == {"a": 2.0}
     assert seed_means([{"a": 1.0}, {"b": 2.0}], ["a", "b"]) == {"a": 1.0, "b": 2.0}
     assert seed_means([None, {"b": 2.0}], ["a", "b"]) is None
+
+
+# -- adaptive replication ------------------------------------------------------------------
+
+
+def _drive(rep, value_of, concurrency: int = 2, limit: int = 200) -> list[dict]:
+    """Run ``rep`` as Tune would: up to ``concurrency`` trials at a time, each finishing
+    with ``value_of(config)``; returns the trials' configs in start order."""
+    from ray.tune.search import Searcher
+
+    started, running, n = [], [], 0
+    while n < limit:
+        while len(running) < concurrency:
+            config = rep.suggest(f"t{n}")
+            if config is None or config == Searcher.FINISHED:
+                break
+            started.append(config)
+            running.append((f"t{n}", config))
+            n += 1
+        if not running:
+            assert config == Searcher.FINISHED
+            return started
+        tid, config = running.pop(0)
+        rep.on_trial_complete(tid, {"semseg_miou": value_of(config)})
+    raise AssertionError("the adaptive search did not finish")
+
+
+def test_a_clearly_worse_configuration_stops_at_its_initial_seeds(tmp_path: Path) -> None:
+    """Three planned configurations x seeds 0..5: two close good ones (means 50 and 49.8)
+    and a clearly worse one (10). The worse one stops at 2 seeds; the contenders get more."""
+    import json
+
+    from mtlsearch.replicate import REPLICATION_FILE, AdaptiveSeeds
+    from mtlsearch.space.spec import INDEX_KEY
+
+    seeds = list(range(6))
+    configs = [{"train.lr": lr} for lr in (0.003, 0.0029, 1e-9)]
+    rows = [{**c, SEED_KEY: s} for c in configs for s in seeds]
+    mean = {0.003: 50.0, 0.0029: 49.8, 1e-9: 10.0}
+    noise = [0.9, -0.7, 0.4, -1.1, 0.6, -0.2]
+    rep = AdaptiveSeeds(rows, seeds, 2, "semseg_miou", "max", str(tmp_path))
+    started = _drive(rep, lambda c: mean[c["train.lr"]] + noise[c[SEED_KEY]])
+    assert all(rows[c[INDEX_KEY]] == {k: v for k, v in c.items() if k != INDEX_KEY} for c in started)
+    count = {lr: sum(c["train.lr"] == lr for c in started) for lr in mean}
+    assert count[1e-9] == 2
+    assert count[0.003] > 2 and count[0.0029] > 2
+    seeds_of = {lr: sorted(c[SEED_KEY] for c in started if c["train.lr"] == lr) for lr in mean}
+    assert seeds_of[1e-9] == [0, 1] and seeds_of[0.003] == list(range(count[0.003]))
+    record = json.loads((tmp_path / REPLICATION_FILE).read_text())
+    assert record["exhausted"] and all(c["decided"] for c in record["configurations"])
+    assert [len(c["seeds"]) for c in record["configurations"]] == [count[0.003], count[0.0029], 2]
+
+
+def test_well_separated_configurations_all_stop_at_initial() -> None:
+    from mtlsearch.replicate import AdaptiveSeeds
+
+    seeds = list(range(6))
+    rows = [{"train.lr": lr, SEED_KEY: s} for lr in (1.0, 2.0) for s in seeds]
+    rep = AdaptiveSeeds(rows, seeds, 3, "semseg_miou", "max")
+    started = _drive(rep, lambda c: 10 * c["train.lr"] + 0.1 * c[SEED_KEY])
+    assert len(started) == 6
+
+
+def test_adaptive_with_optuna_tells_the_sampler_each_decided_mean(tmp_path: Path) -> None:
+    from ray.tune.search.optuna import OptunaSearch
+
+    from mtlsearch.replicate import AdaptiveSeeds
+
+    inner = OptunaSearch(space=_space, metric="semseg_miou", mode="max",
+                         sampler=PortableSampler("tpe", seed=0), study_name="s",
+                         storage=optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'o.db'}"))
+    rep = AdaptiveSeeds(inner, list(range(4)), 2, "semseg_miou", "max", max_configs=3)
+    values: dict[tuple[float, int], float] = {}
+
+    def value_of(config):
+        values[(config["train.lr"], config[SEED_KEY])] = v = 1000 * config["train.lr"] + config[SEED_KEY] % 2
+        return v
+
+    started = _drive(rep, value_of)
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'o.db'}")
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 3 and len({c["train.lr"] for c in started}) == 3
+    for t in done:
+        mine = [v for (lr, _), v in values.items() if lr == t.params["train.lr"]]
+        assert t.values[0] == pytest.approx(sum(mine) / len(mine))
+
+
+@pytest.mark.parametrize(("seeds", "match"), [
+    ({"initial": 3, "max": 2}, r"initial \(3\) must not exceed max \(2\)"),
+    ({"initial": 1, "max": 4}, "initial must be at least 2"),
+    ({"initial": 2}, "exactly initial and max"),
+    ([1, 1], "distinct"),
+    ([-1, 2], r"\[0, 2\^63\)"),
+])
+def test_bad_seeds_are_one_error_before_ray_starts(tmp_path: Path, seeds, match: str) -> None:
+    from mtlsearch.errors import UserError
+    from mtlsearch.space import load_space
+    from tests.tiny import tiny_base, write_space
+
+    path = write_space(tmp_path, {"name": "s", "base": tiny_base(tmp_path), "seeds": seeds,
+                                  "space": {"train.lr": {"grid": [0.001, 0.01]}}})
+    with pytest.raises(UserError, match=match):
+        load_space(path)

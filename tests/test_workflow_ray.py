@@ -179,6 +179,37 @@ def test_an_optuna_search_on_two_seeds_tells_the_sampler_each_configurations_mea
         assert t.values == pytest.approx([sum(r[m] for r in rows) / 2 for m in ("semseg_miou", "depth_rmse")])
 
 
+def test_an_adaptive_search_gives_a_clearly_worse_configuration_fewer_seeds(
+    ray_session: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``seeds: {initial: 3, max: 4}`` on the loss: a depth weight of 100 (a loss about
+    30x larger) stops at its 3 seeds; the two nearly equal weights overlap and get a
+    fourth; the status says finished. (With 2 seeds a 95% t interval is +-12.7 sd / sqrt 2:
+    measured here, even the 30x larger loss overlapped.)"""
+    from mtlsearch.replicate import REPLICATION_FILE
+    from mtlsearch.status import search_state
+
+    monkeypatch.chdir(tmp_path)
+    space = write_space(tmp_path, {
+        "name": "adaptive", "base": tiny_base(ray_session),
+        "space": {"tasks.depth": {"grid": [1.0, 1.01, 100.0]}},
+        "seeds": {"initial": 3, "max": 4},
+        "search": {"algorithm": "grid", "metric": "loss", "mode": "min"},
+        "max_concurrent_trials": 2,
+    })
+    assert run("search", str(space), "--storage", "trials") == 0
+    exp = tmp_path / "trials" / "adaptive"
+    seeds: dict[float, list[int]] = {}
+    for folder in trial_dirs(exp):
+        params = json.loads((folder / "params.json").read_text())
+        assert results(folder)[-1]["iteration"] == 4
+        seeds.setdefault(params["tasks.depth"], []).append(params["train.seed"])
+    record = json.loads((exp / REPLICATION_FILE).read_text())
+    assert sorted(seeds[100.0]) == [0, 1, 2], (seeds, record)
+    assert sorted(seeds[1.0]) == sorted(seeds[1.01]) == [0, 1, 2, 3], (seeds, record)
+    assert search_state(exp) == "finished"
+
+
 def test_hyperband_search(ray_session: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     space = write_space(tmp_path, {

@@ -549,11 +549,22 @@ def load_space(path: str | Path, profile: str | None = None, overrides: list[str
         profile=profile, overrides=list(overrides or []), raw=raw,
     )
     static_cfg = _static_check(space, items, base_origin)
-    space.seeds = list(seeds_given) if seeds_given is not None else [static_cfg.train.seed]
+    if isinstance(seeds_given, dict):  # adaptive replication over seeds 0..max-1
+        space.seeds = list(range(seeds_given["max"]))
+        space.adaptive_initial = seeds_given["initial"]
+    else:
+        space.seeds = list(seeds_given) if seeds_given is not None else [static_cfg.train.seed]
     space.baseline = _baseline(file, raw, params)
     _check_conditions(file, space, params)
     space.search = _search(file, doc, sections, params, space.seeds, static_cfg, baselines)
     space.scheduler = _scheduler(file, doc, sections, space.search, static_cfg, params, len(space.seeds))
+    if space.adaptive_initial is not None:
+        if space.search.multi_objective:
+            raise file.error(("seeds",), "adaptive replication compares one metric's intervals; "
+                             "search.metric is a list (give a list of seeds, or one metric)")
+        if space.scheduler is not None:
+            raise file.error(("scheduler",), "adaptive replication decides on finished seeds; a scheduler "
+                             "would stop them early (drop the scheduler, or give a list of seeds)")
     space.tracking = normalize_tracking(doc.tracking)
     space.cli_sections = plain(sections_override or {})
 

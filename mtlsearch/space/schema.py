@@ -43,9 +43,27 @@ def _mapping(value: Any) -> Any:
     raise _fail(f"expected a mapping, got {value!r}")
 
 
+MAX_ADAPTIVE_SEEDS = 100
+"""Most seeds ``seeds: {initial, max}`` may ask for."""
+
+
 def _seeds(value: Any) -> Any:
     if value is None:
         return None
+    if isinstance(value, dict):  # adaptive replication: {initial: k, max: m}
+        unknown = [k for k in value if k not in ("initial", "max")]
+        if unknown or set(value) != {"initial", "max"}:
+            raise _fail(f"adaptive replication takes exactly initial and max, got {value!r}")
+        initial, most = value["initial"], value["max"]
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (initial, most)):
+            raise _fail(f"initial and max must be integers, got {value!r}")
+        if initial < 2:
+            raise _fail(f"initial must be at least 2 (an interval needs two seeds), got {initial}")
+        if initial > most:
+            raise _fail(f"initial ({initial}) must not exceed max ({most})")
+        if most > MAX_ADAPTIVE_SEEDS:
+            raise _fail(f"max must be at most {MAX_ADAPTIVE_SEEDS}, got {most}")
+        return dict(value)
     seeds = [value] if isinstance(value, int) and not isinstance(value, bool) else value
     if (
         not isinstance(seeds, list) or not seeds

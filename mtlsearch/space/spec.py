@@ -156,6 +156,8 @@ class Space:
     """Trackers and their options (:mod:`mtlsearch.tracking`); empty: TensorBoard only."""
     cli_sections: dict[str, Any] = field(default_factory=dict)
     """Section values given on the command line (``--num-samples`` ...), merged last."""
+    adaptive_initial: int | None = None
+    """``seeds: {initial: k, max: m}``: k (``seeds`` is then 0..m-1); None: every seed."""
 
     # -- configs ------------------------------------------------------------
 
