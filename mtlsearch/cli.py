@@ -177,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     # best / status -------------------------------------------------------------
     p = _add(sub, "best", "mtlsearch.best:run_cli",
-             "the best finished trial of a search (Pareto set if multi-objective), its full config")
+             "the best configuration of a search by its mean over seeds (Pareto set if "
+             "multi-objective), its full config at the retrain seed")
     p.add_argument("search_dir", metavar="SEARCH", help="search folder, e.g. trials/demo")
     p.add_argument("--metric", default=None, metavar="M",
                    help="rank by this metric, or a,b for a Pareto set (default: the search's metric)")
@@ -185,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, metavar="FILE",
                    help="write the resolved config as YAML (mtlsearch train FILE reproduces it)")
     p = _add(sub, "status", "mtlsearch.status:run_cli",
-             "the trials table of a running or finished search")
+             "the trials and configurations (ranked by seed mean) of a running or finished search")
     p.add_argument("search_dir", metavar="SEARCH", help="search folder, e.g. trials/demo")
 
     # reproduce ---------------------------------------------------------------
