@@ -27,7 +27,8 @@ from mtlsearch.report.papers import (
     values_equal,
 )
 from mtlsearch.report.plots import pareto_front
-from mtlsearch.report.tables import build_table, to_markdown
+from mtlsearch.report.render import to_markdown
+from mtlsearch.report.tables import build_table
 
 NAME = "abl"
 SEEDS = (0, 1, 2)
@@ -685,7 +686,7 @@ def _hand_search(tmp_path: Path, fail: tuple[str, ...] = ("a0003_00003",)):
 
 
 def test_renderers_keep_marks_rows_and_rules(tmp_path: Path) -> None:
-    from mtlsearch.report.tables import to_csv, to_html, to_latex, trials_html, trials_markdown
+    from mtlsearch.report.render import to_csv, to_html, to_latex, trials_html, trials_markdown
 
     search = _hand_search(tmp_path)
     t = build_table(search)

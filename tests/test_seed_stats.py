@@ -20,6 +20,16 @@ import yaml
 from scipy import stats
 
 from mtlsearch.report.collect import collect
+from mtlsearch.report.render import (
+    stats_frame,
+    stats_html,
+    stats_latex,
+    stats_markdown,
+    to_csv,
+    to_html,
+    to_latex,
+    to_markdown,
+)
 from mtlsearch.report.stats import (
     compare,
     holm,
@@ -30,17 +40,7 @@ from mtlsearch.report.stats import (
     seeds_needed,
     summary,
 )
-from mtlsearch.report.tables import (
-    build_table,
-    stats_frame,
-    stats_html,
-    stats_latex,
-    stats_markdown,
-    to_csv,
-    to_html,
-    to_latex,
-    to_markdown,
-)
+from mtlsearch.report.tables import build_table
 
 KEY = "model.variant"
 

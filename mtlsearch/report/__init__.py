@@ -37,9 +37,7 @@ from mtlsearch.report.compare import (
     paper_markdown,
 )
 from mtlsearch.report.papers import direction_of, get_table
-from mtlsearch.report.tables import (
-    AblationTable,
-    build_table,
+from mtlsearch.report.render import (
     stats_html,
     stats_latex,
     stats_markdown,
@@ -50,6 +48,7 @@ from mtlsearch.report.tables import (
     trials_html,
     trials_markdown,
 )
+from mtlsearch.report.tables import AblationTable, build_table
 from mtlsearch.storage import cache_folder, is_uri, open_storage, sync_down
 
 log = logging.getLogger("mtlsearch.report")

@@ -22,14 +22,8 @@ from mtlsearch.report.papers import (
     ordering_agreement,
     values_equal,
 )
-from mtlsearch.report.tables import (
-    MISSING,
-    AblationTable,
-    Cell,
-    _header,
-    format_cell,
-    tex_escape,
-)
+from mtlsearch.report.render import format_cell, header, tex_escape
+from mtlsearch.report.tables import MISSING, AblationTable, Cell
 
 # ---------------------------------------------------------------------------
 # Published rows beside ours
@@ -200,12 +194,12 @@ def paper_latex(table: AblationTable, cmp: PaperComparison) -> str:
     if not cmp.pairs:
         metrics = list(next(iter(p.rows.values()), {}))
         out = ["\\begin{tabular}{l" + "r" * len(metrics) + "}", "\\toprule",
-               " & ".join(["Paper row", *(_header(m, "tex") for m in metrics)]) + " \\\\", "\\midrule"]
+               " & ".join(["Paper row", *(header(m, "tex") for m in metrics)]) + " \\\\", "\\midrule"]
         for prow, vals in p.rows.items():
             out.append(" & ".join([tex_escape(prow), *(_paper_num(vals.get(m), m) for m in metrics)]) + " \\\\")
         return "\n".join([*out, "\\bottomrule", "\\end{tabular}"]) + "\n"
     out = ["\\begin{tabular}{ll" + "rr" * len(cmp.metrics) + "}", "\\toprule",
-           " & ".join(["Paper row", "Ours", *(f"\\multicolumn{{2}}{{c}}{{{_header(m, 'tex')}}}" for m in cmp.metrics)]) + " \\\\",
+           " & ".join(["Paper row", "Ours", *(f"\\multicolumn{{2}}{{c}}{{{header(m, 'tex')}}}" for m in cmp.metrics)]) + " \\\\",
            " & ".join(["", "", *(["paper", "ours"] * len(cmp.metrics))]) + " \\\\", "\\midrule"]
     for prow, lb, prefix in cmp.pairs:
         cells = []
