@@ -52,16 +52,16 @@ from mtlsearch.errors import (
     set_error_folder,
 )
 from mtlsearch.outputs import check_run_folder
+from mtlsearch.plan import check_trials, dry_run
 from mtlsearch.space import (
     INDEX_KEY,
     SEED_KEY,
     Space,
-    describe,
-    format_table,
     load_space,
     plain,
 )
 from mtlsearch.storage import (
+    OPTUNA_DB,
     Location,
     open_storage,
     pull_study,
@@ -81,7 +81,6 @@ from mtlsearch.trial import (  # noqa: F401  (re-exported: the search's folder l
 )
 
 META_FILE = "mtlsearch.json"
-OPTUNA_DB = "optuna.db"
 DEFAULT_MAX_FAILURES = 2
 REUSE_ACTORS = True
 """A finished trial's process (torch, timm and mtlsearch imported) runs the next trial
@@ -293,65 +292,6 @@ def metadata(
         "planned_trials": trials,
         "static_config": cfg.to_dict(),
     }
-
-
-def check_trials(space: Space, trials: list[dict[str, Any]] | None) -> int:
-    """Build every planned trial's model on the ``meta`` device (an Optuna search: its
-    static config) so a combination of keys that cannot work fails before any data is
-    generated or Ray starts; returns the number of distinct models checked."""
-    from mtlsearch.models import check_buildable
-
-    seen: set[str] = set()
-    for values in trials if trials is not None else [{}]:
-        cfg = load_config(absolutize(space.tree(values), os.getcwd()))
-        shape = cfg.to_dict()
-        for irrelevant in ("train", "eval", "name"):
-            shape.pop(irrelevant, None)
-        key = json.dumps(shape, sort_keys=True, default=str)
-        if key in seen:
-            continue
-        seen.add(key)
-        varied = {k: v for k, v in values.items() if k in space.ablated_keys} or None
-        check_buildable(cfg, varied)
-    return len(seen)
-
-
-def dry_run(space: Space, exp_dir: str | Path | Location) -> str:
-    """The text ``--dry-run`` prints: the trials of a grid/random search or the space."""
-    exp_dir = parse_storage(exp_dir)
-    lines = [describe(space), f"results would go to: {exp_dir}"]
-    if space.adaptive_initial is not None:
-        lines.append(f"adaptive replication: every configuration on seeds 0..{space.adaptive_initial - 1} "
-                     f"first, then one more seed at a time (up to {len(space.seeds)}) while its 95% interval "
-                     f"of {space.search.metric} overlaps the best configuration's; the trials below are the "
-                     "most it can run")
-    study = str(exp_dir / OPTUNA_DB)
-    if not exp_dir.is_local:
-        study = f"{study_path(exp_dir)} on this machine, copied to {study}"
-    if space.search.algorithm == "optuna":
-        lines.append(
-            f"optuna {space.search.sampler.upper()} (seed {space.search.seed}) samples {space.search.num_samples} "
-            f"configuration(s) from (study {space.name!r} in {study}), each on {len(space.seeds)} seed(s) "
-            f"({space.search.num_samples * len(space.seeds)} trials; the sampler learns each configuration's "
-            f"seed mean):"
-        )
-        width = max((len(p.key) for p in space.params), default=0)
-        lines += [f"  {p.key.ljust(width)}  {p.describe()}" for p in space.params]
-        lines.append(f"  {SEED_KEY.ljust(width)}  {', '.join(map(str, space.seeds))}")
-    else:
-        trials = space.expand()
-        columns = [*(p.key for p in space.params), SEED_KEY]
-        rows = [{"#": i, **t} for i, t in enumerate(trials)]
-        lines.append(f"{len(trials)} trial(s):")
-        lines.append(format_table(rows, ["#", *columns]))
-    if space.baselines:
-        from mtlsearch.baselines import baseline_groups, missing_tasks
-
-        groups = baseline_groups(space, None if space.search.algorithm == "optuna" else space.expand())
-        todo = missing_tasks(exp_dir.parent, groups)
-        total = sum(len(g["tasks"]) for g in groups.values())
-        lines.append(f"single-task baselines: {total} run(s) needed, {len(todo)} not cached yet")
-    return "\n".join(lines)
 
 
 def trial_statuses(results: Any) -> dict[str, str]:

@@ -50,6 +50,9 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from mtlsearch.errors import UserError
 
+OPTUNA_DB = "optuna.db"
+"""File name of an Optuna search's study (SQLite) in its search folder."""
+
 CACHE_ENV = "MTLSEARCH_CACHE_DIR"
 DEFAULT_CACHE = ".cache/mtlsearch"
 CACHE_MARKER = ".mtlsearch-storage-cache"
@@ -381,8 +384,8 @@ def study_path(search: Location) -> Path:
     """The driver-side SQLite file of a search's Optuna study: in the search folder for
     local storage, else ``<cache>/studies/<hash>/optuna.db`` (keyed by the location)."""
     if search.is_local:
-        return search.local / "optuna.db"
-    return cache_root() / "studies" / search.key / "optuna.db"
+        return search.local / OPTUNA_DB
+    return cache_root() / "studies" / search.key / OPTUNA_DB
 
 
 def study_storage(search: str | Location) -> Any:
@@ -469,9 +472,9 @@ def push_study(local_db: str | Path, search: Location) -> None:
     local_db = Path(local_db)
     if search.is_local or not local_db.is_file():
         return
-    remote = search / "optuna.db"
+    remote = search / OPTUNA_DB
     with tempfile.TemporaryDirectory(prefix="mtlsearch-study-") as tmp:
-        snapshot = Path(tmp) / "optuna.db"
+        snapshot = Path(tmp) / OPTUNA_DB
         copy_sqlite(local_db, snapshot)
         remote.upload(snapshot)
     _pushed(local_db).write_text(json.dumps(_remote_stamp(remote)), encoding="utf-8")
@@ -484,7 +487,7 @@ def pull_study(search: Location, local_db: str | Path) -> bool:
     Returns whether it was copied."""
     if search.is_local:
         return False
-    remote = search / "optuna.db"
+    remote = search / OPTUNA_DB
     stamp = _remote_stamp(remote)
     if stamp is None:
         return False

@@ -24,6 +24,7 @@ import pandas as pd  # noqa: E402
 from mtlsearch.report.collect import SEED_KEY, Search  # noqa: E402
 from mtlsearch.report.papers import arrow, direction_of  # noqa: E402
 from mtlsearch.report.tables import AblationTable  # noqa: E402
+from mtlsearch.storage import OPTUNA_DB  # noqa: E402
 
 DPI = 110
 
@@ -297,7 +298,7 @@ def importance_plot(search: Search, objective: pd.Series, objective_name: str, p
     study = None
     source = "in-memory study built from the trials"
     settings = search.meta.get("search") or {}
-    db = search.path / "optuna.db"
+    db = search.path / OPTUNA_DB
     if not db.is_file() and settings.get("optuna_storage"):
         db = Path(settings["optuna_storage"])
     if db.is_file() and str(settings.get("algorithm", "")).lower() == "optuna":
