@@ -57,7 +57,7 @@ def test_every_sampler_round_trips_through_the_searchers_save_and_restore(
     restored.restore(str(tmp_path / "searcher.pkl"))
     inner = restored._sampler.inner
     assert type(inner) is type(sampler.inner)
-    assert restored._sampler.settings == sampler.settings  # not the placeholder's seed 99
+    assert restored._sampler.settings == sampler.settings  # the saved settings, not those of the instance restored into
     if name == "nsga2":
         assert inner.population_size == 2
     configs = _run(restored, 3, 3, multi)

@@ -18,9 +18,7 @@ Defaults live here and nowhere else; YAML files and ``--set`` only override them
 
 from __future__ import annotations
 
-import functools
 import json
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -29,162 +27,36 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    GetCoreSchemaHandler,
-    GetJsonSchemaHandler,
     Strict,
     model_validator,
 )
-from pydantic_core import PydanticCustomError, core_schema
 
 from mtlsearch.config import registries
-
-SEED_MAX = 2**63 - 1
-"""Largest seed (numpy and torch take 64-bit seeds)."""
-IMAGE_SIDE_MAX = 4096
-"""Largest image side in pixels for crops, validation padding and SynthRooms."""
-
-
-def key_error(field: str, message: str) -> PydanticCustomError:
-    """A validation error blamed on ``field`` (dotted, relative to the model raising it)."""
-    return PydanticCustomError("config_rule", "{message}", {"message": message, "field": field})
-
-
-def fail(kind: str, message: str) -> PydanticCustomError:
-    """A validation error with a finished one-line ``message`` (no templating)."""
-    return PydanticCustomError(kind, "{message}", {"message": message})
-
-
-def _near_below_far(section: str, near: float, far: float) -> None:
-    """The rule of a depth range (``regularizer``, ``cvm``): ``near`` below ``far``."""
-    if near >= far:
-        raise key_error("near", f"must be below {section}.far ({far}), got {near}")
-
-
-def _float_from_text(value: Any) -> Any:
-    """YAML 1.1 reads ``1e-3`` as a string: accept numeric strings for float keys."""
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
-
-
-Int = Annotated[int, Strict()]
-PosInt = Annotated[int, Strict(), Field(gt=0)]
-NonNegInt = Annotated[int, Strict(), Field(ge=0)]
-Seed = Annotated[int, Strict(), Field(ge=0, le=SEED_MAX)]
-Float = Annotated[float, BeforeValidator(_float_from_text), Strict()]
-PosFloat = Annotated[float, Strict(), Field(gt=0), BeforeValidator(_float_from_text)]
-NonNegFloat = Annotated[float, Strict(), Field(ge=0), BeforeValidator(_float_from_text)]
-Fraction = Annotated[float, Strict(), Field(gt=0, le=1), BeforeValidator(_float_from_text)]
-Bool = Annotated[bool, Strict()]
-Str = Annotated[str, Strict()]
-Side = Annotated[int, Strict(), Field(gt=0, le=IMAGE_SIDE_MAX)]
-SideOrZero = Annotated[int, Strict(), Field(ge=0, le=IMAGE_SIDE_MAX)]
-
-
-class _RegistryName(str):
-    """A string checked against a registry while validating; its JSON Schema lists
-    the registry's names when they can be read (``mtlsearch config schema``)."""
-
-    kind = "name"
-
-    @classmethod
-    def names(cls) -> tuple[str, ...]:
-        raise NotImplementedError
-
-    @classmethod
-    def check(cls, value: str) -> str:
-        known = cls.names()
-        if value not in known:
-            raise fail("unknown_name", f"unknown {cls.kind} {value!r} (known: {', '.join(known)})")
-        return value
-
-    @classmethod
-    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> Any:
-        return core_schema.no_info_after_validator_function(
-            cls.check, core_schema.str_schema(strict=True)
-        )
-
-    @classmethod
-    def __get_pydantic_json_schema__(cls, schema: Any, handler: GetJsonSchemaHandler) -> Any:
-        out = handler(schema)
-        try:
-            out["enum"] = list(cls.names())
-        except Exception:  # noqa: BLE001  (a registry that cannot load: schema stays a string)
-            out.pop("enum", None)
-        return out
-
-
-class TaskName(_RegistryName):
-    """A task of the task registry (``mtlsearch.tasks``)."""
-
-    kind = "task"
-
-    @classmethod
-    def names(cls) -> tuple[str, ...]:
-        return registries.task_names()
-
-
-class DecoderName(_RegistryName):
-    """A decoder registered in ``mtlsearch.models.decoders``."""
-
-    kind = "decoder"
-
-    @classmethod
-    def names(cls) -> tuple[str, ...]:
-        return registries.decoder_names()
-
-
-def _check_backbone(name: str) -> str:
-    if not name:
-        raise fail("backbone", "expected a timm model name, got ''")
-    if not registries.is_backbone(name):
-        close = registries.close_backbones(name)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise fail("backbone", f"{name!r} is not a timm model{hint}")
-    return name
-
-
-BACKBONE_KWARGS_RESERVED = (
-    "pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "pretrained_strict", "checkpoint_path",
-    "cache_dir", "features_only", "out_indices", "feature_cfg", "feature_cls", "feature_location",
-    "dynamic_img_size", "dynamic_img_pad",
+from mtlsearch.config.fields import (
+    IMAGE_SIDE_MAX,
+    Bool,
+    DecoderName,
+    Float,
+    Fraction,
+    NonNegFloat,
+    NonNegInt,
+    PosFloat,
+    PosInt,
+    Seed,
+    Side,
+    SideOrZero,
+    Str,
+    TaskName,
+    backbone_problem,
+    check_backbone,
+    check_backbone_kwargs,
+    check_file,
+    fail,
+    float_from_text,
+    key_error,
+    near_below_far,
+    unique,
 )
-"""``timm.create_model`` arguments that mtlsearch sets itself (or that would download)."""
-
-
-def _check_backbone_kwargs(value: dict[str, Any]) -> dict[str, Any]:
-    reserved = [k for k in value if k in BACKBONE_KWARGS_RESERVED]
-    if reserved:
-        raise fail(
-            "backbone_kwargs",
-            f"{', '.join(reserved)} cannot be set here (mtlsearch sets it; weights come only from "
-            "model.pretrained_path)",
-        )
-    return value
-
-
-@functools.cache
-def _backbone_problem(backbone: str, out_indices: tuple[int, ...], kwargs_json: str) -> str | None:
-    """:func:`registries.out_indices_problem` with ``model.backbone_kwargs`` (as JSON)."""
-    from mtlsearch.models.backbones import out_indices_problem
-
-    return out_indices_problem(backbone, out_indices, json.loads(kwargs_json))
-
-
-def _check_file(path: str) -> str:
-    if path and not Path(path).expanduser().is_file():
-        raise fail("file", f"weights file not found: {path}")
-    return path
-
-
-def _unique(values: list[Any]) -> list[Any]:
-    for i, value in enumerate(values):
-        if value in values[:i]:
-            raise fail("unique", f"{value!r} is listed twice")
-    return values
 
 
 class Section(BaseModel):
@@ -209,7 +81,7 @@ class SynthConfig(Section):
     ] = (96, 128)
     """Image size (height, width), 8 to 4096 pixels per side."""
     seed: Seed = 0
-    val_fraction: Annotated[float, Strict(), Field(gt=0, lt=1), BeforeValidator(_float_from_text)] = 0.25
+    val_fraction: Annotated[float, Strict(), Field(gt=0, lt=1), BeforeValidator(float_from_text)] = 0.25
     """Fraction of the rooms in the validation split, in (0, 1)."""
     cache_dir: Str = ".cache/synthrooms"
     extra_views: Annotated[int, Strict(), Field(ge=0, le=256)] = 0
@@ -230,7 +102,7 @@ class DataConfig(Section):
     fraction_seed: Seed = 0
     num_views: Annotated[int, Strict(), Field(gt=0, le=64)] = 1
     """Views per training sample (reference + nearest neighbours of the same scene)."""
-    source_tasks: Annotated[list[TaskName], AfterValidator(_unique)] = Field(default_factory=list)
+    source_tasks: Annotated[list[TaskName], AfterValidator(unique)] = Field(default_factory=list)
     """Tasks labelled on source (non-reference) views; empty = all. ``[depth]`` mimics
     NYUv2's extra video frames, which carry depth only."""
     crop_size: tuple[Side, Side] = (96, 128)
@@ -275,11 +147,11 @@ class DataConfig(Section):
 class ModelConfig(Section):
     """Backbone, decoder and output initialisation."""
 
-    backbone: Annotated[str, Strict(), AfterValidator(_check_backbone)] = "resnet18"
+    backbone: Annotated[str, Strict(), AfterValidator(check_backbone)] = "resnet18"
     """Any timm model name that supports ``features_only``."""
-    pretrained_path: Annotated[str, Strict(), AfterValidator(_check_file)] = ""
+    pretrained_path: Annotated[str, Strict(), AfterValidator(check_file)] = ""
     """Local weights file (never downloaded). Empty: random initialisation."""
-    weights: Annotated[str, Strict(), AfterValidator(_check_file)] = ""
+    weights: Annotated[str, Strict(), AfterValidator(check_file)] = ""
     """A full-model state_dict (ours: ``.safetensors`` or a torch file), loaded strictly
     after ``pretrained_path``, e.g. an official InvPT / MTI-Net checkpoint converted by
     ``mtlsearch weights convert``. The regularizer and aux heads may be absent from it
@@ -296,7 +168,7 @@ class ModelConfig(Section):
     depth_init: PosFloat = 2.5
     """Initial depth prediction in metres (bias of the depth outputs' last layer), so
     training starts from a typical indoor depth instead of 0."""
-    out_indices: Annotated[list[NonNegInt], Field(min_length=1), AfterValidator(_unique)] = Field(
+    out_indices: Annotated[list[NonNegInt], Field(min_length=1), AfterValidator(unique)] = Field(
         default_factory=lambda: [1, 2, 3, 4]
     )
     """Backbone feature levels (timm ``out_indices``). On single-scale backbones (ViTs) they
@@ -320,7 +192,7 @@ class ModelConfig(Section):
     on HRNet-W48 some groups straddle two tasks); ``tasks``: the paper's text, for each
     channel and pixel a softmax across the N tasks."""
 
-    backbone_kwargs: Annotated[dict[Str, Any], AfterValidator(_check_backbone_kwargs)] = Field(
+    backbone_kwargs: Annotated[dict[Str, Any], AfterValidator(check_backbone_kwargs)] = Field(
         default_factory=dict
     )
     """Extra keyword arguments for ``timm.create_model``: widths, depth, heads, drop path,
@@ -334,7 +206,7 @@ class ModelConfig(Section):
     def _feature_levels(self) -> ModelConfig:
         if self.backbone_kwargs:
             kwargs = json.dumps(self.backbone_kwargs, sort_keys=True, default=str)
-            problem = _backbone_problem(self.backbone, tuple(self.out_indices), kwargs)
+            problem = backbone_problem(self.backbone, tuple(self.out_indices), kwargs)
             if problem:
                 where = f"(with out_indices {list(self.out_indices)})"
                 raise key_error("backbone_kwargs", f"{problem}, got {self.backbone_kwargs} {where}")
@@ -350,7 +222,7 @@ class AlphaConfig(Section):
 
     schedule: Literal["linear_ramp", "constant", "cosine_ramp", "step"] = "linear_ramp"
     max: NonNegFloat = 4.0
-    ramp_fraction: Annotated[float, Strict(), Field(ge=0, le=1), BeforeValidator(_float_from_text)] = 0.5
+    ramp_fraction: Annotated[float, Strict(), Field(ge=0, le=1), BeforeValidator(float_from_text)] = 0.5
     """Fraction of ``train.iterations`` over which alpha rises to ``max``, in [0, 1]."""
     per_task: dict[TaskName, NonNegFloat] = Field(default_factory=dict)
     """alpha_t of Eq. 2: per-task overrides of ``max`` (same schedule), e.g. ``{depth: 2.0}``;
@@ -373,7 +245,7 @@ def _check_reg_tasks(value: Any) -> Any:
         for task in value:
             if task not in known:
                 raise fail("unknown_name", f"unknown task {task!r} (known: {', '.join(known)})")
-        return _unique(list(value))
+        return unique(list(value))
     raise fail("reg_tasks", f"expected 'all' or a non-empty list of tasks, got {value!r}")
 
 
@@ -392,7 +264,7 @@ class RegularizerConfig(Section):
     """Rendered tasks: ``all`` or a non-empty list of the config's tasks."""
     triplane_width: PosInt = 64
     hidden: PosInt = 64
-    dropout: Annotated[float, Strict(), Field(ge=0, lt=1), BeforeValidator(_float_from_text)] = 0.15
+    dropout: Annotated[float, Strict(), Field(ge=0, lt=1), BeforeValidator(float_from_text)] = 0.15
     samples_per_ray: PosInt = 32
     near: Float = -1.0
     far: Float = 1.0
@@ -429,14 +301,14 @@ class RegularizerConfig(Section):
 
     @model_validator(mode="after")
     def _ray_extent(self) -> RegularizerConfig:
-        _near_below_far("regularizer", self.near, self.far)
+        near_below_far("regularizer", self.near, self.far)
         return self
 
 
 class LossConfig(Section):
     """Options of the task losses (their weights are ``tasks``)."""
 
-    edge_pos_weight: Annotated[float, Strict(), Field(gt=0, lt=1), BeforeValidator(_float_from_text)] = 0.95
+    edge_pos_weight: Annotated[float, Strict(), Field(gt=0, lt=1), BeforeValidator(float_from_text)] = 0.95
     """Positive weight w of the balanced edge BCE (negatives weigh 1 - w), in (0, 1):
     0.95 in InvPT / MTI-Net's PASCAL setting, 0.8 in ATRC's NYUD setting."""
 
@@ -466,7 +338,7 @@ class CvmConfig(Section):
 
     @model_validator(mode="after")
     def _depth_range(self) -> CvmConfig:
-        _near_below_far("cvm", self.near, self.far)
+        near_below_far("cvm", self.near, self.far)
         return self
 
 
@@ -512,7 +384,7 @@ class EvalConfig(Section):
     """What is scored, how, and the single-task references of delta_m."""
 
     outputs: Annotated[
-        list[Literal["heads", "renders", "average"]], Field(min_length=1), AfterValidator(_unique)
+        list[Literal["heads", "renders", "average"]], Field(min_length=1), AfterValidator(unique)
     ] = Field(default_factory=lambda: ["heads"])
     """What to score: ``heads``, ``renders`` (regularizer) and/or ``average`` (Table 5)."""
     multiview: Bool = False
