@@ -25,13 +25,11 @@ from typing import Any
 
 from mtlsearch.config import load_config
 from mtlsearch.errors import UserError
+from mtlsearch.layout import BASELINES_DIR, BASELINES_FILE, TENSORBOARD_DIR
 from mtlsearch.space import Space, baseline_hash
 from mtlsearch.storage import Location
 from mtlsearch.storage import parse as parse_storage
 from mtlsearch.tasks import TASKS
-
-BASELINES_DIR = "_baselines"
-BASELINES_FILE = "baselines.json"
 
 
 def primary_metric(task: str) -> str:
@@ -148,7 +146,7 @@ def ensure_baselines(
             gpus_per_worker=space.resources.gpus_per_worker,
             storage_path=folder,
             name=task,
-            tensorboard_dir=folder.local / task / "tensorboard" if folder.is_local else None,
+            tensorboard_dir=folder.local / task / TENSORBOARD_DIR if folder.is_local else None,
         )
         start = time.time()
         print(f"[baseline {number}/{len(todo)}] {task} ({key})", flush=True)

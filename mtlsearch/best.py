@@ -44,13 +44,12 @@ import yaml
 
 from mtlsearch.config import load_config
 from mtlsearch.errors import UserError
+from mtlsearch.layout import CONFIG_FILE, FINISHED, PARAMS_FILE
 from mtlsearch.outputs import check_file, write_file
 from mtlsearch.space.text import format_value
 
 HEADER = "# written by mtlsearch best"
 """First line of every file ``mtlsearch best --out`` writes (how it recognises its own)."""
-CONFIG_FILE = "config.yaml"
-FINISHED = "TERMINATED"
 
 
 SEED_RULE = "the trial closest to the configuration's mean (ties: the smallest seed)"
@@ -148,9 +147,9 @@ def _trial_config(search_dir: Path, meta: dict[str, Any], tdir: Path | None) -> 
         tree = plain(load_mapping(tdir / CONFIG_FILE, "trial config"))
         return load_config(tree).to_dict()
     params: dict[str, Any] = {}
-    if tdir is not None and (tdir / "params.json").is_file():
+    if tdir is not None and (tdir / PARAMS_FILE).is_file():
         try:
-            loaded = json.loads((tdir / "params.json").read_text(encoding="utf-8"))
+            loaded = json.loads((tdir / PARAMS_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
             raise UserError(f"{tdir / 'params.json'}: unreadable ({type(err).__name__})") from None
         params = loaded if isinstance(loaded, dict) else {}

@@ -14,6 +14,8 @@ import time
 import traceback
 from pathlib import Path
 
+from mtlsearch.layout import ERROR_LOG
+
 
 class UserError(Exception):
     """A mistake the user can fix (bad argument, key, file or value).
@@ -37,8 +39,6 @@ class NonFiniteLossError(RuntimeError):
 
 DEBUG_ENV = "MTLSEARCH_DEBUG"
 """Set to 1 (or pass ``--debug``) to let an internal error raise with its traceback."""
-ERROR_LOG = "mtlsearch-error.log"
-"""File, in the search or run folder, that collects internal errors' tracebacks."""
 FALLBACK_LOG_DIR = Path(".cache") / "mtlsearch" / "errors"
 """Where a traceback goes when the command has no local search or run folder (yet)."""
 

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from mtlsearch.config import load_config
+from mtlsearch.layout import OPTUNA_DB
 from mtlsearch.space import SEED_KEY, Space, describe, format_table
-from mtlsearch.storage import OPTUNA_DB, Location, study_path
+from mtlsearch.storage import Location, study_path
 from mtlsearch.storage import parse as parse_storage
 from mtlsearch.trial import absolutize
 

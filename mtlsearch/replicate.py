@@ -12,7 +12,8 @@ its groups with the searcher, so ``--resume`` continues half-finished configurat
 
 ``num_samples`` (configurations) becomes ``num_samples x len(seeds)`` Tune trials:
 :func:`num_trials`. Intermediate results are not passed on (Optuna's pruning would see one
-seed); early-stopping schedulers are refused with several seeds (``space.load``).
+seed); with several seeds only ASHA may stop trials, and it decides on configuration means
+(:mod:`mtlsearch.halving`); the other schedulers are refused (``space.load``).
 
 :class:`AdaptiveSeeds` (``seeds: {initial: k, max: m}``, any algorithm) replicates
 adaptively instead: ``k`` seeds for every configuration, then one more at a time only
@@ -28,6 +29,7 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
+from mtlsearch.layout import REPLICATION_FILE
 from mtlsearch.space.spec import INDEX_KEY, SEED_KEY
 
 
@@ -115,10 +117,6 @@ def seed_means(results: list[dict | None], metrics: list[str]) -> dict[str, floa
 # ---------------------------------------------------------------------------
 # Adaptive replication: more seeds only while a configuration might still be the best
 # ---------------------------------------------------------------------------
-
-REPLICATION_FILE = "replication.json"
-"""Search-folder file where :class:`AdaptiveSeeds` records each configuration's seeds and
-whether it is decided (``status`` reads it to tell a finished adaptive search)."""
 
 
 def interval(values: list[float], level: float = 0.95) -> tuple[float, float, float]:

@@ -15,9 +15,10 @@ cache) are trained / generated once. Finally it writes one folder (``--out``, de
 ``.mtlsearch-reproduce``): ``<space name>/`` (each search's own report) and
 ``reproduce.md``, with every table beside the published one and a summary per table:
 the ordering agreement per metric (Kendall tau between our row means and the paper's)
-and, per paired row, whether its effect against the table's first paired row (the
-paper's reference) has the published sign and whether it lies within our seeds'
-spread (noise).
+and, per paired row, its effect against the table's first paired row (the paper's
+reference) with a 95% interval and a test (paired by seed, else Welch's; Holm over the
+table's effects), whether it has the published sign, and the seeds an unresolved effect
+would need for 80% power.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from mtlsearch.errors import UserError
+from mtlsearch.layout import ERROR
 
 PAPERS = {"3dmtl": "3dmtl", "cvm": "crossview_cvm"}
 """Command-line name -> group in ``mtlsearch/paper/tables.yaml``."""
@@ -130,33 +132,53 @@ def run_space(item: Planned, profile: str, storage: Path, address: str | None) -
 # ---------------------------------------------------------------------------
 
 
+def _row_values(report: Any, label: str, column: str) -> tuple[list[float], list[Any]]:
+    """One row's per-trial values of a table column, with the trials' seeds."""
+    table, res = report.table, report.search.results
+    ids = [str(t) for t in table.trial_ids.get(label, [])]
+    rows = res[res["trial_id"].astype(str).isin(ids) & (res["status"] != ERROR)]
+    seeds = rows["seed"].tolist() if "seed" in rows.columns else [None] * len(rows)
+    if column == "delta_m":
+        values = [table.trial_delta_m.get(str(t), math.nan) for t in rows["trial_id"]]
+    else:
+        name = "delta_m" if column == "delta_m_st" else f"final_{column}"
+        values = rows[name].astype(float).tolist() if name in rows.columns else [math.nan] * len(rows)
+    return [float(v) for v in values], seeds
+
+
 def _effects(report: Any) -> list[str]:
-    """Per paired row after the first: our effect vs the first paired row, its sign
-    against the paper's, and whether it lies within the seeds' spread."""
-    from mtlsearch.report.compare import _paper_cell
+    """Per paired row after the first: our effect against the first paired row with its
+    95% interval and test (paired by seed, else Welch's; Holm over the table's effects),
+    and its sign against the paper's."""
+    from mtlsearch.report.compare import _paper_cell, _paper_key
+    from mtlsearch.report.stats import adjust, compare
 
     cmp, table = report.comparison, report.table
     if cmp is None or len(cmp.pairs) < 2:
         return []
     ref_prow, ref_lb, ref_prefix = cmp.pairs[0]
-    lines = []
+    found = []
     for prow, lb, prefix in cmp.pairs[1:]:
         for m in cmp.metrics:
             ours, base = _paper_cell(table, lb, prefix, m), _paper_cell(table, ref_lb, ref_prefix, m)
             theirs, theirs_ref = cmp.paper.rows[prow].get(m), cmp.paper.rows[ref_prow].get(m)
             if ours is None or base is None or theirs is None or theirs_ref is None:
                 continue
-            effect, published = ours.mean - base.mean, theirs - theirs_ref
-            spread = max((c.std for c in (ours, base) if c.n > 1 and not math.isnan(c.std)), default=math.nan)
-            if math.isnan(spread):
-                noise = "noise unknown (one seed)"
-            elif abs(effect) <= spread:
-                noise = f"within noise (|effect| <= std {spread:.3g})"
-            else:
-                noise = f"beyond noise (std {spread:.3g})"
-            same = (effect > 0) == (published > 0) if effect and published else effect == published
-            lines.append(f"{prow} vs {ref_prow}, {m}: ours {effect:+.3g}, paper {published:+.3g}: "
-                         f"{'same sign' if same else 'OPPOSITE sign'}, {noise}")
+            vs = compare(*_row_values(report, lb, _paper_key(table, lb, prefix, m)),
+                         *_row_values(report, ref_lb, _paper_key(table, ref_lb, ref_prefix, m)))
+            found.append((prow, m, ours.mean - base.mean, theirs - theirs_ref, vs))
+    adjust([vs for *_, vs in found])
+    lines = []
+    for prow, m, effect, published, vs in found:
+        same = (effect > 0) == (published > 0) if effect and published else effect == published
+        if vs.tested:
+            needed = "more than 1000" if math.isinf(vs.n_needed) else f"{vs.n_needed:.0f}"
+            verdict = (f"[{vs.lo:+.3g}, {vs.hi:+.3g}], {vs.test} test, Holm p {vs.p_holm:.2g}: "
+                       + ("differs" if vs.significant else f"not resolved (about {needed} seeds for 80% power)"))
+        else:
+            verdict = f"not tested ({vs.reason})"
+        lines.append(f"{prow} vs {ref_prow}, {m}: ours {effect:+.3g} {verdict}; paper {published:+.3g}: "
+                     f"{'same sign' if same else 'OPPOSITE sign'}")
     return lines
 
 

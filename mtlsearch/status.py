@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mtlsearch.errors import UserError
+from mtlsearch.layout import FINISHED, META_FILE, REPLICATION_FILE
 from mtlsearch.space.text import format_table, format_value
 
 ERROR_CHARS = 60
@@ -122,14 +123,14 @@ def search_state(exp_dir: Any) -> str:
     exp_dir = Path(exp_dir)
     if not exp_dir.exists():
         return "missing"
-    if not (exp_dir / "mtlsearch.json").is_file():
+    if not (exp_dir / META_FILE).is_file():
         raise UserError(f"{exp_dir} exists but holds no mtlsearch search; move it away or use --storage")
     search = collect(exp_dir)
     if (search.meta.get("search") or {}).get("adaptive_seeds"):
         return _adaptive_state(exp_dir)
     planned = (search.meta.get("search") or {}).get("num_trials")
     statuses = list(search.results["status"]) if "status" in search.results else []
-    done = sum(s == "TERMINATED" for s in statuses)
+    done = sum(s == FINISHED for s in statuses)
     return "finished" if isinstance(planned, int) and done >= planned else "unfinished"
 
 
@@ -138,7 +139,6 @@ def _adaptive_state(exp_dir: Path) -> str:
     (the number of trials is not known in advance)."""
     import json
 
-    from mtlsearch.replicate import REPLICATION_FILE
 
     try:
         record = json.loads((exp_dir / REPLICATION_FILE).read_text())

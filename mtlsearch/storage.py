@@ -49,9 +49,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from mtlsearch.errors import UserError
-
-OPTUNA_DB = "optuna.db"
-"""File name of an Optuna search's study (SQLite) in its search folder."""
+from mtlsearch.layout import OPTUNA_DB
 
 CACHE_ENV = "MTLSEARCH_CACHE_DIR"
 DEFAULT_CACHE = ".cache/mtlsearch"

@@ -18,7 +18,10 @@ Samplers (``search.algorithm: optuna``), all seeded by ``search.seed``:
 
 Schedulers (Tune, on ``training_iteration``, i.e. evaluations), one scalar metric:
 
-* ``asha``: ``ASHAScheduler(max_t, grace_period, reduction_factor)``.
+* ``asha``: ``ASHAScheduler(max_t, grace_period, reduction_factor)``; with several seeds
+  :class:`mtlsearch.halving.SeedMeanASHA`, which stops a configuration (all its seeds) on
+  the mean of its seeds at each rung. The other schedulers decide on one trial, i.e. one
+  seed: with several seeds they are refused (use asha, or one seed).
 * ``hyperband``: ``HyperBandScheduler(max_t, reduction_factor)`` (synchronous: pauses
   trials at each rung and continues the best from their checkpoints).
 * ``median``: ``MedianStoppingRule(grace_period, min_samples_required)``.
@@ -83,9 +86,10 @@ def scheduler_problem(
     is a ``space`` key to blame or None for the scheduler section; None if it can."""
     if multi_objective:
         return None, f"{kind} needs one scalar metric; search.metric is a list (use delta_m)"
-    if algorithm == "optuna" and seeds > 1:
-        return None, (f"{kind} would stop or copy one seed's trial on that seed's value, while the "
-                      f"sampler learns seed means; drop the scheduler, or give one seed")
+    if seeds > 1 and kind != "asha":
+        return None, (f"{kind} would stop or copy one seed's trial on that seed's own value, not on its "
+                      f"configuration's mean over seeds; use scheduler asha (it decides on seed means), "
+                      f"or give one seed")
     if kind != "pbt":
         return None
     if algorithm == "optuna":
@@ -138,6 +142,11 @@ def make_scheduler(space: Any) -> Any:
 
     metric, mode = space.search.metric, space.search.mode
     common = {"time_attr": "training_iteration", "metric": metric, "mode": mode}
+    if sc.type == "asha" and len(space.seeds) > 1:
+        from mtlsearch.halving import SeedMeanASHA
+
+        return SeedMeanASHA(metric=metric, mode=mode, seeds=len(space.seeds), max_t=sc.max_t,
+                            grace_period=sc.grace_period, reduction_factor=sc.reduction_factor)
     if sc.type == "asha":
         return schedulers.ASHAScheduler(
             **common, max_t=sc.max_t, grace_period=sc.grace_period, reduction_factor=sc.reduction_factor

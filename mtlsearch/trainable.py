@@ -29,6 +29,7 @@ from typing import Any
 
 from mtlsearch.config import Config, load_config
 from mtlsearch.errors import UserError
+from mtlsearch.layout import TENSORBOARD_DIR
 from mtlsearch.outputs import check_run_folder
 from mtlsearch.session import BACKEND_KEY
 from mtlsearch.storage import Location, open_storage
@@ -36,8 +37,6 @@ from mtlsearch.storage import parse as parse_storage
 
 TRAIN_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
 """Ray Train V2 settings for the runs :func:`make_trainer` builds (read by ``.fit()``)."""
-TENSORBOARD_SUBDIR = "tensorboard"
-"""Where ``mtlsearch train`` writes TensorBoard events: ``<storage>/<name>/tensorboard``."""
 
 
 def make_trainer(
@@ -212,7 +211,7 @@ def run_cli(args: argparse.Namespace) -> int:
         gpus_per_worker=args.gpus_per_worker,
         storage_path=storage,
         name=name,
-        tensorboard_dir=storage.local / name / TENSORBOARD_SUBDIR if storage.is_local else None,
+        tensorboard_dir=storage.local / name / TENSORBOARD_DIR if storage.is_local else None,
         data_root=root,
     )
     if not storage.is_local:
@@ -233,4 +232,4 @@ def run_cli(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["TENSORBOARD_SUBDIR", "failure_reason", "format_metrics", "make_trainer", "run_cli"]
+__all__ = ["TENSORBOARD_DIR", "failure_reason", "format_metrics", "make_trainer", "run_cli"]

@@ -19,15 +19,12 @@ from typing import Any
 
 from mtlsearch.config import config_fields, load_config, set_dotted
 from mtlsearch.errors import NonFiniteLossError, UserError
+from mtlsearch.layout import CONFIG_FILE, FATAL_FILE, TENSORBOARD_DIR
 from mtlsearch.phases import mark
 from mtlsearch.space import INDEX_KEY, Space, baseline_hash
 from mtlsearch.storage import Location
 from mtlsearch.storage import parse as parse_storage
 
-CONFIG_FILE = "config.yaml"
-"""Written in a trial's folder when it starts: its whole resolved config."""
-FATAL_FILE = "fatal_error.txt"
-"""Written in a trial's folder when it fails for a reason a retry cannot fix."""
 PATH_KEYS = ("data.root", "data.synth.cache_dir", "model.pretrained_path", "model.weights")
 """Config paths made absolute (relative to the launch folder) before trials run, since
 Tune runs trials in their own working directories."""
@@ -83,7 +80,7 @@ def trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     cfg.name = f"{space.name}/{trial_id}"
     baselines = ctx["baselines"].get(baseline_hash(space.baseline_config(values))) or None
     write_resolved_config(cfg, baselines, fatal.parent / CONFIG_FILE)
-    tensorboard_dir = Path(tune_ctx.get_trial_dir()) / "tensorboard"
+    tensorboard_dir = Path(tune_ctx.get_trial_dir()) / TENSORBOARD_DIR
     mark("trial_start", trial_id)
     res = space.resources
     try:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from mtlsearch import cli, status
-from mtlsearch.errors import DEBUG_ENV, ERROR_LOG, UserError, set_error_folder
+from mtlsearch.errors import DEBUG_ENV, UserError, set_error_folder
+from mtlsearch.layout import ERROR_LOG
 
 
 def _a_bug(args) -> int:

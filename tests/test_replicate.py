@@ -120,7 +120,8 @@ def test_a_clearly_worse_configuration_stops_at_its_initial_seeds(tmp_path: Path
     and a clearly worse one (10). The worse one stops at 2 seeds; the contenders get more."""
     import json
 
-    from mtlsearch.replicate import REPLICATION_FILE, AdaptiveSeeds
+    from mtlsearch.layout import REPLICATION_FILE
+    from mtlsearch.replicate import AdaptiveSeeds
     from mtlsearch.space.spec import INDEX_KEY
 
     seeds = list(range(6))

@@ -748,3 +748,24 @@ def test_row_without_finished_trials_gets_empty_cells(tmp_path: Path) -> None:
     assert t.columns[-1] == "delta_m" and t.n == {"all": 0, "semseg": 2}
     assert t.cell("all", "delta_m").n == 0 and t.cell("semseg", "delta_m").mean == pytest.approx(2.5)
     assert "| all " in to_markdown(t) and to_markdown(t).count("—") == 3
+
+
+def test_reproduce_effects_carry_an_interval_and_a_test(report) -> None:
+    """``reproduce.md``'s effects against the table's first paired row (semseg): depth's
+    two seeds (0, 1; seed 2 failed) against semseg's three by Welch's test; 'all' is
+    0.5 below semseg on every seed, so a paired test has no spread to work with."""
+    import numpy as np
+    from scipy import stats as sps
+
+    from mtlsearch.reproduce import _effects
+
+    lines = {line.split(":", 1)[0]: line for line in _effects(report)}
+    depth = lines["depth vs semseg, semseg_miou"]
+    a, b = [42.0, 43.0], [45.0, 46.0, 47.0]
+    se = math.sqrt(np.var(a, ddof=1) / 2 + np.var(b, ddof=1) / 3)
+    df = se ** 4 / ((np.var(a, ddof=1) / 2) ** 2 / 1 + (np.var(b, ddof=1) / 3) ** 2 / 2)
+    half = sps.t.ppf(0.975, df) * se
+    assert f"ours -3.5 [{-3.5 - half:+.3g}, {-3.5 + half:+.3g}], welch test" in depth
+    assert sps.ttest_ind(a, b, equal_var=False).pvalue < 0.05  # raw; Holm may still not resolve it
+    assert "paper -0.42: same sign" in depth
+    assert "not tested (no spread in the per-seed differences)" in lines["all vs semseg, semseg_miou"]

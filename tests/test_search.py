@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mtlsearch.errors import UserError
-from mtlsearch.search import META_FILE, OPTUNA_DB
+from mtlsearch.layout import META_FILE, OPTUNA_DB
 from tests.tiny import search, tiny_base, write_space
 
 
@@ -291,7 +291,8 @@ def test_a_search_that_fails_keeps_its_traceback_in_the_search_folder(
     import re
 
     import mtlsearch.search as search_module
-    from mtlsearch.errors import DEBUG_ENV, ERROR_LOG, set_error_folder
+    from mtlsearch.errors import DEBUG_ENV, set_error_folder
+    from mtlsearch.layout import ERROR_LOG
 
     class Broken:
         def fit(self):

@@ -188,8 +188,14 @@ def test_optuna_with_several_seeds_runs_them_all_but_refuses_a_stopping_schedule
     from mtlsearch.search import dry_run
 
     assert "4 configuration(s)" in dry_run(space, tmp_path / "trials") and "12 trials" in dry_run(space, tmp_path / "trials")
-    with pytest.raises(UserError, match=r"scheduler.*asha would stop .* one seed's trial.*drop the scheduler, or give one seed"):
-        load_space(path, None, [], {"scheduler": {"type": "asha"}})
+    from mtlsearch.halving import SeedMeanASHA
+    from mtlsearch.strategies import make_scheduler
+
+    asha = load_space(path, None, [], {"scheduler": {"type": "asha", "grace_period": 1}})
+    assert isinstance(make_scheduler(asha), SeedMeanASHA) and make_scheduler(asha).seeds == 3
+    for kind in ("median", "hyperband"):
+        with pytest.raises(UserError, match=rf"scheduler.*{kind} would stop or copy one seed's trial.*use scheduler asha"):
+            load_space(path, None, [], {"scheduler": {"type": kind}})
 
 
 def test_nsga2_multi_objective_and_population(tmp_path: Path) -> None:
@@ -594,6 +600,32 @@ def test_wandb_callback_is_offline_unless_configured(tmp_path: Path, monkeypatch
 
 
 # -- baselines and conditions that could never match a planned row ------------------------
+
+
+@pytest.mark.parametrize(("space", "baseline", "match"), [
+    ({"regularizer.alpha.max": {"grid": [1.0, 2.0]}}, "no such row", r"'no such row' names no planned row: the rows are the values of regularizer\.alpha\.max: 1, 2"),
+    ({"regularizer.alpha.max": {"grid": [1.0, 2.0]}}, "3.0", r"the rows are the values"),
+    ({"regularizer.alpha.max": {"grid": [1.0, 2.0]}, "train.lr": {"grid": [0.001, 0.01]}}, "max=1.0",
+     None),
+    ({"regularizer.alpha.max": {"grid": [1.0, 2.0]}, "train.lr": {"grid": [0.001, 0.01]}}, "max=1.0, lr=0.5",
+     r"train\.lr takes 0\.001, 0\.01, not 0\.5"),
+    ({"regularizer.alpha.max": {"grid": [1.0, 2.0]}, "train.lr": {"grid": [0.001, 0.01]}}, "depth=1",
+     r"depth is not one of the varied keys"),
+    ({"regularizer.alpha.max": {"grid": [1.0, 2.0]}, "train.lr": {"grid": [0.001, 0.01]}}, "1.0",
+     r"varies several keys: name the row as 'key=value, key=value'"),
+])
+def test_a_baseline_named_by_its_row_label_must_name_a_planned_row(tmp_path: Path, space: dict, baseline: str,
+                                                                   match: str | None) -> None:
+    path = write_space(tmp_path, {"name": "b", "base": tiny_base(), "fixed": {"regularizer.enabled": True},
+                                  "space": space, "baseline": baseline})
+    if match is None:
+        assert load_space(path).baseline == baseline
+        return
+    with pytest.raises(UserError, match=match):
+        load_space(path)
+    assert load_space(write_space(tmp_path, {"name": "b", "base": tiny_base(), "fixed": {"regularizer.enabled": True},
+                                             "space": {"regularizer.alpha.max": {"grid": [1.0, 2.0]}},
+                                             "baseline": "2.0"})).baseline == "2.0"
 
 
 @pytest.mark.parametrize(("body", "match"), [

@@ -186,7 +186,7 @@ def test_an_adaptive_search_gives_a_clearly_worse_configuration_fewer_seeds(
     30x larger) stops at its 3 seeds; the two nearly equal weights overlap and get a
     fourth; the status says finished. (With 2 seeds a 95% t interval is +-12.7 sd / sqrt 2:
     measured here, even the 30x larger loss overlapped.)"""
-    from mtlsearch.replicate import REPLICATION_FILE
+    from mtlsearch.layout import REPLICATION_FILE
     from mtlsearch.status import search_state
 
     monkeypatch.chdir(tmp_path)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from mtlsearch.errors import UserError
+from mtlsearch.layout import ERROR
 from mtlsearch.outputs import MARKER_PREFIX, check_target, output_folder
 from mtlsearch.report.collect import Search
 from mtlsearch.report.collect import collect as collect_search
@@ -99,7 +100,7 @@ def _best_trial(search: Search, table: AblationTable) -> str | None:
     """A representative trial of the best row: the row with the best mean delta_m (the
     table's), else of the first table metric; of its trials, the one closest to that
     mean (ties: the first), not the row's luckiest seed."""
-    res = search.results[search.results["status"] != "ERROR"]
+    res = search.results[search.results["status"] != ERROR]
     if res.empty:
         return None
     for col in (["delta_m"] if table.trial_delta_m else []) + list(table.columns):

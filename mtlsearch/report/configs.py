@@ -19,10 +19,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mtlsearch.layout import FINISHED
 from mtlsearch.report.stats import Summary, summary
 from mtlsearch.space.spec import INDEX_KEY, SEED_KEY
-
-FINISHED = "TERMINATED"
 
 
 @dataclass

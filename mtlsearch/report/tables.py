@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from mtlsearch.errors import UserError
+from mtlsearch.layout import ERROR, UNFINISHED
 from mtlsearch.metrics import delta_m
 from mtlsearch.report.collect import SEED_KEY, Search, single_task_baselines
 from mtlsearch.report.papers import (
@@ -309,7 +310,7 @@ def build_table(search: Search, group_by: list[str] | None = None,
                 notes.append(f"ablated key {k} has no value in any trial; not grouped")
     columns = table_columns(search)
     label_of, row_keys = _group_rows(res, keys)
-    ok = res["status"] != "ERROR"
+    ok = res["status"] != ERROR
     used = res[ok]
     base_label, base_note = _find_baseline(search, baseline, row_keys, notes)
     labels = list(row_keys)
@@ -382,7 +383,7 @@ def build_table(search: Search, group_by: list[str] | None = None,
     all_count = label_of.value_counts()
     n = {lb: int(ok_count.get(lb, 0)) for lb in labels}
     failed = {lb: int(all_count.get(lb, 0)) - n[lb] for lb in labels}
-    unfinished = int(res["status"].isin(["RUNNING", "PENDING", "INTERRUPTED"]).sum()) if len(res) else 0
+    unfinished = int(res["status"].isin(list(UNFINISHED)).sum()) if len(res) else 0
     if unfinished:
         notes.append(f"{unfinished} trial(s) not finished: their last report is used")
     if sum(failed.values()):
