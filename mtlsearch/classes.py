@@ -1,4 +1,5 @@
-"""Label sets of the supported datasets (torch-free, so the CLI starts fast)."""
+"""Label sets of the supported datasets (torch-free, so the CLI starts fast); the class
+counts per layout are the class-valued tasks' (:data:`mtlsearch.tasks.NUM_CLASSES`)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,3 @@ SYNTHROOMS_CLASSES = (
 )
 """SynthRooms semantic classes (index = class id). The last six are objects (saliency)."""
 SYNTHROOMS_OBJECT_CLASSES = ("cabinet", "bed", "table", "lamp", "bin", "ball")
-
-NUM_CLASSES = {
-    "synthrooms": {"semseg": len(SYNTHROOMS_CLASSES), "parts": 7},
-    "nyud": {"semseg": 40, "parts": 7},
-    "pascal": {"semseg": 21, "parts": 7},
-}
-"""Output channels of the class-valued tasks per dataset layout."""

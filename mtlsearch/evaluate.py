@@ -8,9 +8,10 @@ each sample alone (a cross-view model duplicates it with an identity pose). Keys
 - ``render_<task>_<metric>``: the regularizer's render of a rendered task, bilinearly
   upsampled from render size (``regularizer.render_scale``) to the label size;
 - ``avg_<task>_<metric>``: the mean of head and upsampled render AFTER each task's
-  activation (softmax for semseg/parts, sigmoid for edge/sal, L2 normalisation for
-  normals, identity for depth), turned back into the prediction convention of
-  :mod:`mtlsearch.tasks` (log-probabilities, logits, vectors, metres) for the metrics;
+  activation (``TaskSpec.activate``: softmax for class maps, sigmoid for binary maps, L2
+  normalisation for normals, identity for depth), turned back into the prediction
+  convention (``TaskSpec.deactivate``: log-probabilities, logits, vectors, metres) for
+  the metrics;
 - ``mv_<task>_<metric>``: the heads with the sample's source views as extra input
   (only for models that take several views: ``cvm.enabled``).
 
@@ -27,7 +28,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
@@ -77,25 +77,13 @@ def model_inputs(views: Sequence[dict[str, Any]], cfg: Config, multiview: bool) 
 
 def activate(task: str, pred: torch.Tensor) -> torch.Tensor:
     """A prediction after its task's activation (probabilities, unit vectors, metres)."""
-    kind = get_task(task).kind
-    if kind == "classes":
-        return pred.softmax(dim=1)
-    if kind == "binary":
-        return pred.sigmoid()
-    if kind == "normals":
-        return F.normalize(pred, dim=1)
-    return pred
+    return get_task(task).activate(pred)
 
 
 def deactivate(task: str, value: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`activate` up to what the metrics read (log-probabilities for
     classes, logits for binary maps), so averaged predictions score like raw ones."""
-    kind = get_task(task).kind
-    if kind == "classes":
-        return value.clamp_min(1e-12).log()
-    if kind == "binary":
-        return torch.logit(value.clamp(1e-6, 1.0 - 1e-6))
-    return value
+    return get_task(task).deactivate(value)
 
 
 def average_prediction(task: str, head: torch.Tensor, render: torch.Tensor) -> torch.Tensor:
@@ -108,11 +96,12 @@ def average_prediction(task: str, head: torch.Tensor, render: torch.Tensor) -> t
 def update_metric(
     metric: Metric, task: str, pred: torch.Tensor, label: torch.Tensor, sizes: torch.Tensor | None
 ) -> None:
-    """Add a batch to ``metric``. Boundaries are scored per image on its unpadded part
-    (``sizes`` (B, 2): each view's (H, W) before validation padding), so the matching
-    tolerance is a fraction of the real image's diagonal and NMS never sees the padding
-    (SEISM evaluates the unpadded image). Other metrics skip padding by its ignore value."""
-    if task != "edge" or sizes is None:
+    """Add a batch to ``metric``. A task with ``TaskSpec.unpadded`` (boundaries) is scored
+    per image on its unpadded part (``sizes`` (B, 2): each view's (H, W) before
+    validation padding), so the matching tolerance is a fraction of the real image's
+    diagonal and NMS never sees the padding (SEISM evaluates the unpadded image). Other
+    metrics skip padding by its ignore value."""
+    if not get_task(task).unpadded or sizes is None:
         metric.update(pred, label)
         return
     for i, (h, w) in enumerate(sizes.tolist()):

@@ -3,8 +3,9 @@
 The checkpoint's model is exported (no regularizer, no auxiliary heads) and run on each
 image alone, as the papers evaluate: a cross-view model trained on multi-view batches
 receives the image duplicated with the identity pose. Each image gives
-``<stem>.npz`` (semseg/parts class maps, depth in metres, unit normals, edge and saliency
-probabilities) and ``<stem>.png`` (the image beside every task's prediction), written
+``<stem>.npz`` (each task's decoded prediction, ``TaskSpec.decode_prediction``: class
+maps, depth in metres, unit normals, edge and saliency probabilities) and ``<stem>.png``
+(the image beside every task's prediction in its preview colours), written
 into ``--out`` by the rule of :mod:`mtlsearch.outputs` (a new folder, or earlier
 predictions replaced).
 """
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from PIL import UnidentifiedImageError
 
 from mtlsearch.errors import UserError
+from mtlsearch.tasks import get_task
 
 PREDICTIONS_KIND = "predictions"
 """Marker kind (``.mtlsearch-predictions``): ``--out`` replaces only earlier predictions."""
@@ -63,18 +65,7 @@ def predict(model: torch.nn.Module, cfg, rgb: np.ndarray) -> dict[str, np.ndarra
     image = F.pad(image, (0, pw, 0, ph))
     K = torch.as_tensor(default_K(cfg.data.layout, (h, w)), dtype=torch.float32)[None]
     heads = model(image, K=K)["heads"]
-    out: dict[str, np.ndarray] = {}
-    for task, pred in heads.items():
-        pred = pred[0, :, :h, :w]
-        if task in ("semseg", "parts"):
-            out[task] = pred.argmax(0).to(torch.uint8).numpy()
-        elif task == "depth":
-            out[task] = pred[0].numpy().astype(np.float32)
-        elif task == "normals":
-            out[task] = F.normalize(pred, dim=0).permute(1, 2, 0).numpy().astype(np.float32)
-        else:
-            out[task] = torch.sigmoid(pred[0]).numpy().astype(np.float32)
-    return out
+    return {task: get_task(task).decode_prediction(pred[0, :, :h, :w]) for task, pred in heads.items()}
 
 
 def draw(rgb: np.ndarray, preds: dict[str, np.ndarray], path: Path) -> None:
@@ -83,17 +74,11 @@ def draw(rgb: np.ndarray, preds: dict[str, np.ndarray], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("image", rgb, None)]
-    for task, value in preds.items():
-        if task == "normals":
-            panels.append((task, (value + 1) / 2, None))
-        else:
-            cmap = "tab20" if task in ("semseg", "parts") else "viridis" if task == "depth" else "gray"
-            panels.append((task, value, cmap))
+    panels = [("image", rgb)]
+    panels += [(task, get_task(task).preview(value, prediction=True)) for task, value in preds.items()]
     fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 2.4), squeeze=False)
-    for ax, (title, value, cmap) in zip(axes[0], panels):
-        ax.imshow(value.clip(0, 1) if value.ndim == 3 and value.dtype != np.uint8 else value,
-                  cmap=cmap, interpolation="nearest")
+    for ax, (title, value) in zip(axes[0], panels):
+        ax.imshow(value, interpolation="nearest")
         ax.set_title(title, fontsize=9)
         ax.axis("off")
     fig.tight_layout()
@@ -124,10 +109,6 @@ def run_cli(args: argparse.Namespace) -> int:
             preds = predict(model, cfg, rgb)
             np.savez_compressed(tmp / f"{path.stem}.npz", **preds)
             draw(rgb, preds, tmp / f"{path.stem}.png")
-            summary = ", ".join(
-                f"depth {preds['depth'].min():.2f}-{preds['depth'].max():.2f} m" if t == "depth"
-                else f"{t} {len(np.unique(v))} classes" if t in ("semseg", "parts") else t
-                for t, v in preds.items()
-            )
+            summary = ", ".join(get_task(t).summary(v) for t, v in preds.items())
             print(f"{path.name}: {summary} -> {out / path.stem}.npz, .png")
     return 0

@@ -374,7 +374,7 @@ def test_directions_come_from_the_task_registry() -> None:
 
 @pytest.mark.parametrize("task", list(TASKS))
 def test_metric_class_reports_the_registry_metrics(task: str) -> None:
-    """What each task's scorer computes is what tasks.py lists (the registry is the only
+    """What each task's scorer computes is what its task module lists (the registry is the only
     place directions are written; this replaces the import-time check)."""
     assert metric_class(task).names == tuple(TASKS[task].metrics)
     assert TASKS[task].metric in TASKS[task].metrics

@@ -11,8 +11,10 @@ import scipy.io
 from PIL import Image
 
 from mtlsearch.data.nyud import NyudReader
-from mtlsearch.data.pascal import PascalReader, context_edges, decode_human_parts, laplacian, thin
+from mtlsearch.data.pascal import PascalReader
 from mtlsearch.errors import UserError
+from mtlsearch.tasks.edge import context_edges, laplacian, thin
+from mtlsearch.tasks.parts import decode_human_parts
 
 H, W = 32, 40
 

@@ -10,7 +10,7 @@ from mtlsearch.tasks import IGNORE, NUM_CLASSES, TASKS, metric_direction, task_l
 
 
 def _label(task: str, shape: tuple[int, int, int], fill: float | None) -> torch.Tensor:
-    """A label in the tasks.py encoding: ``fill`` everywhere, or a valid random one."""
+    """A label in the mtlsearch.tasks encoding: ``fill`` everywhere, or a valid random one."""
     spec = TASKS[task]
     b, h, w = shape
     g = torch.Generator().manual_seed(0)

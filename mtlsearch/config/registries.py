@@ -22,6 +22,14 @@ def task_names() -> tuple[str, ...]:
     return tuple(TASKS)
 
 
+def renders_ray_depth(tasks: list[str] | tuple[str, ...]) -> bool:
+    """Whether the regularizer renders one of ``tasks`` as the expected ray depth
+    (``TaskSpec.ray_depth``: depth), a value that a raw render only has in the input view."""
+    from mtlsearch.tasks import TASKS
+
+    return any(TASKS[t].ray_depth for t in tasks if t in TASKS)
+
+
 @functools.cache
 def metric_prefixes() -> tuple[str, ...]:
     """Prefixes of reported keys (renders, head/render average, multi-view): ``mtlsearch.tasks``."""

@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from mtlsearch.data.reader import IGNORE, Reader
+from mtlsearch.data.reader import Reader
 from mtlsearch.errors import UserError
+from mtlsearch.tasks import get_task
 
 
 @dataclass
@@ -44,42 +45,14 @@ class CheckReport:
 
 
 def _check_label(task: str, label: np.ndarray, reader: Reader, report: CheckReport) -> str | None:
-    """Record the label's range; return a problem description or None."""
-    if task in ("semseg", "parts"):
-        n = reader.num_classes.get(task, 7)
-        vals = np.unique(label)
-        bad = vals[(vals >= n) & (vals != IGNORE)]
-        report.classes_seen[task].update(int(v) for v in vals if v != IGNORE)
-        if bad.size:
-            return f"class values {bad.tolist()[:8]} outside 0..{n - 1} (and {IGNORE} ignore)"
-        return None
-    if task == "depth":
-        if not np.isfinite(label).all():
-            return "non-finite depth values"
-        if (label < 0).any():
-            return f"negative depth (min {float(label.min()):.3f})"
-        valid = label[label > 0]
-        if valid.size:
-            report.update_range("depth (m)", float(valid.min()), float(valid.max()))
-        return None
-    if task == "normals":
-        norm = np.linalg.norm(label, axis=2)
-        valid = norm > 0
-        report.update_range("normals valid fraction", float(valid.mean()), float(valid.mean()))
-        if (np.abs(norm[valid] - 1.0) > 0.05).any():
-            return "normals of non-unit length"
-        return None
-    if task in ("edge", "sal"):
-        vals = np.unique(label)
-        bad = vals[(vals != 0) & (vals != 1) & (vals != IGNORE)]
-        if task == "sal":
-            bad = vals[((vals < 0) | (vals > 1)) & (vals != IGNORE)]
-        if bad.size:
-            return f"values {bad.tolist()[:8]} outside [0, 1]"
-        pos = float((label == 1).mean())
-        report.update_range(f"{task} positive fraction", pos, pos)
-        return None
-    return None
+    """Record what the task's check learns from the label; return its problem or None."""
+    spec = get_task(task)
+    check = spec.check_label(label, reader.num_classes.get(task) or spec.channels(reader.layout))
+    if check.classes is not None:
+        report.classes_seen[task].update(check.classes)
+    for key, (lo, hi) in check.ranges.items():
+        report.update_range(key, lo, hi)
+    return check.problem
 
 
 def _check_camera(reader: Reader, id_: str) -> tuple[Any, str | None]:

@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from mtlsearch.data.reader import LABEL_FILL, Camera, empty_label
+from mtlsearch.data.reader import Camera, empty_label
+from mtlsearch.tasks import get_task
 
 
 class ViewGraph:
@@ -86,7 +87,7 @@ def source_copy(view: dict[str, Any], keep: set[str] | None) -> dict[str, Any]:
     if keep is not None:
         for task, label in view["labels"].items():
             if task not in keep:
-                out["labels"][task] = torch.full_like(label, LABEL_FILL[task])
+                out["labels"][task] = torch.full_like(label, get_task(task).ignore)
                 out["has"][task] = torch.tensor(False)
     out["rel_pose"] = torch.eye(4)
     return out

@@ -12,7 +12,8 @@
     ROOT/gt_sets/{train,val}.txt
     ROOT/meta.json                              (optional; SynthRooms writes its class list)
 
-A task is provided when its folder exists.
+A task is provided when its folder exists; the folders and their decoding are the tasks'
+(``TaskSpec.files["nyud"]``, :mod:`mtlsearch.tasks`).
 """
 
 from __future__ import annotations
@@ -20,45 +21,26 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-
-from mtlsearch.classes import NUM_CLASSES
-from mtlsearch.data.reader import (
-    Reader,
-    decode_binary,
-    decode_class_png,
-    decode_depth,
-    decode_normals,
-    decode_saliency,
-    read_split,
-)
+from mtlsearch.data.reader import Reader, read_split
 from mtlsearch.errors import UserError
 
-TASK_DIRS = {
-    "semseg": ("segmentation", (".png",)),
-    "depth": ("depth", (".npy", ".png")),
-    "normals": ("normals", (".png", ".npy")),
-    "edge": ("edge", (".png", ".npy")),
-    "sal": ("saliency", (".png",)),
-}
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")
 
 
 class NyudReader(Reader):
     """NYUD_MT folder reader; ``layout`` is ``nyud`` (40 classes) or ``synthrooms``."""
 
+    format = "nyud"
+
     def __init__(self, root: str | Path, layout: str = "nyud") -> None:
         super().__init__(root)
         if layout not in ("nyud", "synthrooms"):
             raise UserError(f"data.layout: NYUD_MT reader cannot read layout {layout!r}")
         self.layout = layout
-        self.tasks = tuple(t for t, (d, _) in TASK_DIRS.items() if (self.root / d).is_dir())
         if not (self.root / "images").is_dir():
             raise UserError(f"{self.root}: not a NYUD_MT folder (no images/ folder)")
         self.meta = self._read_meta()
-        classes = self.meta.get("classes")
-        n_sem = len(classes) if isinstance(classes, list) and classes else NUM_CLASSES[layout]["semseg"]
-        self.num_classes = {"semseg": n_sem}
+        self.find_tasks()
         self._has_cameras = (self.root / "cameras").is_dir()
 
     def _read_meta(self) -> dict:
@@ -83,24 +65,3 @@ class NyudReader(Reader):
 
     def image_path(self, id_: str) -> Path:
         return self._find("images", id_, IMAGE_EXTS)
-
-    def label_path(self, id_: str, task: str) -> Path:
-        folder, exts = TASK_DIRS[task]
-        return self._find(folder, id_, exts)
-
-    def read_label(self, id_: str, task: str) -> np.ndarray:
-        self.check_tasks([task])
-        path = self.label_path(id_, task)
-        if task == "semseg":
-            raw = decode_class_png(path)
-            # 0 = void -> 255; k -> k - 1 (uint8 wrap-around maps 0 to 255 exactly).
-            return (raw - np.uint8(1)).astype(np.uint8)
-        if task == "depth":
-            return decode_depth(path)
-        if task == "normals":
-            return decode_normals(path)
-        if task == "edge":
-            return decode_binary(path)
-        if task == "sal":
-            return decode_saliency(path)
-        raise UserError(f"task {task!r} is not provided by the {self.layout} dataset at {self.root}")

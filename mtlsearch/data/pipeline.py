@@ -400,8 +400,7 @@ def build_datasets(
         reader, val_ids, train=False, num_views=val_num_views,
         val_image_size=val_image_size, **common,  # type: ignore[arg-type]
     )
-    num_classes = {t: n for t, n in (("semseg", reader.num_classes.get("semseg", 0)), ("parts", 7))
-                   if t in reader.tasks and n}
+    num_classes = {t: n for t, n in reader.num_classes.items() if t in reader.tasks and n}
     info = DatasetInfo(
         layout=cfg.data.layout, root=str(reader.root), tasks=list(reader.tasks),
         num_classes=num_classes, has_cameras=reader.has_cameras,

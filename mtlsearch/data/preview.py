@@ -1,8 +1,10 @@
 """``mtlsearch data preview``: draw views of an NYUD_MT-layout dataset with their labels.
 
-One row per view; columns RGB, depth, normals, segmentation (colour map), edges,
-saliency. Missing label folders are drawn as empty panels; a missing dataset folder,
-split file or image is a :class:`UserError` naming it.
+One row per view; columns RGB and every task the NYUD_MT format can hold, in registry
+order, each label decoded by the reader and drawn in its task's preview colours
+(``TaskSpec.preview``, ``colour_scale``). A task the dataset lacks, or a view without that
+label, is an empty panel; a missing dataset folder, split file or image is a
+:class:`UserError` naming it.
 """
 
 from __future__ import annotations
@@ -13,56 +15,32 @@ from typing import Any
 
 import numpy as np
 
-from mtlsearch.data.reader import read_npy, read_png, read_split
+from mtlsearch.data.nyud import NyudReader
+from mtlsearch.data.reader import read_split
 from mtlsearch.errors import UserError
 from mtlsearch.outputs import check_file_target, png_software
+from mtlsearch.tasks import TASKS
 
-COLUMNS = ("RGB", "depth", "normals", "segmentation", "edges", "saliency")
 PREVIEW_KIND = "data preview"
 """``--out`` may overwrite only a PNG whose ``Software`` chunk says this command wrote it."""
 
 
-def _find(folder: Path, vid: str, exts: tuple[str, ...]) -> Path | None:
-    for ext in exts:
-        path = folder / f"{vid}{ext}"
-        if path.is_file():
-            return path
-    return None
-
-
-def _load(root: Path, vid: str) -> list[np.ndarray | None]:
-    """The six panels of view ``vid`` (None where the dataset lacks that label)."""
-    img_path = _find(root / "images", vid, (".png", ".jpg", ".jpeg"))
-    if img_path is None:
-        raise UserError(f"image of {vid!r} not found in {str(root / 'images')!r}")
-    rgb = read_png(img_path, "RGB")
-    panels: list[np.ndarray | None] = [rgb]
-    p = _find(root / "depth", vid, (".npy",))
-    panels.append(_map(p, read_npy(p).astype(np.float32).squeeze(), (2,)) if p else None)
-    p = _find(root / "normals", vid, (".png", ".npy"))
-    if p is None:
-        panels.append(None)
-    elif p.suffix == ".npy":
-        n = read_npy(p).astype(np.float32)
-        n = n.transpose(1, 2, 0) if n.ndim == 3 and n.shape[0] == 3 and n.shape[-1] != 3 else n
-        panels.append(_map(p, np.clip((n + 1) / 2, 0, 1), (3,)))
-    else:
-        panels.append(read_png(p, "RGB"))
-    for folder in ("segmentation", "edge", "saliency"):
-        p = _find(root / folder, vid, (".png", ".npy"))
-        if p is None:
+def _load(reader: NyudReader, vid: str, tasks: list[str]) -> list[np.ndarray | None]:
+    """The panels of view ``vid``: its image, then each task's label in preview colours
+    (None where the dataset lacks that label)."""
+    if not reader.image_path(vid).is_file():
+        raise UserError(f"image of {vid!r} not found in {str(reader.root / 'images')!r}")
+    provided = [t for t in tasks if t in reader.tasks]
+    view = reader.read_view(vid, provided, partial=True)
+    panels: list[np.ndarray | None] = [view["image"]]
+    for task in tasks:
+        if task not in provided or not view["has"][task]:
             panels.append(None)
-        else:
-            arr = read_npy(p) if p.suffix == ".npy" else read_png(p)
-            panels.append(_map(p, np.asarray(arr).squeeze(), (2, 3)))
+            continue
+        spec, label = TASKS[task], view["labels"][task]
+        channels = reader.num_classes.get(task) or spec.channels(reader.layout)
+        panels.append(spec.preview(label, spec.colour_scale(label, channels)))
     return panels
-
-
-def _map(path: Path, arr: np.ndarray, ndims: tuple[int, ...]) -> np.ndarray:
-    """``arr`` if it is a drawable (H, W) or (H, W, 3) map, else a UserError naming ``path``."""
-    if arr.ndim not in ndims or (arr.ndim == 3 and arr.shape[2] not in (3, 4)) or 0 in arr.shape:
-        raise UserError(f"{path}: cannot draw an array of shape {arr.shape}")
-    return arr
 
 
 def draw_preview(root: str | Path, out: str | Path, num: int = 4, split: str = "train") -> Path:
@@ -85,12 +63,15 @@ def draw_preview(root: str | Path, out: str | Path, num: int = 4, split: str = "
         raise UserError(f"split file {str(split_file)!r} lists no views")
     out = check_file_target(out, PREVIEW_KIND)
 
-    rows = [_load(root, vid) for vid in ids]
+    reader = NyudReader(root)
+    tasks = [name for name, spec in TASKS.items() if reader.format in spec.files]
+    columns = ["RGB", *(TASKS[t].title for t in tasks)]
+    rows = [_load(reader, vid, tasks) for vid in ids]
     fig, axes = plt.subplots(
-        len(rows), len(COLUMNS), figsize=(2.4 * len(COLUMNS), 2.0 * len(rows)), squeeze=False
+        len(rows), len(columns), figsize=(2.4 * len(columns), 2.0 * len(rows)), squeeze=False
     )
     for r, (vid, panels) in enumerate(zip(ids, rows)):
-        for c, (title, img) in enumerate(zip(COLUMNS, panels)):
+        for c, (title, img) in enumerate(zip(columns, panels)):
             ax = axes[r, c]
             ax.set_xticks([])
             ax.set_yticks([])
@@ -101,19 +82,7 @@ def draw_preview(root: str | Path, out: str | Path, num: int = 4, split: str = "
             if img is None:
                 ax.text(0.5, 0.5, "n/a", ha="center", va="center", transform=ax.transAxes)
                 continue
-            if title == "depth":
-                valid = img[img > 0]
-                lo, hi = (float(valid.min()), float(valid.max())) if valid.size else (0.0, 1.0)
-                ax.imshow(np.where(img > 0, img, np.nan), cmap="viridis", vmin=lo, vmax=hi)
-            elif title == "segmentation":
-                seg = np.ma.masked_where(img == 0, img.astype(np.float64))
-                ax.imshow(seg, cmap="tab20", vmin=0, vmax=20, interpolation="nearest")
-            elif title in ("edges", "saliency"):
-                ax.imshow(
-                    img, cmap="gray", vmin=0, vmax=max(1, int(img.max())), interpolation="nearest"
-                )
-            else:
-                ax.imshow(img, interpolation="nearest")
+            ax.imshow(img, interpolation="nearest")
     fig.tight_layout()
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}.png")
     try:

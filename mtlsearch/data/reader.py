@@ -1,19 +1,10 @@
-"""Reader base class and file decoders shared by the NYUD_MT and PASCAL_MT readers.
+"""Reader base class shared by the NYUD_MT and PASCAL_MT readers.
 
-A reader knows a dataset folder's layout: which tasks it provides, the ids of each
-split, where each task's file lives and how to decode it into the label conventions
-of :mod:`mtlsearch.tasks` (numpy, no batch dimension):
-
-==========  ==========================================  ===========
-task        array                                       ignore
-==========  ==========================================  ===========
-semseg      uint8 (H, W), class index                   255
-depth       float32 (H, W), metres                      0
-normals     float32 (H, W, 3), unit vectors             all zeros
-edge        float32 (H, W) in {0, 1}                    255
-sal         float32 (H, W) in {0, 1}                    255
-parts       uint8 (H, W), part index                    255
-==========  ==========================================  ===========
+A reader knows a dataset folder: its split ids, images and cameras. Which tasks it
+provides, where each task's label file lives and how it decodes come from the tasks
+themselves (``TaskSpec.files[reader.format]``, :mod:`mtlsearch.tasks`), so a reader
+holds no task knowledge; labels come out in the tasks' numpy conventions (no batch
+dimension).
 
 Every decode error (missing, truncated or unreadable file) is raised as a
 :class:`UserError` naming the file path.
@@ -23,34 +14,28 @@ from __future__ import annotations
 
 import abc
 import json
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
+from mtlsearch.classes import IGNORE  # noqa: F401  (re-exported)
+from mtlsearch.data.files import (  # noqa: F401  (re-exported)
+    MAX_PIXELS,
+    file_error,
+    open_image,
+    read_mat,
+    read_npy,
+    read_png,
+)
 from mtlsearch.errors import UserError
-
-IGNORE = 255
+from mtlsearch.tasks import TASKS, LabelFiles, get_task
 
 NYUV2_K = np.array(
     [[518.857901, 0.0, 325.582449], [0.0, 519.469611, 253.736166], [0.0, 0.0, 1.0]]
 )
 """NYUv2 Kinect colour-camera intrinsics for 480 x 640 images (the toolbox's values)."""
-
-LABEL_FILL: dict[str, float] = {
-    "semseg": IGNORE, "parts": IGNORE, "edge": IGNORE, "sal": IGNORE,
-    "depth": 0.0, "normals": 0.0,
-}
-"""The ignore value every task is padded / filled with."""
-
-LABEL_DTYPE: dict[str, Any] = {
-    "semseg": np.uint8, "parts": np.uint8, "edge": np.float32, "sal": np.float32,
-    "depth": np.float32, "normals": np.float32,
-}
-
 
 @dataclass
 class Camera:
@@ -64,8 +49,7 @@ class Camera:
 
 def empty_label(task: str, size: tuple[int, int]) -> np.ndarray:
     """A label of ``size`` filled with the task's ignore value (a view without that label)."""
-    shape = (*size, 3) if task == "normals" else size
-    return np.full(shape, LABEL_FILL[task], dtype=LABEL_DTYPE[task])
+    return get_task(task).empty_label(size)
 
 
 def default_K(layout: str, size: tuple[int, int]) -> np.ndarray:
@@ -90,144 +74,10 @@ def default_K(layout: str, size: tuple[int, int]) -> np.ndarray:
 # ---------------------------------------------------------------------------
 
 
-def _fail(path: Path, err: Exception | str) -> UserError:
-    if not path.exists():
-        return UserError(f"missing file: {path}")
-    return UserError(f"cannot read {path}: {err}")
-
-
-MAX_PIXELS = 1 << 26
-"""Largest image (about 67 megapixels, 8192 x 8192) any reader decodes: a bigger one is a
-decompression bomb or not a dataset image."""
-
-
-def open_image(path: Path) -> Image.Image:
-    """``Image.open`` with the size checked before any pixel is decoded (decompression
-    bombs): a :class:`UserError` naming the file. Use as a context manager."""
-    try:
-        with warnings.catch_warnings():  # the size is checked below, whatever PIL's limit
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(path)
-    except Image.DecompressionBombError as err:
-        raise UserError(f"{path}: image too large ({err})") from None
-    except (OSError, ValueError, SyntaxError) as err:
-        raise _fail(path, err) from None
-    w, h = img.size
-    if w * h > MAX_PIXELS:
-        img.close()
-        raise UserError(f"{path}: {w}x{h} image is larger than {MAX_PIXELS} pixels "
-                        "(decompression bomb?)")
-    return img
-
-
-def read_png(path: Path, mode: str | None = None) -> np.ndarray:
-    """Decode an image file into a numpy array (``mode`` converts, e.g. ``"RGB"``)."""
-    try:
-        with open_image(path) as img:
-            if mode is not None and img.mode != mode:
-                img = img.convert(mode)
-            arr = np.array(img)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-        raise _fail(path, err) from None
-    if arr.dtype.kind not in "biuf" or arr.ndim not in (2, 3):
-        raise UserError(f"{path}: not a plain image (decoded as {arr.dtype} {arr.shape})")
-    return arr
-
-
-def read_npy(path: Path) -> np.ndarray:
-    """Load a ``.npy`` array without pickles: numeric (bool, int or float) dtypes only,
-    the header's size checked against the file's before anything is read."""
-    try:
-        with open(path, "rb") as fh:
-            version = np.lib.format.read_magic(fh)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
-            shape, _, dtype = read_header(fh)
-            offset = fh.tell()
-        if dtype.hasobject or dtype.kind not in "biuf" or dtype.fields is not None:
-            raise UserError(f"{path}: expected a numeric array, got dtype {dtype}")
-        size = int(np.prod(shape, dtype=object)) * dtype.itemsize
-        if size > path.stat().st_size - offset:
-            raise UserError(f"{path}: truncated (header {shape} {dtype} needs {size} bytes)")
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, SyntaxError, TypeError) as err:
-        raise _fail(path, err) from None
-
-
-def read_mat(path: Path) -> dict[str, Any]:
-    """Load a MATLAB ``.mat`` file (scipy.io.loadmat)."""
-    import scipy.io
-
-    try:
-        return scipy.io.loadmat(path)
-    except Exception as err:  # scipy raises MatReadError and assorted parse errors
-        raise _fail(path, err) from None
-
-
 def decode_rgb(path: Path) -> np.ndarray:
     """uint8 (H, W, 3)."""
     arr = read_png(path, "RGB")
     return np.ascontiguousarray(arr)
-
-
-def decode_depth(path: Path) -> np.ndarray:
-    """Depth in metres, 0 = invalid: ``.npy`` metres or ``.png`` uint16 millimetres."""
-    if path.suffix == ".png":
-        arr = read_png(path)
-        if arr.dtype not in (np.uint16, np.int32, np.uint8) or arr.ndim != 2:
-            raise UserError(f"{path}: depth png must be single-channel uint16 millimetres")
-        return arr.astype(np.float32) / 1000.0
-    arr = read_npy(path)
-    arr = np.squeeze(arr)
-    if arr.ndim != 2:
-        raise UserError(f"{path}: depth must be an (H, W) array, got shape {arr.shape}")
-    arr = arr.astype(np.float32)
-    arr[~np.isfinite(arr)] = 0.0
-    return arr
-
-
-def decode_normals(path: Path) -> np.ndarray:
-    """Unit normals (H, W, 3): ``.png`` decoded as 2 v / 255 - 1, ``.npy`` in [-1, 1].
-    Pixels that decode to (near) zero length are invalid and set to exactly zero."""
-    if path.suffix == ".npy":
-        arr = read_npy(path).astype(np.float32)
-    else:
-        raw = read_png(path, "RGB")
-        arr = raw.astype(np.float32) * (2.0 / 255.0) - 1.0
-    if arr.ndim != 3 or arr.shape[2] != 3:
-        raise UserError(f"{path}: normals must be (H, W, 3), got shape {arr.shape}")
-    norm = np.sqrt((arr * arr).sum(axis=2, keepdims=True))
-    valid = norm > 0.5
-    arr = np.where(valid, arr / np.maximum(norm, 1e-6), 0.0).astype(np.float32)
-    return arr
-
-
-def decode_binary(path: Path) -> np.ndarray:
-    """Edge map from ``.png`` or ``.npy``: value > 0 -> 1, else 0 (float32)."""
-    arr = read_npy(path) if path.suffix == ".npy" else read_png(path)
-    if arr.ndim == 3:
-        arr = arr[..., 0]
-    if arr.ndim != 2:
-        raise UserError(f"{path}: expected an (H, W) map, got shape {arr.shape}")
-    return (arr > 0).astype(np.float32)
-
-
-def decode_saliency(path: Path) -> np.ndarray:
-    """Saliency png 0..255 -> [0, 1], binarised at 0.5 as ATRC/MTI-Net do (float32)."""
-    arr = read_png(path, "L")
-    return (arr.astype(np.float32) / 255.0 > 0.5).astype(np.float32)
-
-
-def decode_class_png(path: Path) -> np.ndarray:
-    """Raw single-channel class-index png (palette or grey), uint8 (H, W)."""
-    arr = read_png(path)
-    if arr.ndim == 3:
-        raise UserError(f"{path}: a class map must be single-channel (palette or grey)")
-    if arr.dtype != np.uint8:
-        if arr.max(initial=0) > 255:
-            raise UserError(f"{path}: class values above 255")
-        arr = arr.astype(np.uint8)
-    return arr
 
 
 def read_camera(path: Path) -> Camera:
@@ -235,7 +85,7 @@ def read_camera(path: Path) -> Camera:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as err:
-        raise _fail(path, err) from None
+        raise file_error(path, err) from None
     try:
         K = np.asarray(data["K"], dtype=np.float64)
         c2w = np.asarray(data["cam2world"], dtype=np.float64)
@@ -256,7 +106,7 @@ def read_split(path: Path) -> list[str]:
     try:
         data = path.read_bytes()
     except OSError as err:
-        raise _fail(path, err) from None
+        raise file_error(path, err) from None
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -281,11 +131,13 @@ def read_split(path: Path) -> list[str]:
 class Reader(abc.ABC):
     """A dataset folder: tasks, split ids, files and decoding of one view.
 
-    Subclasses set ``layout``, ``tasks`` and implement :meth:`split_ids`,
-    :meth:`image_path`, :meth:`label_path` and :meth:`read_label`.
+    Subclasses set ``layout`` and ``format`` (the key of every task's
+    ``TaskSpec.files``), call :meth:`find_tasks` once the root is known, and implement
+    :meth:`split_ids` and :meth:`image_path`.
     """
 
     layout: str = ""
+    format: str = ""
     tasks: tuple[str, ...] = ()
     num_classes: dict[str, int] = {}
 
@@ -294,6 +146,17 @@ class Reader(abc.ABC):
         if not self.root.is_dir():
             raise UserError(f"dataset folder not found: {self.root}")
         self._cameras: dict[str, Camera] | None = None
+
+    def find_tasks(self) -> None:
+        """Set ``tasks`` (registered tasks whose labels this folder has, in registry
+        order) and ``num_classes`` (class counts of the class-valued tasks the format
+        stores: the dataset's own, else the layout's)."""
+        files = {name: spec.files[self.format] for name, spec in TASKS.items() if self.format in spec.files}
+        self.tasks = tuple(name for name, f in files.items() if f.provided(self.root))
+        self.num_classes = {
+            name: f.num_classes(self) or TASKS[name].classes[self.layout]
+            for name, f in files.items() if self.layout in TASKS[name].classes
+        }
 
     # -- to implement -------------------------------------------------------
     @abc.abstractmethod
@@ -304,13 +167,23 @@ class Reader(abc.ABC):
     def image_path(self, id_: str) -> Path:
         """The RGB file of ``id_``."""
 
-    @abc.abstractmethod
+    # -- labels ---------------------------------------------------------------
+    def label_files(self, task: str) -> LabelFiles:
+        """Where ``task``'s labels are in this dataset's format (UserError when the
+        format has no place for them)."""
+        files = get_task(task).files.get(self.format) if task in TASKS else None
+        if files is None:
+            raise UserError(f"task {task!r} is not provided by the {self.layout} dataset at {self.root}")
+        return files
+
     def label_path(self, id_: str, task: str) -> Path:
         """The main file of ``task`` for ``id_`` (used by checks and error messages)."""
+        return self.label_files(task).path(self.root, id_)
 
-    @abc.abstractmethod
     def read_label(self, id_: str, task: str) -> np.ndarray:
-        """The decoded label of ``task`` for ``id_`` (tasks.py conventions)."""
+        """The decoded label of ``task`` for ``id_`` (the task's numpy convention)."""
+        self.check_tasks([task])
+        return self.label_files(task).read(self, id_)
 
     # -- cameras (optional) ---------------------------------------------------
     @property
@@ -397,7 +270,7 @@ class Reader(abc.ABC):
 
     def label_absent(self, task: str, label: np.ndarray) -> bool:
         """Whether a decoded label carries no annotation at all (PASCAL parts without people)."""
-        return False
+        return self.label_files(task).absent(label)
 
     def _find(self, folder: str, id_: str, exts: tuple[str, ...]) -> Path:
         """``root/folder/id.ext`` for the first existing ext (the first one when none exists)."""

@@ -23,6 +23,8 @@ Geometry (pixel centres at integer coordinates, OpenCV camera frame):
   between views still holds.
 * Discrete labels, depth and normals are resampled with centre-aligned nearest
   neighbour (no blending of invalid pixels); RGB bilinearly (antialiased when shrinking).
+  What scaling and mirroring do to a label's values (depths divided by s, normals' x
+  negated) is each task's ``transform_label`` hook.
 
 Validation: no random transform; each view is padded at the bottom/right to a fixed
 size (``data.val_size``, or a default from the dataset) so batches collate, with K
@@ -39,8 +41,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mtlsearch.data.reader import LABEL_FILL
 from mtlsearch.errors import UserError
+from mtlsearch.tasks import get_task
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
@@ -208,23 +210,10 @@ def transform_view(
         cols = cols[::-1].copy()
     inside = (rows[:, None] >= 0) & (cols[None, :] >= 0)
     r, c = np.maximum(rows, 0), np.maximum(cols, 0)
-    labels: dict[str, torch.Tensor] = {}
-    for task, label in view["labels"].items():
-        out = label[r[:, None], c[None, :]]
-        fill = LABEL_FILL[task]
-        if task == "depth":
-            out = out / np.float32(params.scale)
-        if task == "normals":
-            out = np.where(inside[..., None], out, np.float32(fill))
-            if flip:
-                out[..., 0] = -out[..., 0]
-            labels[task] = torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1)))
-            continue
-        out = np.where(inside, out, out.dtype.type(fill))
-        if task in ("semseg", "parts"):
-            labels[task] = torch.from_numpy(out.astype(np.int64))
-        else:
-            labels[task] = torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))[None]
+    labels: dict[str, torch.Tensor] = {
+        task: get_task(task).transform_label(label[r[:, None], c[None, :]], inside, params.scale, flip)
+        for task, label in view["labels"].items()
+    }
 
     K = crop_K(scale_K(view["K"], sx, sy), oy, ox)
     c2w = scale_cam2world(view["cam2world"], params.scale)

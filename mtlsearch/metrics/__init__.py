@@ -5,8 +5,9 @@ Contract: one metric family per module, each class following
 :mod:`~mtlsearch.metrics.segmentation` (semseg, parts), :mod:`~mtlsearch.metrics.geometry`
 (depth, normals), :mod:`~mtlsearch.metrics.boundaries` (edge),
 :mod:`~mtlsearch.metrics.saliency` (sal); :mod:`~mtlsearch.metrics.gain` holds delta_m and
-the baselines. Which class scores a task, which keys it reports and their directions
-come from :data:`mtlsearch.tasks.TASKS`; :func:`build_metrics` makes one per task.
+the baselines. Which class scores a task (built by its ``build_metric`` hook), which keys
+it reports and their directions come from :data:`mtlsearch.tasks.TASKS`;
+:func:`build_metrics` makes one per task.
 
 By default every score follows the official MTI-Net/InvPT evaluators (mIoU over all
 classes, depth clamped at 1e-9, saliency maxF as ATRC); ``eval.miou_classes``,
@@ -27,32 +28,28 @@ from mtlsearch.metrics.saliency import SaliencyMetric
 from mtlsearch.metrics.segmentation import SegMetric
 from mtlsearch.tasks import NUM_CLASSES, TASKS
 
-_SCORERS: dict[str, type[Metric]] = {
-    cls.__name__: cls
-    for cls in (SegMetric, DepthMetric, NormalsMetric, EdgeMetric, SaliencyMetric)
-}
-
 
 def metric_class(task: str) -> type[Metric]:
     """The metric class of ``task`` (its registry entry's ``scorer``)."""
     if task not in TASKS:
         raise UserError(f"tasks.{task}: no metric for this task (known: {', '.join(TASKS)})")
-    return _SCORERS[TASKS[task].scorer]
+    return TASKS[task].metric_class()
 
 
 def build_metrics(
     tasks: Iterable[str],
-    num_classes: Mapping[str, int] | int | None = None,
+    num_classes: Mapping[str, int] | None = None,
     cfg_eval: Any = None,
     *,
     layout: str = "synthrooms",
 ) -> dict[str, Metric]:
-    """One fresh metric per task.
+    """One fresh metric per task (each task's ``build_metric``).
 
-    ``num_classes``: ``{task: classes}``, an int (semseg's class count), or ``None`` (the
-    layout's counts from tasks.py). ``cfg_eval``: an ``EvalConfig`` (``edge_max_dist``,
-    ``edge_thresholds``, ``miou_classes``, ``depth_clamp``, ``sal_protocol``; its
-    ``baselines`` are validated) or ``None`` for the defaults (the official protocols).
+    ``num_classes``: ``{task: classes}`` or ``None`` (the layout's counts,
+    :data:`mtlsearch.tasks.NUM_CLASSES`). ``cfg_eval``: an ``EvalConfig``
+    (``edge_max_dist``, ``edge_thresholds``, ``miou_classes``, ``depth_clamp``,
+    ``sal_protocol``; its ``baselines`` are validated) or ``None`` for the defaults (the
+    official protocols).
     """
     if cfg_eval is None:
         from mtlsearch.config import EvalConfig
@@ -61,27 +58,12 @@ def build_metrics(
     check_baselines(getattr(cfg_eval, "baselines", {}) or {})
     if layout not in NUM_CLASSES:
         raise UserError(f"data.layout: unknown layout {layout!r} (known: {', '.join(NUM_CLASSES)})")
-    counts = dict(NUM_CLASSES[layout])
-    if isinstance(num_classes, int):
-        counts["semseg"] = num_classes
-    elif num_classes is not None:
-        counts.update(num_classes)
+    counts = {**NUM_CLASSES[layout], **(num_classes or {})}
     out: dict[str, Metric] = {}
     for task in tasks:
-        cls = metric_class(task)
-        if cls is SegMetric:
-            out[task] = SegMetric(counts[task], classes=getattr(cfg_eval, "miou_classes", "all"))
-        elif cls is DepthMetric:
-            out[task] = DepthMetric(clamp=getattr(cfg_eval, "depth_clamp", True))
-        elif cls is SaliencyMetric:
-            out[task] = SaliencyMetric(protocol=getattr(cfg_eval, "sal_protocol", "atrc"))
-        elif cls is EdgeMetric:
-            out[task] = EdgeMetric(max_dist=cfg_eval.edge_max_dist, thresholds=cfg_eval.edge_thresholds)
-        else:
-            out[task] = cls()
+        metric_class(task)  # an unknown task is a UserError
+        out[task] = TASKS[task].build_metric(counts.get(task), cfg_eval)
     return out
-
-
 
 
 __all__ = [

@@ -5,7 +5,7 @@ averaged per image) and scores them at the end::
 
     m = SegMetric(num_classes=40)
     for batch in loader:
-        m.update(pred, target)      # tensors in the tasks.py conventions (any device)
+        m.update(pred, target)      # tensors in the mtlsearch.tasks conventions (any device)
     scores = m.compute()            # {"miou": ..., "pixel_acc": ...}
     m.reset()
 

@@ -85,7 +85,7 @@ class SegMetric(Metric):
                 )
             labels = _fit(pred, size).argmax(dim=1)
         elif pred.dim() == 3:
-            labels = resize_label(pred.long(), size, "semseg")
+            labels = resize_label(pred.long(), size)
         else:
             raise ValueError(f"SegMetric: pred must be (B, C, H, W) or (B, H, W), got {tuple(pred.shape)}")
         if labels.shape != target.shape:

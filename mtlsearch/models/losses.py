@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import torch
 
 from mtlsearch.config import Config
-from mtlsearch.tasks import balanced_bce_loss, resize_label, resize_pred, task_loss
+from mtlsearch.tasks import task_loss
 
 ALPHA_TERMS = ("loss_render_", "loss_aux_", "loss_xview_")
 """Terms weighted by alpha_t; ``regularizer.render_task_weights: false`` drops their w_t."""
@@ -84,16 +84,10 @@ def compute_losses(
 
 
 def loss_of(task: str, pred: torch.Tensor, label: torch.Tensor, label_mode: str, cfg: Config) -> torch.Tensor:
-    """One task's loss (:func:`mtlsearch.tasks.task_loss`), with the edge BCE's positive
-    weight from ``loss.edge_pos_weight`` (0.95 InvPT, 0.8 ATRC on NYUD)."""
-    if task != "edge":
-        return task_loss(task, pred, label, label_mode=label_mode)
-    if tuple(pred.shape[-2:]) != tuple(label.shape[-2:]):
-        if label_mode == "downsample":
-            label = resize_label(label, tuple(pred.shape[-2:]), task)
-        else:
-            pred = resize_pred(pred, tuple(label.shape[-2:]))
-    return balanced_bce_loss(cfg.loss.edge_pos_weight)(pred, label)
+    """One task's loss (:func:`mtlsearch.tasks.task_loss`) with the run's loss settings
+    (e.g. the edge BCE's positive weight ``loss.edge_pos_weight``: 0.95 InvPT, 0.8 ATRC on
+    NYUD)."""
+    return task_loss(task, pred, label, label_mode=label_mode, cfg=cfg)
 
 
 def source_view_losses(

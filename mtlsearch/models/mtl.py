@@ -21,18 +21,12 @@ from mtlsearch.models.backbones import build_backbone
 from mtlsearch.models.decoders import build_decoder
 from mtlsearch.models.decoders.base import last_conv
 from mtlsearch.models.regularizer import TriplaneRegularizer
-from mtlsearch.tasks import NUM_CLASSES, get_task
+from mtlsearch.tasks import get_task
 
 
 def task_channels(cfg: Config, num_classes: dict[str, int] | None = None) -> dict[str, int]:
     """Output channels per configured task; class counts from ``num_classes`` or the layout."""
-    classes = dict(NUM_CLASSES[cfg.data.layout])
-    classes.update(num_classes or {})
-    out = {}
-    for task in cfg.task_names:
-        spec = get_task(task)
-        out[task] = classes[task] if spec.kind == "classes" else spec.channels(cfg.data.layout)
-    return out
+    return {task: get_task(task).channels(cfg.data.layout, num_classes) for task in cfg.task_names}
 
 
 class MultiTaskModel(nn.Module):
@@ -76,22 +70,25 @@ class MultiTaskModel(nn.Module):
         self.aux_heads: nn.ModuleDict | None = (
             self.decoder.make_heads() if cfg.aux_heads.enabled else None
         )
-        self._init_depth_bias(cfg.model.depth_init)
+        self._init_output_biases(cfg)
 
     @torch.no_grad()
-    def _init_depth_bias(self, value: float) -> None:
-        """Start every depth output (heads, intermediate predictions, aux head, rendered
-        field) at ``value`` metres."""
-        if "depth" not in self.task_channels:
-            return
-        layers = self.decoder.prediction_layers("depth")
-        if self.aux_heads is not None:
-            layers.append(last_conv(self.aux_heads["depth"]))
-        for layer in layers:
-            layer.bias.fill_(value)
-        if self.regularizer is not None and "depth" in self.regularizer.fields:
-            last = self.regularizer.fields["depth"][-1]
-            last.bias[-1].fill_(value)
+    def _init_output_biases(self, cfg: Config) -> None:
+        """Start every output of a task that asks for it (``TaskSpec.output_bias``, e.g.
+        depth at ``model.depth_init`` metres) at that value: heads, intermediate
+        predictions, aux head and the rendered field's value channels."""
+        for task, channels in self.task_channels.items():
+            value = get_task(task).output_bias(cfg.model)
+            if value is None:
+                continue
+            layers = self.decoder.prediction_layers(task)
+            if self.aux_heads is not None:
+                layers.append(last_conv(self.aux_heads[task]))
+            for layer in layers:
+                layer.bias.fill_(value)
+            if self.regularizer is not None and task in self.regularizer.fields:
+                last = self.regularizer.fields[task][-1]
+                last.bias[-channels:].fill_(value)
 
     @property
     def tasks(self) -> list[str]:

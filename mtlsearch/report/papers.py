@@ -26,7 +26,7 @@ UNVERIFIED = {"crossview_cvm"}
 
 
 def primary_metrics() -> dict[str, str]:
-    """Primary metric key of every task, ``{"semseg": "semseg_miou", ...}`` (from tasks.py)."""
+    """Primary metric key of every task, ``{"semseg": "semseg_miou", ...}`` (from mtlsearch.tasks)."""
     return {name: f"{name}_{spec.metric}" for name, spec in TASKS.items()}
 
 
