@@ -469,7 +469,7 @@ class Config(Section):
                     "cross_view.enabled needs perspective (orthographic rays ignore K, so "
                     "another view's render would be geometrically wrong)",
                 )
-            if "depth" in self.rendered_tasks and reg_cfg.depth_mode != "expected":
+            if registries.renders_ray_depth(self.rendered_tasks) and reg_cfg.depth_mode != "expected":
                 raise key_error(
                     "regularizer.depth_mode",
                     "cross_view.enabled renders depth in the second view's frame: set "

@@ -61,9 +61,7 @@ from torch import nn
 
 from mtlsearch.config import Config, RegularizerConfig
 from mtlsearch.errors import UserError
-
-DEPTH_TASK = "depth"
-NORMALS_TASK = "normals"
+from mtlsearch.tasks import get_task
 
 Planes = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 Field = Callable[[torch.Tensor], dict[str, tuple[torch.Tensor, torch.Tensor]]]
@@ -175,24 +173,24 @@ def render_perspective(
             points = to_reference_frame(points, pose)
         delta = step_len[:, start : start + step]
         for task, (sigma, values) in field(points).items():
-            if task == DEPTH_TASK and raw_depth and pose is not None:
+            if get_task(task).ray_depth and raw_depth and pose is not None:
                 raise UserError(
                     "regularizer.depth_mode: raw depth is a value of the reference view; a "
                     "cross-view render needs depth_mode: expected"
                 )
             weights = composite_weights(sigma, delta)
-            if task == DEPTH_TASK and not raw_depth:
+            if get_task(task).ray_depth and not raw_depth:
                 value = (weights * z).sum(-1) + (1 - weights.sum(-1)) * far
                 value = value.unsqueeze(-1)
             else:
                 value = (weights.unsqueeze(-1) * values).sum(-2)
-                if task == NORMALS_TASK and rot is not None:
-                    value = torch.einsum("bkc,brc->brk", rot, value)
+                if rot is not None:
+                    value = get_task(task).rotate(value, rot)
             parts.setdefault(task, []).append(value)
     out = {}
     for task, chunks in parts.items():
         value = torch.cat(chunks, dim=1).transpose(1, 2).reshape(batch, -1, h, w)
-        out[task] = F.normalize(value, dim=1) if task == NORMALS_TASK else value
+        out[task] = get_task(task).finish_render(value)
     return out
 
 
@@ -218,7 +216,8 @@ def check_ray_settings(cfg: RegularizerConfig, tasks: list[str] | tuple[str, ...
             "orthographic rays ignore the intrinsics K, so another view's render would be "
             "geometrically wrong)"
         )
-    if cfg.cross_view.enabled and DEPTH_TASK in tasks and cfg.depth_mode != "expected":
+    ray_depth = any(get_task(t).ray_depth for t in tasks)  # depth rendered as expected ray depth
+    if cfg.cross_view.enabled and ray_depth and cfg.depth_mode != "expected":
         raise UserError(
             "regularizer.cross_view.enabled renders depth in the second view's frame: set "
             "regularizer.depth_mode: expected (raw is a value of the input view)"
@@ -426,7 +425,7 @@ class TriplaneRegularizer(nn.Module):
         for start in range(0, points.shape[1], step):
             for task, (sigma, values) in field(points[:, start : start + step]).items():
                 weights = composite_weights(sigma, delta)
-                if task == DEPTH_TASK and expected:
+                if get_task(task).ray_depth and expected:
                     value = ((weights * metric).sum(-1) + (1 - weights.sum(-1)) * far).unsqueeze(-1)
                 else:
                     value = (weights.unsqueeze(-1) * values).sum(-2)
@@ -434,7 +433,7 @@ class TriplaneRegularizer(nn.Module):
         out = {}
         for task, chunks in parts.items():
             value = torch.cat(chunks, dim=1).transpose(1, 2).reshape(batch, -1, h, w)
-            out[task] = F.normalize(value, dim=1) if task == NORMALS_TASK else value
+            out[task] = get_task(task).finish_render(value)
         return out
 
     def forward(

@@ -346,27 +346,18 @@ _MEAN = np.array([0.485, 0.456, 0.406])
 _STD = np.array([0.229, 0.224, 0.225])
 
 
-def _to_image(task: str, tensor: Any, is_label: bool) -> np.ndarray:
-    """A (H, W, 3) or (H, W) array for one task's label or (activated) prediction."""
-    from mtlsearch.evaluate import activate
-    from mtlsearch.tasks import TASKS
+def _task_panels(task: str, label: Any, head: Any, render: Any | None) -> list[np.ndarray]:
+    """RGBA pictures of one task's label, head and render (when given), in the task's
+    preview colours on one colour scale (``TaskSpec.preview``, ``colour_scale``)."""
+    from mtlsearch.tasks import get_task
 
-    spec = TASKS[task]
-    x = tensor.detach().float().cpu()
-    if not is_label:
-        x = activate(task, x[None])[0]
-    if spec.kind == "classes":
-        arr = (x.long() if is_label else x.argmax(0)).numpy().astype(float)
-        arr[arr == spec.ignore] = np.nan
-        return arr
-    if spec.kind == "normals":
-        n = x / x.norm(dim=0, keepdim=True).clamp_min(1e-6)
-        return ((n.permute(1, 2, 0).numpy() + 1) / 2).clip(0, 1)
-    arr = x[0].numpy() if x.ndim == 3 else x.numpy()
-    if not is_label:
-        return arr
-    invalid = arr == spec.ignore if spec.kind == "binary" else arr <= 0
-    return np.where(invalid, np.nan, arr)
+    spec = get_task(task)
+    truth = spec.label_array(label.detach().cpu())
+    scale = spec.colour_scale(truth, int(head.shape[0]))
+    preds = [head] if render is None else [head, render]
+    return [spec.preview(truth, scale)] + [
+        spec.preview(spec.decode_prediction(p.detach().float().cpu()), scale, prediction=True) for p in preds
+    ]
 
 
 def sample_predictions(checkpoint: str | Path | None, path: Path, num: int = 3) -> str:
@@ -397,37 +388,22 @@ def sample_predictions(checkpoint: str | Path | None, path: Path, num: int = 3) 
         return f"sample predictions skipped: {type(err).__name__}: {err}"
     if not rows:
         return "sample predictions skipped: the validation split is empty"
-    from mtlsearch.tasks import TASKS
-
     tasks = list(cfg.tasks)
-    cols: list[tuple[str, str]] = [("image", "")]
+    cols: list[str] = ["image"]
     for t in tasks:
-        cols += [(f"{t} label", t), (f"{t} head", t)]
+        cols += [f"{t} label", f"{t} head"]
         if t in rows[0][1].get("renders", {}):
-            cols.append((f"{t} render", t))
+            cols.append(f"{t} render")
     fig, axes = plt.subplots(len(rows), len(cols), figsize=(1.9 * len(cols), 1.6 * len(rows)), squeeze=False)
     for r, (ref, out) in enumerate(rows):
         img = ref["image"].permute(1, 2, 0).numpy() * _STD + _MEAN
         panels = [img.clip(0, 1)]
-        scales: dict[str, tuple[float, float]] = {}
         for t in tasks:
-            label = _to_image(t, ref["labels"][t], True)
-            panels.append(label)
-            panels.append(_to_image(t, out["heads"][t][0], False))
-            if t in out.get("renders", {}):
-                panels.append(_to_image(t, out["renders"][t][0], False))
-            kind = TASKS[t].kind
-            if kind == "classes":  # same colour per class id in label and predictions
-                scales[t] = (0.0, float(out["heads"][t].shape[1] - 1))
-            elif kind == "binary":
-                scales[t] = (0.0, 1.0)
-            elif kind == "regression" and np.isfinite(label).any():  # the label's range
-                scales[t] = (float(np.nanmin(label)), float(np.nanmax(label)))
-        for (ax, panel), (title, task) in zip(zip(axes[r], panels), cols):
-            vmin, vmax = scales.get(task, (None, None))
-            cmap = "tab20" if task and TASKS[task].kind == "classes" else "viridis"
-            ax.imshow(panel, cmap=None if panel.ndim == 3 else cmap, vmin=vmin, vmax=vmax,
-                      interpolation="nearest")
+            rendered = out.get("renders", {}).get(t)
+            panels += _task_panels(t, ref["labels"][t], out["heads"][t][0],
+                                   None if rendered is None else rendered[0])
+        for ax, panel, title in zip(axes[r], panels, cols):
+            ax.imshow(panel, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
