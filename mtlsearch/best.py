@@ -46,6 +46,7 @@ from mtlsearch.config import load_config
 from mtlsearch.errors import UserError
 from mtlsearch.layout import CONFIG_FILE, FINISHED, PARAMS_FILE
 from mtlsearch.outputs import check_file, write_file
+from mtlsearch.records import SearchMeta
 from mtlsearch.space.text import format_value
 
 HEADER = "# written by mtlsearch best"
@@ -87,13 +88,12 @@ class Best:
     """Every ranked configuration (single metric), best first; empty for a Pareto set."""
 
 
-def metrics_and_modes(meta: dict[str, Any], metric: str | None, mode: str | None) -> tuple[list[str], list[str]]:
+def metrics_and_modes(meta: SearchMeta, metric: str | None, mode: str | None) -> tuple[list[str], list[str]]:
     from mtlsearch.config.registries import metric_direction
 
-    search = meta.get("search") if isinstance(meta.get("search"), dict) else {}
     if metric is None:
-        metric = search.get("metric") or "loss"
-        mode = mode or search.get("mode")
+        metric = meta.search.metric or "loss"
+        mode = mode or meta.search.mode
     elif "," in metric:
         metric = [m.strip() for m in metric.split(",") if m.strip()]
     metrics = list(metric) if isinstance(metric, list) else [str(metric)]
@@ -106,41 +106,42 @@ def metrics_and_modes(meta: dict[str, Any], metric: str | None, mode: str | None
     return metrics, modes
 
 
-def rebuild_config(search_dir: Path, meta: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+def rebuild_config(search_dir: Path, meta: SearchMeta, params: dict[str, Any]) -> dict[str, Any]:
     """A trial's config from ``mtlsearch.json`` and its ``params.json`` (for searches that
     predate the trial's ``config.yaml``): the space file reloaded with the stored profile,
     ``--set`` and sections, the planned row (grid/random) or the sampled values."""
     from mtlsearch.search import absolutize
     from mtlsearch.space import INDEX_KEY, load_space
 
-    space_path = meta.get("space_path")
-    if not isinstance(space_path, str) or not Path(space_path).is_file():
+    space_path = meta.space_path
+    if space_path is None or not Path(space_path).is_file():
         raise UserError(f"{search_dir}: the trial has no {CONFIG_FILE} and the space file "
                         f"{space_path!r} named in mtlsearch.json is gone; cannot rebuild its config")
-    sections = meta.get("cli_sections") if isinstance(meta.get("cli_sections"), dict) else None
-    space = load_space(space_path, meta.get("profile"), meta.get("overrides") or [], sections)
-    planned = meta.get("planned_trials")
+    overrides = meta.overrides if isinstance(meta.overrides, list) else []
+    space = load_space(space_path, meta.profile, overrides, meta.cli_sections)
+    planned = meta.planned_trials
     index = params.get(INDEX_KEY)
-    if isinstance(planned, list) and isinstance(index, int) and 0 <= index < len(planned):
+    if planned is not None and isinstance(index, int) and 0 <= index < len(planned):
         values = dict(planned[index])
     else:
         values = {k: v for k, v in params.items() if k != INDEX_KEY}
-    # Relative paths meant the launch folder; with the default --storage trials/ that is
-    # the folder above trials/ (mtlsearch.json does not record it).
-    tree = absolutize(space.tree(values), str(search_dir.resolve().parent.parent))
+    # Relative paths meant the launch folder (recorded; before it was, the default
+    # --storage trials/ made it the folder above trials/).
+    launch = meta.launch_dir or str(search_dir.resolve().parent.parent)
+    tree = absolutize(space.tree(values), launch)
     return load_config(tree).to_dict()
 
 
-def _single_baselines(meta: dict[str, Any]) -> dict[str, Any]:
-    raw = meta.get("single_task_baselines")
-    if isinstance(raw, dict) and len(raw) == 1:
+def _single_baselines(meta: SearchMeta) -> dict[str, Any]:
+    raw = meta.single_task_baselines
+    if raw is not None and len(raw) == 1:
         only = next(iter(raw.values()))
         if isinstance(only, dict) and isinstance(only.get("metrics"), dict):
             return only["metrics"]
     return {}
 
 
-def _trial_config(search_dir: Path, meta: dict[str, Any], tdir: Path | None) -> dict[str, Any]:
+def _trial_config(search_dir: Path, meta: SearchMeta, tdir: Path | None) -> dict[str, Any]:
     from mtlsearch.yamlio import load_mapping, plain
 
     if tdir is not None and (tdir / CONFIG_FILE).is_file():

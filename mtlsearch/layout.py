@@ -9,7 +9,8 @@ Tune's records (:data:`PARAMS_FILE`, :data:`RESULT_FILE`, :data:`PROGRESS_FILE`,
 mtlsearch's :data:`CHECKPOINT_FILE`) and mtlsearch's own files (:data:`CONFIG_FILE`,
 :data:`FATAL_FILE`, :data:`TENSORBOARD_DIR`). Single-task baselines shared by the searches
 of one storage live in :data:`BASELINES_DIR` beside them. Modules that read or write any of
-these import the name from here; nothing else spells them.
+these import the name from here; nothing else spells them. A report folder's file names
+are here too (:data:`TABLE_FILES`, ...).
 """
 
 from __future__ import annotations
@@ -52,6 +53,15 @@ CHECKPOINT_TMP_FILE = ".checkpoint.pt.tmp"
 BASELINES_DIR = "_baselines"
 BASELINES_FILE = "baselines.json"
 
+# --- a report folder (``mtlsearch report``) ---------------------------------------
+RESULTS_FILE = "results.parquet"
+"""One row per trial."""
+CURVES_FILE = "curves.parquet"
+"""One row per (trial, report)."""
+PLOTS_DIR = "plots"
+TABLE_FILES = {"md": "table.md", "tex": "table.tex", "csv": "table.csv", "html": "report.html"}
+"""Table format (``--format``) -> the file it writes; the order is the default's."""
+
 # --- trial statuses (Tune's, as collect reports them) ----------------------------
 FINISHED = "TERMINATED"
 ERROR = "ERROR"
@@ -75,6 +85,7 @@ __all__ = [
     "BASELINES_DIR",
     "BASELINES_FILE",
     "CHECKPOINT_DIR_GLOB",
+    "CURVES_FILE",
     "CHECKPOINT_FILE",
     "CHECKPOINT_TMP_FILE",
     "CONFIG_FILE",
@@ -87,10 +98,13 @@ __all__ = [
     "OPTUNA_DB",
     "PARAMS_FILE",
     "PENDING",
+    "PLOTS_DIR",
     "PROGRESS_FILE",
     "REPLICATION_FILE",
+    "RESULTS_FILE",
     "RESULT_FILE",
     "RUNNING",
+    "TABLE_FILES",
     "TENSORBOARD_DIR",
     "TUNE_ERROR_FILE",
     "TUNE_TRIAL_FILES",

@@ -39,8 +39,7 @@ def status_text(search_dir: str | Path) -> str:
     from mtlsearch.report.collect import collect
 
     search = collect(search_dir)
-    meta_search = search.meta.get("search") if isinstance(search.meta.get("search"), dict) else {}
-    metric = meta_search.get("metric") or "loss"
+    metric = search.meta.search.metric or "loss"
     metrics = list(metric) if isinstance(metric, list) else [metric]
     shown_metrics = list(dict.fromkeys([*metrics, "loss"]))
     frame = search.results
@@ -64,7 +63,7 @@ def status_text(search_dir: str | Path) -> str:
     columns = ["trial", "status", "iteration", "reports", *search.ablated_keys, *shown_metrics]
     if any(row["error"] for row in rows):
         columns.append("error")
-    planned = meta_search.get("num_trials")
+    planned = search.meta.search.num_trials
     counts = frame["status"].value_counts().to_dict() if "status" in frame and len(frame) else {}
     summary = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) or "no trials yet"
     lines = [f"search {search.name!r} ({search.path}): {len(rows)} trial(s)"
@@ -126,9 +125,9 @@ def search_state(exp_dir: Any) -> str:
     if not (exp_dir / META_FILE).is_file():
         raise UserError(f"{exp_dir} exists but holds no mtlsearch search; move it away or use --storage")
     search = collect(exp_dir)
-    if (search.meta.get("search") or {}).get("adaptive_seeds"):
+    if search.meta.search.adaptive_seeds:
         return _adaptive_state(exp_dir)
-    planned = (search.meta.get("search") or {}).get("num_trials")
+    planned = search.meta.search.num_trials
     statuses = list(search.results["status"]) if "status" in search.results else []
     done = sum(s == FINISHED for s in statuses)
     return "finished" if isinstance(planned, int) and done >= planned else "unfinished"

@@ -741,8 +741,8 @@ def test_row_without_finished_trials_gets_empty_cells(tmp_path: Path) -> None:
     """Every trial of a row failed while the others have a stored delta_m: the row shows
     dashes (n 0), it does not break the table."""
     search = _hand_search(tmp_path, fail=("a0001_00001", "a0003_00003"))
-    search.meta["baseline"] = None
-    search.meta["single_task_baselines"] = {"semseg_miou": 40.0, "depth_rmse": 0.5}
+    search.meta.baseline = None
+    search.meta.single_task_baselines = {"semseg_miou": 40.0, "depth_rmse": 0.5}
     search.results["delta_m"] = [2.0, float("nan"), 3.0, float("nan")]
     t = build_table(search)
     assert t.columns[-1] == "delta_m" and t.n == {"all": 0, "semseg": 2}

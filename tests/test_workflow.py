@@ -20,24 +20,11 @@ from mtlsearch.config import Config, flatten, load_config
 from mtlsearch.config.document import default_yaml
 from mtlsearch.errors import UserError
 from mtlsearch.space import load_space
+from tests.searchdirs import make_finished_search as make_search
+from tests.tiny import tiny_base, write_space
 
 ROOT = Path(__file__).resolve().parent.parent
 SPACES = ROOT / "search_spaces"
-
-
-def write_space(folder: Path, body: dict) -> Path:
-    path = folder / f"{body['name']}.yaml"
-    path.write_text(yaml.safe_dump(body, sort_keys=False))
-    return path
-
-
-def tiny_base() -> dict:
-    return {
-        "tasks": {"semseg": 1.0, "depth": 1.0},
-        "data": {"synth": {"scenes": 4, "views": 2, "size": [32, 40]}, "crop_size": [32, 40],
-                 "num_workers": 0},
-        "train": {"iterations": 4, "eval_every": 2, "batch_size": 2, "log_every": 2},
-    }
 
 
 # -- configs/ ----------------------------------------------------------------------
@@ -360,39 +347,6 @@ def test_tracking_extras_are_declared() -> None:
 
 
 # -- best / status on a hand-written search ---------------------------------------------------
-
-
-def make_search(root: Path, *, finished: int = 3, metric: object = "semseg_miou", mode: object = "max") -> Path:
-    """A search folder as ``mtlsearch search`` leaves it: ``finished`` finished trials
-    with config.yaml, plus one errored and one interrupted trial."""
-    folder = root / "trials" / "hand"
-    folder.mkdir(parents=True)
-    meta = {"name": "hand", "space": {"name": "hand"}, "profile": None, "overrides": [],
-            "ablated_keys": ["train.lr"],
-            "search": {"algorithm": "grid", "metric": metric, "mode": mode, "num_trials": finished + 2},
-            "tasks": {"semseg": {"weight": 1.0}, "depth": {"weight": 2.0}}, "single_task_baselines": None}
-    (folder / "mtlsearch.json").write_text(json.dumps(meta))
-    scores = [(30.0, 0.60), (45.0, 0.70), (40.0, 0.50), (50.0, 0.90), (10.0, 1.0)]
-    for i in range(finished + 2):
-        trial = folder / f"abcde_{i:05d}"
-        trial.mkdir()
-        lr = 0.001 * (i + 1)
-        (trial / "params.json").write_text(json.dumps({"trial_index": i, "train.lr": lr, "train.seed": 0}))
-        miou, rmse = scores[i % len(scores)]
-        rows = [{"iteration": 2 * (k + 1), "training_iteration": k + 1, "semseg_miou": miou - 5 + 5 * k,
-                 "depth_rmse": rmse, "loss": 3.0 - k, "loss_semseg": 1.0, "loss_depth": 0.5 - 0.1 * k,
-                 "loss_render_semseg": 2.0, "alpha": 2.0 * k, "done": k == 1 and i < finished}
-                for k in range(2)]
-        if i == finished:  # errored
-            (trial / "error.txt").write_text("Failure # 1\nRuntimeError: trial failed: boom\n")
-            rows = rows[:1]
-        (trial / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
-        cfg = load_config(None, {"train.lr": lr, "tasks": {"semseg": 1.0, "depth": 2.0}})
-        (trial / "config.yaml").write_text(yaml.safe_dump(json.loads(json.dumps(cfg.to_dict()))))
-        if i < finished:
-            (trial / "checkpoint_000001").mkdir()
-            (trial / "checkpoint_000001" / "checkpoint.pt").write_bytes(b"x")
-    return folder
 
 
 def test_best_picks_the_best_finished_trial_and_writes_its_config(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -12,12 +12,16 @@ from typing import Any
 import yaml
 
 
-def tiny_base(cache: Path | str, eval_every: int = 2, iterations: int = 4) -> dict[str, Any]:
-    """A two-task config that trains ``iterations`` steps, evaluating every ``eval_every``."""
+def tiny_base(cache: Path | str | None = None, eval_every: int = 2, iterations: int = 4) -> dict[str, Any]:
+    """A two-task config that trains ``iterations`` steps, evaluating every ``eval_every``
+    (SynthRooms generated into ``cache``; None: the default cache, for spaces only loaded)."""
+    synth: dict[str, Any] = {"scenes": 4, "views": 2, "size": [32, 40]}
+    if cache is not None:
+        synth["cache_dir"] = str(cache)
     return {
         "tasks": {"semseg": 1.0, "depth": 1.0},
         "data": {
-            "synth": {"scenes": 4, "views": 2, "size": [32, 40], "cache_dir": str(cache)},
+            "synth": synth,
             "crop_size": [32, 40],
             "num_workers": 0,
             "max_val_images": 4,

@@ -6,7 +6,7 @@
 * :func:`build_loader` wraps a dataset in a DataLoader (worker processes, DDP sampler,
   seeded worker RNG).
 
-Samples follow the brief's format ``{"views": [view_0, ...]}``; see
+Samples are ``{"views": [view_0, ...]}``, view 0 the reference; see
 :mod:`mtlsearch.data.transforms` for the geometry of augmentation and
 :mod:`mtlsearch.data.multiview` for how source views are chosen.
 """

@@ -1,7 +1,7 @@
 """Geometric and photometric transforms that keep every task and the cameras consistent.
 
 A view goes in as decoded numpy (``Reader.read_view``) and comes out in the sample
-format of the brief (torch tensors, ImageNet-normalised image, labels in
+format of :mod:`mtlsearch.data.pipeline` (torch tensors, ImageNet-normalised image, labels in
 :mod:`mtlsearch.tasks` conventions, ``K`` and ``cam2world`` after augmentation).
 
 Geometry (pixel centres at integer coordinates, OpenCV camera frame):

@@ -1,7 +1,7 @@
 """The metric protocol: split-level accumulators of summable float64 statistics.
 
-Every metric accumulates *sufficient statistics* over a whole split (DESIGN §4: not
-averaged per image) and scores them at the end::
+Every metric accumulates *sufficient statistics* over a whole split (not averaged per
+image, as the official evaluators score) and scores them at the end::
 
     m = SegMetric(num_classes=40)
     for batch in loader:

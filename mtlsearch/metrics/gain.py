@@ -69,7 +69,7 @@ def delta_m(
     *,
     tasks: Iterable[str] | None = None,
 ) -> float:
-    """Multi-task gain over single-task baselines, percent (DESIGN §4), the one place
+    """Multi-task gain over single-task baselines, percent (Maninis et al. 2019), the one place
     it is computed: ``(1/T) sum_t (-1)^{l_t} (M_mt,t - M_st,t) / |M_st,t| * 100``.
 
     ``baselines`` holds flat reported keys (``semseg_miou``, ``render_depth_rmse``). One

@@ -2,7 +2,7 @@
 errors and within-threshold fractions from a fine histogram).
 
 Contract: both follow :class:`~mtlsearch.metrics.base.Metric`; every score is accumulated
-per pixel over the whole split (DESIGN §4), as the official evaluators do. Depth
+per pixel over the whole split, as the official evaluators do. Depth
 predictions are clamped to 1e-9 before scoring by default, as the official MTI-Net/InvPT
 evaluators do (``eval.depth_clamp``).
 """

@@ -52,7 +52,7 @@ class SaliencyMetric(Metric):
       pixel, every threshold >= 0.75 none, and only 0.55, 0.60, 0.65, 0.70 discriminate
       (probability >= logit(t): 0.2007, 0.4055, 0.6190, 0.8473): five distinct operating
       points (with "everything") instead of 19, about one point of maxF lower on PASCAL
-      (issue 21). 3DMTL's PASCAL table copies InvPT's numbers, so compare with it under
+      (measured against the official evaluator). 3DMTL's PASCAL table copies InvPT's numbers, so compare with it under
       this protocol.
 
     MTL-PyTorch's older ``eval_sal.py`` instead averages per-image precision/recall over

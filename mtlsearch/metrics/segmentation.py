@@ -43,8 +43,8 @@ class SegMetric(Metric):
       per class, accumulated over the whole split, ``mean(jac)`` over all classes (ATRC's
       ``MeanIoU`` and MTL-PyTorch count absent classes as 0 too).
     - ``"present"``: only classes with a non-zero union (the previous default here); higher
-      than ``"all"`` whenever a split lacks some classes (issue 21's comparison with the
-      official evaluator on the same predictions: 38.51 ``present`` vs 28.88 official),
+      than ``"all"`` whenever a split lacks some classes (compared with the official
+      evaluator on the same predictions: 38.51 ``present`` vs 28.88 official),
       equal when every class occurs in the labels or the predictions.
 
     Without any valid pixel mIoU is NaN (the official meters would report 0). Pixel

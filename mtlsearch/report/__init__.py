@@ -21,12 +21,13 @@ import base64
 import html
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mtlsearch.errors import UserError
-from mtlsearch.layout import ERROR
+from mtlsearch.layout import CURVES_FILE, ERROR, PLOTS_DIR, RESULTS_FILE, TABLE_FILES
 from mtlsearch.outputs import MARKER_PREFIX, check_target, output_folder
 from mtlsearch.report.collect import Search
 from mtlsearch.report.collect import collect as collect_search
@@ -54,18 +55,18 @@ from mtlsearch.storage import cache_folder, is_uri, open_storage, sync_down
 
 log = logging.getLogger("mtlsearch.report")
 
-FORMATS = ("md", "tex", "csv", "html")
+FORMATS = tuple(TABLE_FILES)
 REPORT_KIND = "report"
 """Marker kind of report folders (``.mtlsearch-report``): only such a folder is replaced."""
-_REPORT_FILES = {"results.parquet", "curves.parquet", "table.md", "table.tex", "table.csv", "report.html"}
-_PLOT_FILE = re.compile(r"^plots/[a-z0-9_]+\.png$")
+_REPORT_FILES = {RESULTS_FILE, CURVES_FILE, *TABLE_FILES.values()}
+_PLOT_FILE = re.compile(rf"^{PLOTS_DIR}/[a-z0-9_]+\.png$")
 
 
 def _legacy_report(folder: Path) -> bool:
     """A report written before markers existed: ``results.parquet`` and nothing but the
     files a report writes."""
     files = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir()]
-    return "results.parquet" in files and all(
+    return RESULTS_FILE in files and all(
         f in _REPORT_FILES or _PLOT_FILE.match(f) for f in files)
 PARETO_PAIRS = (("semseg_miou", "depth_rmse"), ("semseg_miou", "normals_mean_err"),
                 ("depth_rmse", "normals_mean_err"))
@@ -193,9 +194,9 @@ def _html_page(report: Report, pngs: dict[str, bytes]) -> str:
     counts = s.results["status"].value_counts().to_dict() if len(s.results) else {}
     rows = [
         ("search", s.name),
-        ("space", meta.get("space_path") or "—"),
-        ("profile", meta.get("profile") or "—"),
-        ("algorithm", (meta.get("search") or {}).get("algorithm", "—")),
+        ("space", meta.space_path or "—"),
+        ("profile", meta.profile or "—"),
+        ("algorithm", meta.search.algorithm or "—"),
         ("tasks", ", ".join(s.tasks) or "—"),
         ("trials", ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"),
         ("ablated keys", ", ".join(s.ablated_keys) or "—"),
@@ -270,7 +271,7 @@ def build_report(trials_dir: str | Path, out: str | Path | None = None,
     if out_path is None:
         out_path = Path("reports") / search.name
     report = Report(out=out_path, search=search, table=table, markdown="")
-    paper_ref = search.meta.get("paper")
+    paper_ref = search.meta.paper
     if paper_ref:
         try:
             report.comparison = compare_paper(search, table, get_table(str(paper_ref)))
@@ -281,26 +282,38 @@ def build_report(trials_dir: str | Path, out: str | Path | None = None,
         results = search.results.copy()
         if table.trial_delta_m:
             results["delta_m_vs_baseline"] = results["trial_id"].astype(str).map(table.trial_delta_m)
-        results.to_parquet(tmp / "results.parquet", index=False)
-        search.curves.to_parquet(tmp / "curves.parquet", index=False)
-        _write_plots(search, table, tmp / "plots", report, samples)
+        results.to_parquet(tmp / RESULTS_FILE, index=False)
+        search.curves.to_parquet(tmp / CURVES_FILE, index=False)
+        _write_plots(search, table, tmp / PLOTS_DIR, report, samples)
         report.markdown = _markdown(report)
-        if "md" in formats:
-            (tmp / "table.md").write_text(report.markdown)
-        if "tex" in formats:
-            tex = to_latex(table, caption=f"{search.name}: ablation")
-            tex += "\n% Statistics against the baseline\n" + stats_latex(table, caption=f"{search.name}: statistics")
-            if report.comparison is not None:
-                tex += "\n% Published rows beside ours\n" + paper_latex(table, report.comparison)
-            (tmp / "table.tex").write_text(tex)
-        if "csv" in formats:
-            (tmp / "table.csv").write_text(to_csv(table))
-        if "html" in formats:
-            pngs = {p.name: p.read_bytes() for p in sorted((tmp / "plots").glob("*.png"))}
-            (tmp / "report.html").write_text(_html_page(report, pngs))
+        for fmt in formats:
+            (tmp / TABLE_FILES[fmt]).write_text(_WRITERS[fmt](report, tmp))
     report.files = sorted(p for p in out_path.rglob("*")
                           if p.is_file() and not p.name.startswith(MARKER_PREFIX))
     return report
+
+
+def _tex(report: Report, folder: Path) -> str:
+    table, name = report.table, report.search.name
+    tex = to_latex(table, caption=f"{name}: ablation")
+    tex += "\n% Statistics against the baseline\n" + stats_latex(table, caption=f"{name}: statistics")
+    if report.comparison is not None:
+        tex += "\n% Published rows beside ours\n" + paper_latex(table, report.comparison)
+    return tex
+
+
+def _html(report: Report, folder: Path) -> str:
+    pngs = {p.name: p.read_bytes() for p in sorted((folder / PLOTS_DIR).glob("*.png"))}
+    return _html_page(report, pngs)
+
+
+_WRITERS: dict[str, Callable[[Report, Path], str]] = {
+    "md": lambda report, folder: report.markdown,
+    "tex": _tex,
+    "csv": lambda report, folder: to_csv(report.table),
+    "html": _html,
+}
+"""Table format -> its file's text (the file name is :data:`mtlsearch.layout.TABLE_FILES`)."""
 
 
 def run_cli(args: argparse.Namespace) -> int:

@@ -25,11 +25,24 @@ import pandas as pd
 
 from mtlsearch.config import flatten, parse_override
 from mtlsearch.errors import UserError
+from mtlsearch.layout import (
+    CHECKPOINT_DIR_GLOB,
+    CHECKPOINT_FILE,
+    ERROR,
+    FINISHED,
+    INTERRUPTED,
+    META_FILE,
+    PARAMS_FILE,
+    PROGRESS_FILE,
+    RESULT_FILE,
+    RUNNING,
+    TUNE_ERROR_FILE,
+    is_trial_dir,
+)
 from mtlsearch.metrics import delta_m, flatten_baselines
+from mtlsearch.records import SearchMeta
 from mtlsearch.report.papers import direction_of, primary_metrics, readable
 from mtlsearch.space.spec import SEED_KEY  # the one seed key (tables and plots import it from here)
-
-META_FILE = "mtlsearch.json"
 
 BOOKKEEPING = {
     "timestamp", "checkpoint_dir_name", "done", "training_iteration", "trial_id", "date",
@@ -50,7 +63,8 @@ class Search:
 
     path: Path
     name: str
-    meta: dict[str, Any]
+    meta: SearchMeta
+    """The search's metadata (an empty record for a plain Tune folder without one)."""
     results: pd.DataFrame
     """One row per trial (see :func:`collect`)."""
     curves: pd.DataFrame
@@ -67,9 +81,8 @@ class Search:
 
     @property
     def tasks(self) -> list[str]:
-        tasks = self.meta.get("tasks") or {}
-        if tasks:
-            return list(tasks)
+        if self.meta.tasks:
+            return list(self.meta.tasks)
         found = []
         for task, key in primary_metrics().items():
             if f"final_{key}" in self.results.columns:
@@ -111,47 +124,6 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_bytes().decode("utf-8"))
     except (OSError, ValueError, RecursionError):
         return None
-
-
-_META_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
-    "name": ((str,), "a string"),
-    "space": ((dict,), "a mapping"),
-    "space_path": ((str,), "a string"),
-    "profile": ((str,), "a string"),
-    "overrides": ((list, dict), "a list of key=value strings or a mapping"),
-    "ablated_keys": ((list,), "a list of config keys"),
-    "baseline": ((dict, str), "a mapping or a row label"),
-    "paper": ((str,), "a paper table name"),
-    "search": ((dict,), "a mapping"),
-    "tasks": ((dict,), "a mapping of task names to weights"),
-    "static_config": ((dict,), "a mapping"),
-    "single_task_baselines": ((dict,), "a mapping"),
-}
-"""Type of every ``mtlsearch.json`` field the report reads (null allowed for each)."""
-
-
-def check_meta(meta: dict[str, Any], path: Path) -> None:
-    """Raise :class:`UserError` naming ``path`` and the field when a field of the search
-    metadata has the wrong type (a corrupt or hand-edited ``mtlsearch.json``)."""
-    for key, (types, what) in _META_TYPES.items():
-        value = meta.get(key)
-        if value is not None and not isinstance(value, types):
-            raise UserError(f"{path}: field {key!r} must be {what}, got {type(value).__name__}")
-    name = meta.get("name")
-    if name is not None and (not name.strip() or name in (".", "..")
-                             or any(c in name for c in "/\\\0")):
-        raise UserError(f"{path}: field 'name' must be a plain folder name, got {name!r}")
-    if isinstance(meta.get("ablated_keys"), list) and not all(
-            isinstance(k, str) for k in meta["ablated_keys"]):
-        raise UserError(f"{path}: field 'ablated_keys' must list config keys as strings")
-    if isinstance(meta.get("overrides"), list) and not all(
-            isinstance(k, str) for k in meta["overrides"]):
-        raise UserError(f"{path}: field 'overrides' must list key=value strings")
-    search = meta.get("search") or {}
-    for key in ("algorithm", "index_key", "optuna_storage"):
-        if search.get(key) is not None and not isinstance(search[key], str):
-            raise UserError(f"{path}: field 'search.{key}' must be a string, "
-                            f"got {type(search[key]).__name__}")
 
 
 def read_tune_state(search_dir: Path) -> tuple[dict[str, dict[str, Any]], str | None]:
@@ -221,9 +193,9 @@ def latest_checkpoint(search_dir: Path, trial_id: str, trial_dir: Path | None) -
     train_root = search_dir / "_train"
     if train_root.is_dir():
         for run in train_root.glob(f"{trial_id}*"):
-            candidates.extend(run.glob("checkpoint_*/checkpoint.pt"))
+            candidates.extend(run.glob(f"{CHECKPOINT_DIR_GLOB}/{CHECKPOINT_FILE}"))
     if not candidates and trial_dir is not None:
-        candidates.extend(trial_dir.glob("checkpoint_*/checkpoint.pt"))
+        candidates.extend(trial_dir.glob(f"{CHECKPOINT_DIR_GLOB}/{CHECKPOINT_FILE}"))
     candidates = [c for c in candidates if c.is_file()]
     if not candidates:
         return None
@@ -271,7 +243,7 @@ def _flat_result(row: dict[str, Any]) -> dict[str, Any]:
 def _is_trial_dir(path: Path) -> bool:
     if not path.is_dir() or path.name.startswith((".", "_")):
         return False
-    return any((path / f).exists() for f in ("params.json", "result.json", "progress.csv", "error.txt"))
+    return is_trial_dir(path)
 
 
 RECENT_S = 120.0
@@ -283,34 +255,34 @@ def _infer_status(has_error: bool, rows: list[dict[str, Any]], trial_dir: Path |
     with ``done: true`` -> TERMINATED, files written in the last :data:`RECENT_S`
     seconds -> RUNNING, else INTERRUPTED."""
     if has_error:
-        return "ERROR"
+        return ERROR
     if rows and rows[-1].get("done") is True:
-        return "TERMINATED"
+        return FINISHED
     if trial_dir is not None:
         times = [p.stat().st_mtime for p in trial_dir.iterdir() if p.is_file()]
         if times and time.time() - max(times) < RECENT_S:
-            return "RUNNING"
-    return "INTERRUPTED"
+            return RUNNING
+    return INTERRUPTED
 
 
-def _resources(meta: dict[str, Any]) -> str:
-    search = meta.get("search") if isinstance(meta.get("search"), dict) else {}
-    if isinstance(search.get("resources"), dict):
-        return readable(search["resources"])
+def _resources(meta: SearchMeta) -> str:
+    if meta.search.resources is not None:
+        return readable(meta.search.resources)
     keys = ("workers", "num_workers", "cpus_per_worker", "gpus_per_worker", "use_gpu")
-    picked = {k: search[k] for k in keys if k in search}
+    older = meta.search.model_extra or {}  # folders from before ``resources`` was a mapping
+    picked = {k: older[k] for k in keys if k in older}
     return readable(picked) if picked else ""
 
 
-def single_task_baselines(meta: dict[str, Any]) -> tuple[dict[str, float], str]:
+def single_task_baselines(meta: SearchMeta) -> tuple[dict[str, float], str]:
     """The search's single-task baselines as ``{metric key: value}`` plus a note.
 
     Accepts the flat form, the ``eval.baselines`` form ``{task: {metric: value}}`` and
     the search's cache form ``{hash: {"path", "metrics": {task: {metric: value}}}}``;
     several cache entries (baselines that differ per trial) give ``{}`` and a note, and
     the trials' own reported ``delta_m`` is used instead."""
-    raw = meta.get("single_task_baselines")
-    if not isinstance(raw, dict) or not raw:
+    raw = meta.single_task_baselines
+    if not raw:
         return {}, ""
     values = list(raw.values())
     if all(isinstance(v, (int, float)) for v in values):
@@ -325,18 +297,18 @@ def single_task_baselines(meta: dict[str, Any]) -> tuple[dict[str, float], str]:
         return {}, "single_task_baselines in mtlsearch.json not understood; ignored"
 
 
-def _fixed_from_meta(meta: dict[str, Any]) -> dict[str, Any]:
+def _fixed_from_meta(meta: SearchMeta) -> dict[str, Any]:
     """Config values the search pinned for every trial: its static config (base + fixed +
     profile + overrides, ``static_config``), overrides (``k=v`` strings or a mapping) and
     constant mappings of the space (``base``/``config``/``fixed``)."""
     fixed: dict[str, Any] = {}
-    if isinstance(meta.get("static_config"), dict):
-        fixed.update(flatten(meta["static_config"]))
-    space = meta.get("space") if isinstance(meta.get("space"), dict) else {}
+    if meta.static_config:
+        fixed.update(flatten(meta.static_config))
+    space = meta.space or {}
     for key in ("base", "config", "fixed"):
         if isinstance(space.get(key), dict):
             fixed.update(flatten(space[key]))
-    overrides = meta.get("overrides")
+    overrides = meta.overrides
     if isinstance(overrides, dict):
         fixed.update(overrides)
     elif isinstance(overrides, list):
@@ -347,6 +319,75 @@ def _fixed_from_meta(meta: dict[str, Any]) -> dict[str, Any]:
                 continue
             fixed[key] = value
     return fixed
+
+
+def _trial_reports(tdir: Path | None, st: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
+    """A trial's reports, flattened: ``result.json``, else ``progress.csv``, else Tune's
+    saved last result; and how many lines of ``result.json`` were unreadable."""
+    rows: list[dict[str, Any]] = []
+    bad = 0
+    if tdir is not None:
+        rows, bad = read_json_lines(tdir / RESULT_FILE)
+        if not rows and (tdir / PROGRESS_FILE).is_file():
+            try:
+                rows = pd.read_csv(tdir / PROGRESS_FILE, on_bad_lines="skip").to_dict("records")
+            except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError, ValueError):
+                rows = []
+    if not rows and st.get("last_result"):
+        rows = [st["last_result"]]
+    return [_flat_result(r) for r in rows], bad
+
+
+def _trial_status(tdir: Path | None, st: dict[str, Any], rows: list[dict[str, Any]]) -> tuple[str, str]:
+    """A trial's status (Tune's, else inferred from its files) and its error's summary."""
+    error_path = tdir / TUNE_ERROR_FILE if tdir is not None and (tdir / TUNE_ERROR_FILE).is_file() else None
+    status = st.get("status") or _infer_status(error_path is not None, rows, tdir)
+    if status != ERROR:
+        return status, ""
+    if error_path is None:
+        return status, "error (no error.txt found)"
+    return status, error_summary(error_path.read_text(errors="replace"))
+
+
+def _curves(tid: str, status: str, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, list[float]]]:
+    """One curve row per report of a trial, and each numeric metric's values in order."""
+    curves, series = [], {}
+    for i, r in enumerate(rows):
+        curve: dict[str, Any] = {"trial_id": tid, "status": status, "report": i}
+        for key in ("training_iteration", "iteration", "time_total_s"):
+            if _numeric(r.get(key)) is not None:
+                curve[key] = _numeric(r[key])
+        for key, value in r.items():
+            num = _numeric(value)
+            if key in BOOKKEEPING or num is None or isinstance(value, bool):
+                continue
+            series.setdefault(key, []).append(num)
+            curve[key] = num
+        curves.append(curve)
+    return curves, series
+
+
+def _scores(series: dict[str, list[float]], single: dict[str, float]) -> dict[str, float]:
+    """``final_<key>`` (last finite value), ``best_<key>`` (for scored metrics) and
+    ``delta_m`` (reported, else computed here once against the single-task baselines)."""
+    out: dict[str, float] = {}
+    for key, values in series.items():
+        clean = [v for v in values if not math.isnan(v)]
+        out[f"final_{key}"] = clean[-1] if clean else float("nan")
+        d = direction_of(key)
+        if d is not None:
+            out[f"best_{key}"] = (max(clean) if d == "max" else min(clean)) if clean else float("nan")
+    finals = {k[len("final_"):]: v for k, v in out.items() if k.startswith("final_")}
+    if "delta_m" in finals:
+        out["delta_m"] = finals["delta_m"]
+    elif single:
+        try:
+            out["delta_m"] = delta_m(finals, single)
+        except UserError:  # some task's score is missing (e.g. the trial failed)
+            out["delta_m"] = float("nan")
+    else:
+        out["delta_m"] = float("nan")
+    return out
 
 
 def collect(trials_dir: str | Path) -> Search:
@@ -363,25 +404,19 @@ def collect(trials_dir: str | Path) -> Search:
     if not path.is_dir():
         raise UserError(f"search folder not found: {path}")
     notes: list[str] = []
-    meta_path = path / META_FILE
-    meta: dict[str, Any] = {}
-    if meta_path.is_file():
-        loaded = _read_json(meta_path)
-        if not isinstance(loaded, dict):
-            raise UserError(f"{meta_path}: not a JSON object (corrupt search metadata?)")
-        check_meta(loaded, meta_path)
-        meta = loaded
+    found = SearchMeta.read(path)
+    meta = found or SearchMeta()
     state, state_note = read_tune_state(path)
     if state_note:
         notes.append(state_note)
     trial_dirs = sorted(p for p in path.iterdir() if _is_trial_dir(p))
-    if not meta and not state and not trial_dirs:
+    if found is None and not state and not trial_dirs:
         raise UserError(
             f"{path} is not a search folder (no {META_FILE}, Tune experiment state or trial folders)"
         )
-    if not meta:
+    if found is None:
         notes.append(f"{META_FILE} missing: ablated keys inferred from the trials' params")
-    name = str(meta.get("name") or path.name)
+    name = meta.name or path.name
 
     by_logdir = {s.get("relative_logdir"): tid for tid, s in state.items() if s.get("relative_logdir")}
     entries: dict[str, dict[str, Any]] = {}
@@ -404,32 +439,13 @@ def collect(trials_dir: str | Path) -> Search:
     for tid, entry in entries.items():
         tdir: Path | None = entry["dir"]
         st = state.get(tid, {})
-        params = _read_json(tdir / "params.json") if tdir else None
+        params = _read_json(tdir / PARAMS_FILE) if tdir else None
         if not isinstance(params, dict):
             params = st.get("config") or {}
         params = _flat_params(params)
-        rows: list[dict[str, Any]] = []
-        if tdir is not None:
-            rows, bad = read_json_lines(tdir / "result.json")
-            truncated += bad
-            if not rows and (tdir / "progress.csv").is_file():
-                try:
-                    frame = pd.read_csv(tdir / "progress.csv", on_bad_lines="skip")
-                    rows = frame.to_dict("records")
-                except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError, ValueError):
-                    rows = []
-        if not rows and st.get("last_result"):
-            rows = [st["last_result"]]
-        rows = [_flat_result(r) for r in rows]
-        error_path = None
-        if tdir is not None and (tdir / "error.txt").is_file():
-            error_path = tdir / "error.txt"
-        status = st.get("status") or _infer_status(error_path is not None, rows, tdir)
-        error = ""
-        if error_path is not None and status == "ERROR":
-            error = error_summary(error_path.read_text(errors="replace"))
-        elif status == "ERROR":
-            error = "error (no error.txt found)"
+        rows, bad = _trial_reports(tdir, st)
+        truncated += bad
+        status, error = _trial_status(tdir, st, rows)
 
         row: dict[str, Any] = {
             "trial_id": tid,
@@ -445,37 +461,10 @@ def collect(trials_dir: str | Path) -> Search:
         row["seed"] = (int(seed) if isinstance(seed, (int, float)) and not isinstance(seed, bool)
                        and math.isfinite(seed) else None)
 
-        series: dict[str, list[float]] = {}
-        for i, r in enumerate(rows):
-            curve: dict[str, Any] = {"trial_id": tid, "status": str(status), "report": i}
-            for key in ("training_iteration", "iteration", "time_total_s"):
-                if _numeric(r.get(key)) is not None:
-                    curve[key] = _numeric(r[key])
-            for key, value in r.items():
-                num = _numeric(value)
-                if key in BOOKKEEPING or num is None or isinstance(value, bool):
-                    continue
-                if key not in metric_keys:
-                    metric_keys.append(key)
-                series.setdefault(key, []).append(num)
-                curve[key] = num
-            curve_rows.append(curve)
-        for key, values in series.items():
-            clean = [v for v in values if not math.isnan(v)]
-            row[f"final_{key}"] = clean[-1] if clean else float("nan")
-            d = direction_of(key)
-            if d is not None:
-                row[f"best_{key}"] = (max(clean) if d == "max" else min(clean)) if clean else float("nan")
-        finals = {k[len("final_"):]: v for k, v in row.items() if k.startswith("final_")}
-        if "delta_m" in finals:
-            row["delta_m"] = finals["delta_m"]
-        elif single:
-            try:  # a trial that did not report it: computed once, here, by metrics.delta_m
-                row["delta_m"] = delta_m(finals, single)
-            except UserError:  # some task's score is missing (e.g. the trial failed)
-                row["delta_m"] = float("nan")
-        else:
-            row["delta_m"] = float("nan")
+        curves, series = _curves(tid, str(status), rows)
+        curve_rows.extend(curves)
+        metric_keys.extend(k for k in series if k not in metric_keys)
+        row.update(_scores(series, single))
         last = rows[-1] if rows else {}
         row["iterations"] = _numeric(last.get("iteration"))
         row["reports"] = len(rows)
@@ -494,9 +483,9 @@ def collect(trials_dir: str | Path) -> Search:
         if key in results.columns:
             results[key] = results[key].astype(object).where(results[key].notna(), None)
 
-    ablated = [str(k) for k in (meta.get("ablated_keys") or [])]
-    if not meta.get("ablated_keys"):
-        index_key = (meta.get("search") or {}).get("index_key", "trial_index")
+    ablated = list(meta.ablated_keys or [])
+    if not ablated:
+        index_key = meta.search.index_key or "trial_index"
         ablated = [k for k in param_keys if k != index_key and results[k].nunique(dropna=True) > 1]
     fixed = _fixed_from_meta(meta)
     for key in param_keys:

@@ -158,8 +158,7 @@ def from_search(search: Any, metrics: Sequence[str], statuses: Iterable[str] | N
     ``metrics`` is a finite number."""
     res = search.results
     wanted = None if statuses is None else set(statuses)
-    index_key = (search.meta.get("search") or {}).get("index_key") if isinstance(
-        search.meta.get("search"), dict) else None
+    index_key = search.meta.search.index_key
     keys = list(getattr(search, "param_keys", []) or [])
     trials = []
     for _, row in res.iterrows():

@@ -21,10 +21,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from mtlsearch.layout import ERROR, OPTUNA_DB  # noqa: E402
 from mtlsearch.report.collect import SEED_KEY, Search  # noqa: E402
 from mtlsearch.report.papers import arrow, direction_of  # noqa: E402
 from mtlsearch.report.tables import AblationTable  # noqa: E402
-from mtlsearch.storage import OPTUNA_DB  # noqa: E402
 
 DPI = 110
 
@@ -57,7 +57,7 @@ def learning_curves(search: Search, table: AblationTable, metrics: list[str], pa
             if frame.empty:
                 continue
             lb = labels.get(tid, "?")
-            style = "--" if frame["status"].iloc[0] == "ERROR" else "-"
+            style = "--" if frame["status"].iloc[0] == ERROR else "-"
             ax.plot(frame[xkey], frame[metric], style, marker="o", ms=2.5, lw=1.2,
                     color=colors.get(lb, "grey"), label=None if lb in seen else lb)
             seen.add(lb)
@@ -101,9 +101,7 @@ def split_losses(curves: pd.DataFrame, weights: dict[str, float]) -> pd.DataFram
 
 
 def _task_weights(search: Search) -> dict[str, float]:
-    tasks = search.meta.get("tasks") if isinstance(search.meta.get("tasks"), dict) else {}
-    weights = {t: v.get("weight", 1.0) for t, v in tasks.items() if isinstance(v, dict)}
-    return weights or dict.fromkeys(search.tasks, 1.0)
+    return search.meta.task_weights or dict.fromkeys(search.tasks, 1.0)
 
 
 def loss_curves(search: Search, table: AblationTable, path: Path) -> Path | None:
@@ -215,7 +213,7 @@ def pareto_plot(search: Search, table: AblationTable, x: str, y: str, path: Path
     dx, dy = direction_of(x), direction_of(y)
     if cx not in res.columns or cy not in res.columns or dx is None or dy is None:
         return None
-    ok = res[(res["status"] != "ERROR") & res[cx].notna() & res[cy].notna()]
+    ok = res[(res["status"] != ERROR) & res[cx].notna() & res[cy].notna()]
     if len(ok) < 2:
         return None
     pts = list(zip(ok[cx].astype(float), ok[cy].astype(float)))
@@ -260,7 +258,7 @@ def build_study(search: Search, objective: pd.Series, direction: str) -> Any:
 
     res = search.results
     keys = [k for k in search.ablated_keys if k in res.columns or k == SEED_KEY]
-    mask = objective.notna() & (res["status"] != "ERROR")
+    mask = objective.notna() & (res["status"] != ERROR)
     dists: dict[str, Any] = {}
     converted: dict[str, list[Any]] = {}
     for key in keys:
@@ -297,11 +295,11 @@ def importance_plot(search: Search, objective: pd.Series, objective_name: str, p
     direction = direction_of(objective_name) or "max"
     study = None
     source = "in-memory study built from the trials"
-    settings = search.meta.get("search") or {}
+    settings = search.meta.search
     db = search.path / OPTUNA_DB
-    if not db.is_file() and settings.get("optuna_storage"):
-        db = Path(settings["optuna_storage"])
-    if db.is_file() and str(settings.get("algorithm", "")).lower() == "optuna":
+    if not db.is_file() and settings.optuna_storage:
+        db = Path(settings.optuna_storage)
+    if db.is_file() and str(settings.algorithm or "").lower() == "optuna":
         # Read-only: optuna would otherwise add its tables to any SQLite file found there.
         url = f"sqlite:///file:{quote(str(db.resolve()))}?mode=ro&uri=true"
         try:

@@ -205,7 +205,7 @@ def _find_baseline(search: Search, baseline: str | None, row_keys: dict[str, dic
         if len(found) != 1:
             raise UserError(f"--baseline {baseline!r} names no row (rows: {', '.join(row_keys)})")
         return found[0], f"Δm vs row '{found[0]}' (--baseline)"
-    declared = search.meta.get("baseline")
+    declared = search.meta.baseline
     found = []
     if isinstance(declared, dict) and declared:
         found = _match_selector(row_keys, declared, search.tasks)
