@@ -280,6 +280,55 @@ def _compare_rows(values: pd.DataFrame, seeds: pd.Series, label_of: pd.Series, l
     return adjust(found, ALPHA)
 
 
+def _group_keys(search: Search, res: pd.DataFrame, group_by: list[str] | None, notes: list[str]) -> list[str]:
+    """The keys rows are grouped by: ``--group-by`` (each must be a results column), else
+    the search's ablated keys that have values; never the seed."""
+    if group_by:
+        for key in group_by:
+            if key not in res.columns:
+                known = [c for c in res.columns if "." in c]
+                raise UserError(
+                    f"--group-by {key}: not a config key of these results "
+                    f"(known: {', '.join(known) or 'none'})"
+                )
+        return [k for k in group_by if k != SEED_KEY]
+    keys = []
+    for k in search.ablated_keys:
+        if k == SEED_KEY:
+            continue
+        if k in res.columns:
+            keys.append(k)
+        else:
+            notes.append(f"ablated key {k} has no value in any trial; not grouped")
+    return keys
+
+
+def _row_delta_m(primary: pd.DataFrame, label_of: pd.Series, base_label: str) -> pd.Series:
+    """Each trial's delta_m against the baseline row's mean of every primary metric."""
+    base = _aggregate(primary, label_of, [base_label])
+    base_means = {c: float(base.loc[base_label, (c, "mean")]) for c in primary.columns}
+    per_trial = []
+    for _, trial in primary.iterrows():
+        finals = {c: float(v) for c, v in trial.items() if not pd.isna(v)}
+        try:
+            per_trial.append(delta_m(finals, base_means))
+        except UserError:  # a task's score is missing in this trial or the row
+            per_trial.append(float("nan"))
+    return pd.Series(per_trial, index=primary.index, dtype=float)
+
+
+def _mark_best(cells: dict[tuple[str, str], Cell], labels: list[str], columns: list[str]) -> None:
+    """Mark, per scored column with two rows or more, the rows whose mean is the best."""
+    for col in columns:
+        d = direction_of(col)
+        means = {lb: cells[(lb, col)].mean for lb in labels if cells[(lb, col)].n > 0}
+        if d is not None and len(means) >= 2:
+            best = max(means.values()) if d == "max" else min(means.values())
+            for lb, m in means.items():
+                if math.isclose(m, best, rel_tol=1e-9, abs_tol=1e-12):
+                    cells[(lb, col)].best = True
+
+
 def build_table(search: Search, group_by: list[str] | None = None,
                 baseline: str | None = None) -> AblationTable:
     """Aggregate ``search.results`` into an :class:`AblationTable`.
@@ -290,24 +339,7 @@ def build_table(search: Search, group_by: list[str] | None = None,
     """
     res = search.results.reset_index(drop=True)
     notes: list[str] = []
-    if group_by:
-        for key in group_by:
-            if key not in res.columns:
-                known = [c for c in res.columns if "." in c]
-                raise UserError(
-                    f"--group-by {key}: not a config key of these results "
-                    f"(known: {', '.join(known) or 'none'})"
-                )
-        keys = [k for k in group_by if k != SEED_KEY]
-    else:
-        keys = []
-        for k in search.ablated_keys:
-            if k == SEED_KEY:
-                continue
-            if k in res.columns:
-                keys.append(k)
-            else:
-                notes.append(f"ablated key {k} has no value in any trial; not grouped")
+    keys = _group_keys(search, res, group_by, notes)
     columns = table_columns(search)
     label_of, row_keys = _group_rows(res, keys)
     ok = res["status"] != ERROR
@@ -330,16 +362,7 @@ def build_table(search: Search, group_by: list[str] | None = None,
     ]
     dm: pd.Series | None = None
     if base_label is not None and primary_cols:
-        base = _aggregate(values[primary_cols], label_of, [base_label])
-        base_means = {c: float(base.loc[base_label, (c, "mean")]) for c in primary_cols}
-        per_trial = []
-        for _, trial in values[primary_cols].iterrows():
-            finals = {c: float(v) for c, v in trial.items() if not pd.isna(v)}
-            try:
-                per_trial.append(delta_m(finals, base_means))
-            except UserError:  # a task's score is missing in this trial or the row
-                per_trial.append(float("nan"))
-        dm = pd.Series(per_trial, index=values.index, dtype=float)
+        dm = _row_delta_m(values[primary_cols], label_of, base_label)
     elif has_stored:
         dm = stored
         base_note = base_note or "Δm as reported by the trials"
@@ -368,14 +391,7 @@ def build_table(search: Search, group_by: list[str] | None = None,
     cells = _cells(stats, labels, columns)
 
     # Best, then every row against the baseline ------------------------------------
-    for col in columns:
-        d = direction_of(col)
-        means = {lb: cells[(lb, col)].mean for lb in labels if cells[(lb, col)].n > 0}
-        if d is not None and len(means) >= 2:
-            best = max(means.values()) if d == "max" else min(means.values())
-            for lb, m in means.items():
-                if math.isclose(m, best, rel_tol=1e-9, abs_tol=1e-12):
-                    cells[(lb, col)].best = True
+    _mark_best(cells, labels, columns)
     seeds = used["seed"] if "seed" in used.columns else pd.Series(None, index=used.index, dtype=object)
     tests = _compare_rows(values, seeds, label_of, labels, columns, base_label, cells)
 
