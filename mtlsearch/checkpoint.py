@@ -4,7 +4,12 @@ The file holds everything a restarted run needs to continue where it stopped::
 
     {"model": state_dict (unwrapped from DDP), "optimizer": ..., "scheduler": ...,
      "step": completed iterations, "rng": {"torch", "cuda", "numpy", "python"},
-     "config": Config.to_dict(), "num_classes": {task: classes}}
+     "config": Config.to_dict(), "num_classes": {task: classes},
+     "scaler": GradScaler.state_dict() (train.precision fp16 only)}
+
+A checkpoint without ``scaler`` (fp32/bf16 runs, or files written before it existed)
+resumes an fp16 run with a fresh GradScaler; a saved ``scaler`` is ignored when the
+resumed run needs none (weights and optimizer state are float32 in every precision).
 
 Every entry is made of tensors, numbers, strings, lists and dicts, so the file loads
 with ``torch.load(weights_only=True)`` (no arbitrary pickles): the NumPy and Python RNG
@@ -70,11 +75,14 @@ def save_checkpoint(
     step: int,
     config: dict[str, Any],
     num_classes: dict[str, int] | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> Path:
     """Write ``directory/checkpoint.pt`` and return its path (``num_classes``: the
-    dataset's class counts, needed to rebuild the model's heads)."""
+    dataset's class counts, needed to rebuild the model's heads; ``scaler``: an fp16
+    run's GradScaler)."""
     path = Path(directory) / CHECKPOINT_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
+    extra = {"scaler": scaler.state_dict()} if scaler is not None else {}
     torch.save(
         {
             "model": unwrap(model).state_dict(),
@@ -84,6 +92,7 @@ def save_checkpoint(
             "rng": rng_state(),
             "config": config,
             "num_classes": dict(num_classes or {}),
+            **extra,
         },
         path,
     )
@@ -121,6 +130,8 @@ def check_state(state: Any, path: str | Path, keys: tuple[str, ...] = ("model", 
     for key in ("optimizer", "scheduler", "rng"):
         if key in keys and not isinstance(state.get(key), dict):
             raise UserError(f"{path}: checkpoint entry {key!r} must be a mapping")
+    if "scaler" in state and not isinstance(state["scaler"], dict):
+        raise UserError(f"{path}: checkpoint entry 'scaler' must be a mapping")
     return state
 
 
@@ -148,9 +159,11 @@ def restore(
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     rng: bool = True,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> int:
     """Load a checkpoint's state into the given objects; return the completed step.
-    Weights that do not fit ``model`` are a :class:`UserError`."""
+    Weights that do not fit ``model`` are a :class:`UserError`. ``scaler`` takes the saved
+    GradScaler state when there is one (else it keeps its fresh state)."""
     try:
         unwrap(model).load_state_dict(state["model"])
     except RuntimeError as err:
@@ -160,6 +173,8 @@ def restore(
         optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None:
         scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
     if rng:
         set_rng_state(state["rng"])
     return int(state["step"])

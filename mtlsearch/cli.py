@@ -253,14 +253,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="generation/loader processes")
     p.add_argument("--keep", action="store_true", help="keep the scratch folder (removed by default)")
     p = _add(bench_sub, "model", "mtlsearch.bench.model:run_cli",
-             "training step time and memory with and without the regularizer")
+             "training step time and memory with and without the regularizer, per precision")
+    p.add_argument("--config", default=None, metavar="CONFIG",
+                   help="config file to measure (default: the defaults)")
     p.add_argument("--backbone", default=None, help="timm backbone (default: the config's)")
     p.add_argument("--decoder", default=None,
                    help="decoder; invpt / mtinet at the published size (ViT-L / HRNet-W48)")
+    p.add_argument("--size", type=_size, default=None, metavar="HxW",
+                   help="input size (default: --config's crop size, else 448x576)")
+    p.add_argument("--batch", type=int, default=None,
+                   help="batch size (default: --config's train.batch_size, else 2)")
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--precision", default=None, metavar="P1,P2",
+                   help="precisions to measure, of fp32,bf16,fp16 (default: all)")
+    p.add_argument("--settings", default=None, metavar="S1,S2",
+                   help="of train,train+reg,infer,infer exported (default: all)")
+    p.add_argument("--channels-last", action="store_true", help="train.channels_last: true")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    _add_set(p)
+    p = _add(bench_sub, "gpu", "mtlsearch.bench.gpu:run_cli",
+             "InvPT and MTI-Net per precision on the GPU, and 2 trials sharing it")
     p.add_argument("--size", type=_size, default=(448, 576), metavar="HxW")
     p.add_argument("--batch", type=int, default=2)
-    p.add_argument("--steps", type=int, default=3)
-    _add_set(p)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--precision", default=None, metavar="P1,P2",
+                   help="precisions to measure, of fp32,bf16,fp16 (default: all)")
+    p.add_argument("--models", default="invpt,mtinet", metavar="M1,M2",
+                   help="of invpt,mtinet (default: both)")
+    p.add_argument("--iterations", type=int, default=40,
+                   help="iterations of each trial of the shared-GPU search")
+    p.add_argument("--no-search", action="store_true", help="skip the 2-trial shared-GPU search")
+    p.add_argument("--keep", action="store_true", help="keep the search's scratch folder")
     p = _add(bench_sub, "search", "mtlsearch.bench.search:run_cli",
              "per-trial overhead of mtlsearch search against a bare loop")
     p.add_argument("--trials", type=int, default=4)

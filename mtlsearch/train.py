@@ -12,7 +12,10 @@ What it does, in order: seed; build datasets and loaders (a DistributedSampler f
 training, disjoint shards for validation); build the model and wrap it in DDP; make the
 optimizer and the poly LR schedule; restore the latest checkpoint if Train has one; then
 train for ``train.iterations`` iterations (cycling the loader), evaluating every
-``train.eval_every`` iterations and at the end.
+``train.eval_every`` iterations and at the end. ``train.precision`` (bf16/fp16 autocast of
+the forward pass, a GradScaler for fp16, losses and evaluation in float32),
+``train.channels_last`` and ``train.compile`` follow :mod:`mtlsearch.precision`; a
+checkpoint carries the GradScaler's state.
 
 Rank, device, DDP wrapping, reports and checkpoints come from a
 :class:`mtlsearch.session.Session` (a Ray Train worker, or a one-worker Tune trial's own
@@ -70,6 +73,15 @@ from mtlsearch.models import build_model, compute_losses
 from mtlsearch.models.losses import source_view_losses
 from mtlsearch.models.regularizer import alpha_at
 from mtlsearch.phases import mark
+from mtlsearch.precision import (
+    autocast,
+    check_precision,
+    float32,
+    make_scaler,
+    optimizer_step,
+    slow_fp16_note,
+    to_channels_last,
+)
 from mtlsearch.session import Session, open_session
 
 
@@ -81,6 +93,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     rank, world = session.identity()
     master = rank == 0
     device = session.device()
+    check_precision(cfg.train.precision, device)
     if master:
         mark("loop_start")
     baselines = {**cfg.eval.baselines, **(loop_config.get("baselines") or {})}
@@ -99,10 +112,18 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     # -- model, optimizer, LR schedule -------------------------------------------
     model = build_model(cfg, info.num_classes)
+    note = slow_fp16_note(cfg.train.precision, device, model)
+    if master and note:
+        print(note, flush=True)
+    if cfg.train.channels_last:
+        model = to_channels_last(model)
     model = session.prepare_model(model)
+    if cfg.train.compile:
+        model.compile()  # in place: state_dict keys, checkpoints and DDP stay as they are
     if master:
         mark("model_ready")
     optimizer = make_optimizer(model, cfg.train)
+    scaler = make_scaler(cfg.train.precision, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, poly_schedule(cfg.train.iterations, cfg.train.poly_power)
     )
@@ -115,7 +136,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         with checkpoint.as_directory() as folder:
             state = load_checkpoint(folder, map_location="cpu")
         # Rank 0's RNG state is the saved one; other ranks reseed deterministically.
-        step = restore(state, model=model, optimizer=optimizer, scheduler=scheduler, rng=master)
+        step = restore(state, model=model, optimizer=optimizer, scheduler=scheduler, rng=master,
+                       scaler=scaler)
         # The config wins over the saved schedule (a rerun may change lr or iterations).
         factor = poly_schedule(cfg.train.iterations, cfg.train.poly_power)(step)
         scheduler.base_lrs = [cfg.train.lr] * len(optimizer.param_groups)
@@ -149,7 +171,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             alphas = {t: alpha_at(step, cfg, t) for t in cfg.task_names}
             lr = optimizer.param_groups[0]["lr"]
             inputs, labels, xview_labels, ref_rows = train_inputs(views, cfg)
-            out = model(**inputs)
+            if cfg.train.channels_last:
+                inputs["image"] = inputs["image"].contiguous(memory_format=torch.channels_last)
+            with autocast(cfg.train.precision, device):
+                out = model(**inputs)
+            out = float32(out)  # losses in float32, outside autocast
             loss, parts = compute_losses(out, labels, cfg, alphas, xview_labels)
             if ref_rows < len(inputs["image"]):
                 parts.update(source_view_losses(out, labels, ref_rows, cfg))
@@ -162,13 +188,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 raise NonFiniteLossError(
                     f"non-finite loss at iteration {step + 1}: {shown} (lr={lr:.3g}, "
                     f"alpha={alpha:.3g}); lower train.lr or set train.grad_clip"
+                    + ("" if cfg.train.precision == "fp32" else
+                       f" (train.precision={cfg.train.precision}: try fp32)")
                 )
 
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.train.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-            optimizer.step()
+            optimizer_step(loss, optimizer, scaler, model.parameters(), cfg.train.grad_clip)
             scheduler.step()
             step += 1
             if master and step == first_step:
@@ -197,7 +221,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 evaluate_and_report(
                     model, val_loader, cfg, info, device, baselines, step, report_window.pop(),
                     alpha, lr, writer, master,
-                    checkpoint_state=(optimizer, scheduler) if want_checkpoint else None,
+                    checkpoint_state=(optimizer, scheduler, scaler) if want_checkpoint else None,
                     multiview=multiview_eval, session=session,
                 )
                 reported_at = step
@@ -233,12 +257,13 @@ def evaluate_and_report(
     lr: float,
     writer: Any,
     master: bool,
-    checkpoint_state: tuple[torch.optim.Optimizer, Any] | None,
+    checkpoint_state: tuple[torch.optim.Optimizer, Any, Any] | None,
     multiview: bool,
     session: Session | None = None,
 ) -> dict[str, Any]:
     """Evaluate, log, and report through ``session`` (with a checkpoint from rank 0 when
-    ``checkpoint_state`` = (optimizer, scheduler) is given); returns the reported dict."""
+    ``checkpoint_state`` = (optimizer, scheduler, GradScaler or None) is given); returns
+    the reported dict. Evaluation runs in float32, without autocast."""
     session = session or Session()
     scores = evaluate(model, val_loader, cfg, info, device, cfg.eval.outputs, multiview=multiview)
     scores = with_delta_m(scores, baselines, cfg.task_names)
@@ -251,11 +276,11 @@ def evaluate_and_report(
             writer.add_scalar(f"val/{key}", value, step)
         writer.flush()
     if master and checkpoint_state is not None:
-        optimizer, scheduler = checkpoint_state
+        optimizer, scheduler, scaler = checkpoint_state
         with tempfile.TemporaryDirectory(prefix="mtlsearch-ckpt-") as folder:
             save_checkpoint(
                 folder, model=model, optimizer=optimizer, scheduler=scheduler, step=step,
-                config=cfg.to_dict(), num_classes=dict(info.num_classes),
+                config=cfg.to_dict(), num_classes=dict(info.num_classes), scaler=scaler,
             )
             session.report(metrics, checkpoint_dir=folder)
     else:

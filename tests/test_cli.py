@@ -13,7 +13,7 @@ COMMANDS = [
     ["data", "synthrooms"], ["data", "preview"], ["data", "check"], ["data", "import-colmap"],
     ["train"], ["search"], ["report"], ["predict"], ["best"], ["status"], ["reproduce"],
     ["evaluate"], ["weights", "convert"],
-    ["bench", "data"], ["bench", "model"], ["bench", "search"], ["bench", "crossview"],
+    ["bench", "data"], ["bench", "model"], ["bench", "search"], ["bench", "crossview"], ["bench", "gpu"],
 ]
 
 

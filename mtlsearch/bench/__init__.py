@@ -1,1 +1,1 @@
-"""Benchmarks that print figures: data, model, search, crossview."""
+"""Benchmarks that print figures: data, model, search, crossview, gpu."""

@@ -366,6 +366,18 @@ class TrainConfig(Section):
     intermediate_supervision: Bool = True
     """Deep supervision of invpt/mtinet: every intermediate prediction is a loss term
     (``loss_inter_<task>``) weighted like its task, as both papers train."""
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Training step's arithmetic: ``fp32``, or ``bf16`` / ``fp16`` through torch.autocast
+    (fp16 with a GradScaler; refused where torch cannot run it, and very slow on CPU, whose
+    float16 convolution backward is a fallback: use bf16 there). Weights, optimizer state,
+    losses, metrics, evaluation and the regularizer's ray geometry and compositing stay
+    float32 (``mtlsearch.precision``)."""
+    channels_last: Bool = False
+    """Channels-last (NHWC) weights and input images: often faster for convolutional
+    backbones (oneDNN on CPU, tensor cores on GPU); no effect on a ViT's linear layers."""
+    compile: Bool = False
+    """``torch.compile`` the model (in place, after DDP wrapping): a slow first step while it
+    compiles (needs a C++ compiler on CPU), then possibly faster steps."""
 
 
 def _check_baselines(value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:

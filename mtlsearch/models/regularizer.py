@@ -48,6 +48,14 @@ through exactly the code path of the learned tri-plane.
 Rays are processed in chunks of ``chunk_rays`` (over the whole batch) to bound memory;
 each ray is independent, so the result does not depend on the chunk size.
 The regularizer is training-only: ``MultiTaskModel.export`` drops it.
+
+Precision (``train.precision`` bf16/fp16, :mod:`mtlsearch.precision`): under autocast the
+tri-plane encoder and the field MLPs run in the low dtype; everything where rounding would
+bias the renders runs in float32 with autocast off: ray directions and sample points,
+pose and box transforms, tri-plane sampling (bf16 keeps 8 significant bits: a coordinate
+near the box's faces would round by up to 2^-9, 1/8 pixel of a 128-pixel plane), densities
+and the compositing (the exclusive cumulative sum of optical depth and the transmittance
+exp(-tau) would keep about 3 significant digits).
 """
 
 from __future__ import annotations
@@ -61,6 +69,7 @@ from torch import nn
 
 from mtlsearch.config import Config, RegularizerConfig
 from mtlsearch.errors import UserError
+from mtlsearch.precision import autocast_dtype
 from mtlsearch.tasks import get_task
 
 Planes = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -347,18 +356,30 @@ class TriplaneRegularizer(nn.Module):
             )
         return out.permute(0, 2, 3, 1)
 
-    def field(self, planes: Planes, to_box: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Field:
+    def field(
+        self,
+        planes: Planes,
+        to_box: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        mlp_dtype: torch.dtype | None = None,
+    ) -> Field:
         """The learned :data:`Field` of ``planes``: points (mapped by ``to_box`` into box
-        coordinates; identity when None) -> activated density and values per task."""
+        coordinates; identity when None) -> activated density and values per task, in
+        float32. ``mlp_dtype``: autocast dtype of the MLPs (None: as the caller runs)."""
+
+        def mlp_of(net: nn.Module, feats: torch.Tensor) -> torch.Tensor:
+            if mlp_dtype is None:
+                return net(feats).float()
+            with torch.autocast(feats.device.type, dtype=mlp_dtype):
+                return net(feats).float()
 
         def evaluate(points: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
             feats = self.query(planes, points if to_box is None else to_box(points))
             shared = None
             if self.density is not None:
-                shared = self.activation(self.density(feats).squeeze(-1))
+                shared = self.activation(mlp_of(self.density, feats).squeeze(-1))
             out = {}
             for task, mlp in self.fields.items():
-                raw = mlp(feats)
+                raw = mlp_of(mlp, feats)
                 if shared is None:
                     out[task] = (self.activation(raw[..., 0]), raw[..., 1:])
                 else:
@@ -377,13 +398,29 @@ class TriplaneRegularizer(nn.Module):
         K: torch.Tensor | None = None,
         render_K: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Render every task at ``render_scale * image_size``: {task: (B, C, h, w)}.
+        """Render every task at ``render_scale * image_size``: {task: (B, C, h, w)}, float32.
 
         Perspective mode: ``K`` (B, 3, 3) is the input view's intrinsics on the
         ``image_size`` grid; ``pose`` (B, 4, 4), I'-from-I in metres, renders view I'
         (intrinsics ``render_K``, default ``K``) from I's tri-plane. Orthographic mode
-        takes neither and refuses a pose.
+        takes neither and refuses a pose. Under autocast only the field MLPs run in its
+        dtype; the rest runs in float32 (see the module docstring).
         """
+        kind = planes[0].device.type
+        mlp_dtype = autocast_dtype(kind)
+        with torch.autocast(kind, enabled=False):
+            planes = (planes[0].float(), planes[1].float(), planes[2].float())
+            return self._render_float32(planes, image_size, pose, K, render_K, mlp_dtype)
+
+    def _render_float32(
+        self,
+        planes: Planes,
+        image_size: tuple[int, int],
+        pose: torch.Tensor | None,
+        K: torch.Tensor | None,
+        render_K: torch.Tensor | None,
+        mlp_dtype: torch.dtype | None,
+    ) -> dict[str, torch.Tensor]:
         if self.ray_mode == "perspective":
             if K is None:
                 raise ValueError("regularizer.ray_mode: perspective needs the view's intrinsics K")
@@ -394,7 +431,7 @@ class TriplaneRegularizer(nn.Module):
                 return self.to_box(points, ref_K, image_size)
 
             return render_perspective(
-                self.field(planes, ref_box),
+                self.field(planes, ref_box, mlp_dtype),
                 K if render_K is None else render_K.to(K),
                 image_size,
                 self.render_size(image_size),
@@ -409,9 +446,11 @@ class TriplaneRegularizer(nn.Module):
                 "cross-view rendering needs regularizer.ray_mode: perspective (orthographic "
                 "rays ignore K, so they cannot render another view)"
             )
-        return self._render_orthographic(planes, image_size)
+        return self._render_orthographic(planes, image_size, mlp_dtype)
 
-    def _render_orthographic(self, planes: Planes, image_size: tuple[int, int]) -> dict[str, torch.Tensor]:
+    def _render_orthographic(
+        self, planes: Planes, image_size: tuple[int, int], mlp_dtype: torch.dtype | None = None
+    ) -> dict[str, torch.Tensor]:
         batch, device = planes[0].shape[0], planes[0].device
         h, w = self.render_size(image_size)
         points = self.ray_points((h, w), device).unsqueeze(0).expand(batch, -1, -1, -1)
@@ -419,7 +458,7 @@ class TriplaneRegularizer(nn.Module):
         metric = self.cfg.box_center_depth + self.cfg.box_size * depths
         far = self.cfg.box_center_depth + self.cfg.box_size * self.cfg.far
         expected = self.cfg.depth_mode == "expected"
-        field = self.field(planes)
+        field = self.field(planes, mlp_dtype=mlp_dtype)
         step = max(1, self.cfg.chunk_rays // batch)
         parts: dict[str, list[torch.Tensor]] = {t: [] for t in self.fields}
         for start in range(0, points.shape[1], step):
