@@ -24,14 +24,14 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from mtlsearch.session import DDP_KEY
+from mtlsearch.records import DDPGroup, LoopConfig
 
 
 class Peer:
     """Ranks 1..N-1 of a trial's DDP group: a Ray actor that runs the loop once per trial,
     for the trials Tune runs in its owner's process."""
 
-    def run(self, loop_config: dict[str, Any]) -> None:
+    def run(self, loop_config: LoopConfig) -> None:
         from mtlsearch.train import train_loop_per_worker
 
         try:
@@ -40,7 +40,7 @@ class Peer:
             _leave_group()
 
 
-def run_group(loop_config: dict[str, Any], workers: int, cpus_per_worker: float,
+def run_group(loop_config: LoopConfig, workers: int, cpus_per_worker: float,
               gpus_per_worker: float) -> None:
     """Train ``loop_config`` (back end ``tune``) on ``workers`` processes, this one rank 0."""
     import ray
@@ -57,17 +57,17 @@ def run_group(loop_config: dict[str, Any], workers: int, cpus_per_worker: float,
     host = ray.util.get_node_ip_address()
     group = {
         "world": workers,
-        "address": f"{host}:{_free_port()}",
+        "address": f"{host}:{free_port()}",
         "backend": "nccl" if gpus_per_worker > 0 else "gloo",
         "checkpoint": tune.get_checkpoint(),
     }
     peers = _peers(pg, workers, cpus_per_worker, gpus_per_worker)
-    runs = [peer.run.remote({**loop_config, DDP_KEY: {**group, "rank": rank}})
+    runs = [peer.run.remote(loop_config.model_copy(update={"ddp": DDPGroup(**group, rank=rank)}))
             for rank, peer in enumerate(peers, start=1)]
     finished = False
     try:
         try:
-            train_loop_per_worker({**loop_config, DDP_KEY: {**group, "rank": 0}})
+            train_loop_per_worker(loop_config.model_copy(update={"ddp": DDPGroup(**group, rank=0)}))
             ray.get(runs)
             finished = True
         except Exception:
@@ -135,10 +135,11 @@ def _leave_group() -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
+def free_port(host: str = "") -> int:
+    """A TCP port free on ``host`` now ("": every interface, so peers on other nodes reach it)."""
     with socket.socket() as sock:
-        sock.bind(("", 0))
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
-__all__ = ["Peer", "run_group"]
+__all__ = ["Peer", "free_port", "run_group"]

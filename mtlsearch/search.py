@@ -15,7 +15,8 @@ How trials are generated:
   ``tune.sample_from`` reading the trial's row, so every ``params.json`` holds the
   plain dotted keys. Conditional keys whose condition fails are recorded as None.
 * ``optuna``: ``OptunaSearch`` with a define-by-run space (conditional keys are
-  suggested only when active), ``TPESampler(seed)``, study ``<name>`` stored in
+  suggested only when active), the sampler of ``search.sampler`` seeded by
+  ``search.seed`` (:mod:`mtlsearch.strategies`), study ``<name>`` stored in
   ``trials/<name>/optuna.db`` (SQLite RDB storage, so the study outlives the driver;
   Tune also pickles the searcher into its experiment state for ``--resume``),
   multi-objective via metric/mode lists, behind a ``ConcurrencyLimiter``.
@@ -51,8 +52,10 @@ from mtlsearch.errors import (
     log_internal_error,
     set_error_folder,
 )
+from mtlsearch.layout import BASELINES_DIR, CONFIG_FILE, FATAL_FILE, FINISHED, META_FILE, OPTUNA_DB
 from mtlsearch.outputs import check_run_folder
 from mtlsearch.plan import check_trials, dry_run
+from mtlsearch.records import SearchMeta, TrialContext
 from mtlsearch.space import (
     INDEX_KEY,
     SEED_KEY,
@@ -61,7 +64,6 @@ from mtlsearch.space import (
     plain,
 )
 from mtlsearch.storage import (
-    OPTUNA_DB,
     Location,
     open_storage,
     pull_study,
@@ -71,16 +73,8 @@ from mtlsearch.storage import (
 )
 from mtlsearch.storage import parse as parse_storage
 from mtlsearch.tasks import TASKS
-from mtlsearch.trial import (  # noqa: F401  (re-exported: the search's folder layout)
-    CONFIG_FILE,
-    FATAL_FILE,
-    PATH_KEYS,
-    absolutize,
-    trial,
-    write_resolved_config,
-)
+from mtlsearch.trial import absolutize, trial
 
-META_FILE = "mtlsearch.json"
 DEFAULT_MAX_FAILURES = 2
 REUSE_ACTORS = True
 """A finished trial's process (torch, timm and mtlsearch imported) runs the next trial
@@ -128,7 +122,7 @@ def _local_folder(exp_dir: Location) -> str | None:
 
 
 def build_tuner(
-    space: Space, exp_dir: str | Path | Location, trials: list[dict[str, Any]] | None, ctx: dict[str, Any]
+    space: Space, exp_dir: str | Path | Location, trials: list[dict[str, Any]] | None, ctx: TrialContext
 ) -> Any:
     """A fresh ``Tuner`` for ``space`` storing into ``exp_dir`` (a folder or a URI)."""
     from ray import tune
@@ -211,18 +205,18 @@ def build_tuner(
         checkpoint_config=tune.CheckpointConfig(num_to_keep=checkpoints_to_keep(space)),
         progress_reporter=_reporter(space),
         verbose=1,
-        callbacks=make_callbacks(space.tracking, name=exp_dir.name, exp_dir=exp_dir, cwd=ctx["cwd"]),
+        callbacks=make_callbacks(space.tracking, name=exp_dir.name, exp_dir=exp_dir, cwd=ctx.cwd),
     )
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
 
 
-def _trainable(ctx: dict[str, Any]) -> Any:
+def _trainable(ctx: TrialContext) -> Any:
     """The Tune trainable with its reservation: one worker's CPUs/GPUs for the trial's
     process, and for multi-worker trials a placement group with one such bundle per
     worker (bundle 0 is the trial's process, rank 0; the peers take the others)."""
     from ray import tune
 
-    res = ctx["space"].resources
+    res = ctx.space.resources
     bundle = {"CPU": float(res.cpus_per_worker)}
     if res.gpus_per_worker > 0:
         bundle["GPU"] = float(res.gpus_per_worker)
@@ -249,15 +243,17 @@ def _scheduler(space: Space) -> Any:
 
 
 def metadata(
-    space: Space, exp_dir: str | Path | Location, trials: list[dict[str, Any]] | None, baselines: dict[str, Any] | None
-) -> dict[str, Any]:
-    """The content of ``trials/<name>/mtlsearch.json`` (read by ``mtlsearch report``)."""
+    space: Space, exp_dir: str | Path | Location, trials: list[dict[str, Any]] | None,
+    baselines: dict[str, Any] | None, launch_dir: str | None = None,
+) -> SearchMeta:
+    """The search folder's metadata (:class:`~mtlsearch.records.SearchMeta`)."""
     exp_dir = parse_storage(exp_dir)
     cfg = space.static_config()
     s = space.search
-    return {
+    return SearchMeta.parse({
         "name": exp_dir.name,
         "space_path": str(space.path.resolve()),
+        "launch_dir": launch_dir or os.getcwd(),
         "space": space.to_json(),
         "profile": space.profile,
         "overrides": space.overrides,
@@ -291,7 +287,7 @@ def metadata(
         "single_task_baselines": baselines,
         "planned_trials": trials,
         "static_config": cfg.to_dict(),
-    }
+    })
 
 
 def trial_statuses(results: Any) -> dict[str, str]:
@@ -326,7 +322,7 @@ def summarize(results: Any, exp_dir: Location, space: Space) -> tuple[int, int]:
         if result.error is not None:
             errored += 1
             continue
-        if statuses.get(Path(result.path).name, "TERMINATED") != "TERMINATED":
+        if statuses.get(Path(result.path).name, FINISHED) != FINISHED:
             unfinished += 1
             continue
         finished += 1
@@ -354,27 +350,16 @@ def summarize(results: Any, exp_dir: Location, space: Space) -> tuple[int, int]:
 
 def _load_for_resume(args: argparse.Namespace, exp_dir: Location) -> Space:
     """Re-read the space for ``--resume``; profile/overrides default to the stored ones."""
-    meta_path = exp_dir / META_FILE
-    if not meta_path.is_file():
+    meta = SearchMeta.read(exp_dir)
+    if meta is None:
         raise UserError(f"--resume: {exp_dir} holds no {META_FILE}; not an mtlsearch search")
-    try:
-        meta = json.loads(meta_path.read_bytes().decode("utf-8"))
-    except (OSError, ValueError, RecursionError) as err:
-        raise UserError(f"--resume: {meta_path} is unreadable ({type(err).__name__}); not resumable") from None
-    if not isinstance(meta, dict):
-        raise UserError(f"--resume: {meta_path} is not a JSON object; not resumable")
-    stored = meta.get("overrides")
-    if stored is not None and not (isinstance(stored, list) and all(isinstance(o, str) for o in stored)):
-        raise UserError(f"--resume: {meta_path}: 'overrides' must be a list of key=value strings")
-    if meta.get("profile") is not None and not isinstance(meta["profile"], str):
-        raise UserError(f"--resume: {meta_path}: 'profile' must be a string")
-    profile = args.profile if args.profile is not None else meta.get("profile")
-    overrides = args.overrides or meta.get("overrides") or []
-    stored_sections = meta.get("cli_sections") if isinstance(meta.get("cli_sections"), dict) else {}
+    if isinstance(meta.overrides, dict):
+        raise UserError(f"--resume: {exp_dir / META_FILE}: 'overrides' must be a list of key=value strings")
+    profile = args.profile if args.profile is not None else meta.profile
+    overrides = args.overrides or meta.overrides or []
+    stored_sections = meta.cli_sections or {}
     space = load_space(args.space, profile, overrides, cli_sections(args) or stored_sections)
-    if space.to_json() != meta.get("space") or profile != meta.get("profile") or list(
-        overrides
-    ) != list(meta.get("overrides") or []):
+    if space.to_json() != meta.space or profile != meta.profile or list(overrides) != list(meta.overrides or []):
         raise UserError(
             f"--resume: {args.space} (profile {profile}, --set {overrides}) differs from the "
             f"search stored in {exp_dir}; resume with the same space, or start a new search with --name"
@@ -405,9 +390,10 @@ def run_search(
     def prepare(tree: dict[str, Any]) -> dict[str, Any]:
         return absolutize(tree, cwd)
 
+    from mtlsearch.cluster import TUNE_ENV, set_env
     from mtlsearch.strategies import mutable_keys
 
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's trial table (CLIReporter)
+    set_env(TUNE_ENV)
     _init_ray(address)
 
     # Generate datasets once here rather than in concurrent trials.
@@ -425,7 +411,7 @@ def run_search(
     baselines_meta = None
     baselines: dict[str, Any] = {}
     if space.baselines:
-        from mtlsearch.baselines import BASELINES_DIR, baseline_groups, ensure_baselines
+        from mtlsearch.baselines import baseline_groups, ensure_baselines
 
         groups = baseline_groups(space, trials)
         try:
@@ -440,17 +426,9 @@ def run_search(
 
     exp_dir.mkdir(parents=True, exist_ok=True)
     set_error_folder(Path(exp_dir.path) if exp_dir.is_local else None)
-    meta = metadata(space, exp_dir, trials, baselines_meta)
-    (exp_dir / META_FILE).write_text(json.dumps(meta, indent=2, default=str))  # atomic
-
-    ctx = {
-        "space": space,
-        "cwd": cwd,
-        "exp_dir": exp_dir.uri,
-        "baselines": baselines,
-        "planned": trials,
-        "mutable": mutable_keys(space),
-    }
+    metadata(space, exp_dir, trials, baselines_meta, cwd).write(exp_dir)
+    ctx = TrialContext(space=space, cwd=cwd, exp_dir=exp_dir.uri, baselines=baselines, planned=trials,
+                       mutable=mutable_keys(space))
     from ray import tune
 
     from mtlsearch.tracking import check_available

@@ -11,7 +11,7 @@ to report metrics with checkpoints and for the checkpoint to resume from. Two ba
 * ``tune``: search trials run the loop inside the Tune trial's process (rank 0), which
   reserved the worker's CPUs/GPUs itself; a multi-worker trial adds peer processes
   (ranks 1..N-1, :mod:`mtlsearch.peers`) joined with it in one ``torch.distributed``
-  group described by ``loop_config["ddp"]``. Rank 0 reports through
+  group described by the loop config's ``ddp`` (:class:`mtlsearch.records.DDPGroup`). Rank 0 reports through
   ``ray.tune.report`` (Tune persists its checkpoints in the trial folder and restores
   the latest on ``--resume``, on a retried failure and for PBT) and reads
   ``ray.tune.get_checkpoint``; peers report nothing and resume from the checkpoint
@@ -26,12 +26,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
 
+from mtlsearch.records import LoopConfig
+
 Backend = Literal["train", "tune"]
-BACKEND_KEY = "report_to"
-"""The loop-config key that names the back end (default ``train``)."""
-DDP_KEY = "ddp"
-"""The loop-config key of a search trial's DDP group: ``{"rank", "world", "address",
-"backend", "checkpoint"}`` (:func:`mtlsearch.peers.run_group` writes it)."""
 JOIN_TIMEOUT = timedelta(minutes=5)
 """How long rank 0 waits for every peer to join the group (then the trial fails)."""
 
@@ -114,22 +111,19 @@ class Session:
         return ray.train.get_checkpoint()
 
 
-def open_session(loop_config: dict[str, Any]) -> Session:
-    """The session a loop config asks for (``loop_config["report_to"]``); a search
-    trial's DDP group (``loop_config["ddp"]``) is joined here."""
-    backend = loop_config.get(BACKEND_KEY) or "train"
-    if backend not in ("train", "tune"):
-        raise ValueError(f"{BACKEND_KEY}: expected 'train' or 'tune', got {backend!r}")
-    group = loop_config.get(DDP_KEY)
-    if backend != "tune" or not group:
-        return Session(backend)
+def open_session(loop: LoopConfig) -> Session:
+    """The session a loop config asks for (``loop.report_to``); a search trial's DDP
+    group (``loop.ddp``) is joined here."""
+    group = loop.ddp
+    if loop.report_to != "tune" or group is None:
+        return Session(loop.report_to)
     import torch.distributed as dist
 
-    rank, world = int(group["rank"]), int(group["world"])
-    host, port = group["address"].rsplit(":", 1)
+    rank, world = group.rank, group.world
+    host, port = group.address.rsplit(":", 1)
     store = dist.TCPStore(host, int(port), world, is_master=rank == 0, timeout=JOIN_TIMEOUT)
-    dist.init_process_group(group["backend"], store=store, rank=rank, world_size=world)
-    return Session(backend, rank=rank, world=world, resume_from=group.get("checkpoint"))
+    dist.init_process_group(group.backend, store=store, rank=rank, world_size=world)
+    return Session(loop.report_to, rank=rank, world=world, resume_from=group.checkpoint)
 
 
-__all__ = ["BACKEND_KEY", "DDP_KEY", "JOIN_TIMEOUT", "Backend", "Session", "open_session"]
+__all__ = ["JOIN_TIMEOUT", "Backend", "Session", "open_session"]

@@ -2,11 +2,9 @@
 
 ``train_loop_per_worker(loop_config)`` runs on every DDP worker of a ``TorchTrainer``
 (see :mod:`mtlsearch.trainable`), or in a one-worker search trial's own process.
-``loop_config``::
-
-    {"config": Config.to_dict(), "data_root": absolute dataset folder,
-     "tensorboard_dir": folder or None, "baselines": {task: {metric: value}} (optional),
-     "report_to": "train" | "tune" (the Session back end, default "train")}
+``loop_config`` is a :class:`mtlsearch.records.LoopConfig` (or its dict): the config
+(single-task baselines in its ``eval.baselines``), the dataset folder, the TensorBoard
+folder and the :class:`mtlsearch.session.Session` back end.
 
 What it does, in order: seed; build datasets and loaders (a DistributedSampler for
 training, disjoint shards for validation); build the model and wrap it in DDP; make the
@@ -82,26 +80,28 @@ from mtlsearch.precision import (
     slow_fp16_note,
     to_channels_last,
 )
+from mtlsearch.records import LoopConfig
 from mtlsearch.session import Session, open_session
 
 
-def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+def train_loop_per_worker(loop_config: LoopConfig | dict[str, Any]) -> None:
     """Train one config on this worker (see the module docstring for the protocol)."""
     # -- config, worker identity, seeds ---------------------------------------
-    cfg = load_config(loop_config["config"])
-    session = open_session(loop_config)
+    loop = LoopConfig.model_validate(loop_config)
+    cfg = load_config(loop.config)
+    session = open_session(loop)
     rank, world = session.identity()
     master = rank == 0
     device = session.device()
     check_precision(cfg.train.precision, device)
     if master:
         mark("loop_start")
-    baselines = {**cfg.eval.baselines, **(loop_config.get("baselines") or {})}
+    baselines = cfg.eval.baselines
     check_baselines(baselines, cfg.task_names)
     seed_everything(cfg.train.seed)
 
     # -- data -------------------------------------------------------------------
-    train_ds, val_ds, info = build_datasets(cfg, loop_config["data_root"])
+    train_ds, val_ds, info = build_datasets(cfg, loop.data_root)
     multiview_eval = cfg.eval.multiview and cfg.cvm.enabled
     if multiview_eval:
         val_ds = val_ds.with_views(cfg.cvm.num_views)
@@ -149,11 +149,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             print(f"resuming from iteration {step} ({checkpoint.path})", flush=True)
 
     writer = None
-    if master and loop_config.get("tensorboard_dir"):
+    if master and loop.tensorboard_dir:
         from torch.utils.tensorboard import SummaryWriter
 
         # purge_step hides what a stopped run logged after its last checkpoint.
-        writer = SummaryWriter(loop_config["tensorboard_dir"], purge_step=step + 1 if step else None)
+        writer = SummaryWriter(loop.tensorboard_dir, purge_step=step + 1 if step else None)
 
     # -- train ------------------------------------------------------------------
     iterations = cfg.train.iterations

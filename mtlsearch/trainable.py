@@ -1,42 +1,38 @@
-"""One config as one Ray Train run: :func:`make_trainer` and ``mtlsearch train``.
+"""One config trained: as a Ray Train run (:func:`make_trainer`, ``mtlsearch train``, the
+single-task baselines) or inside a search trial's own process (:func:`run_in_process`).
 
-Ray 2.60 runs Train V2: a ``TorchTrainer`` is launched by ``.fit()`` (directly, or
-inside a Tune function trainable for searches) and restores itself from its latest
-checkpoint when ``(storage_path, name)`` repeat. Names therefore never carry a
+Ray 2.60 runs Train V2: a ``TorchTrainer`` is launched by ``.fit()`` and restores itself
+from its latest checkpoint when ``(storage_path, name)`` repeat. Search trials do not
+launch one (Ray refuses Train's reporting inside a Tune function): they run the same
+loop under Tune's session (:mod:`mtlsearch.session`). Names therefore never carry a
 timestamp: rerunning ``mtlsearch train cfg.yaml --name X`` continues run ``X``.
 
 The data root is resolved once in the driver (SynthRooms is generated there when
 needed) and handed to the workers as an absolute path; on a multi-node cluster that
 path must be visible to every node (shared file system) or each node regenerates it.
 
-Train V2 settings (:data:`TRAIN_ENV`, set unless the environment already sets them):
-the controller polls its workers every 0.5 s rather than Ray's 2 s, so a finished run
-is seen sooner (``mtlsearch bench search --workers 2``: teardown 3.5 s -> 1.3-1.5 s per
-trial) and a dead worker is noticed sooner too. The other settings the bench tried
-(state-actor reconciliation, preemption watcher, Train metrics off) gave no measurable
-time and stay at Ray's defaults.
+Train V2 settings: :data:`mtlsearch.cluster.TRAIN_ENV` (with why). The other settings
+the bench tried (state-actor reconciliation, preemption watcher, Train metrics off) gave
+no measurable time and stay at Ray's defaults.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mtlsearch.cluster import TRAIN_ENV, set_env
 from mtlsearch.config import Config, load_config
 from mtlsearch.errors import UserError
 from mtlsearch.layout import TENSORBOARD_DIR
 from mtlsearch.outputs import check_run_folder
-from mtlsearch.session import BACKEND_KEY
+from mtlsearch.records import LoopConfig
 from mtlsearch.storage import Location, open_storage
 from mtlsearch.storage import parse as parse_storage
-
-TRAIN_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
-"""Ray Train V2 settings for the runs :func:`make_trainer` builds (read by ``.fit()``)."""
 
 
 def make_trainer(
@@ -49,10 +45,8 @@ def make_trainer(
     name: str,
     callbacks: Sequence[Any] | None = None,
     tensorboard_dir: str | Path | None = None,
-    baselines: dict[str, dict[str, float]] | None = None,
     data_root: str | Path | None = None,
     max_failures: int = 0,
-    report_to: str = "train",
 ):
     """Build the ``TorchTrainer`` that trains ``cfg`` on ``workers`` DDP workers.
 
@@ -60,16 +54,13 @@ def make_trainer(
     :class:`~mtlsearch.storage.Location` (:mod:`mtlsearch.storage`).
     ``workers=0`` runs Ray Train's local mode (the loop in this process, no Ray
     cluster), useful for debugging. ``data_root`` defaults to ``resolve_root(cfg)``
-    (which generates SynthRooms if needed). ``baselines`` ({task: {metric: value}})
-    add ``delta_m`` to every report. ``max_failures`` > 0 lets Train restart failed
-    workers from the latest checkpoint. ``report_to`` picks the loop's
-    :class:`mtlsearch.session.Session`: ``"tune"`` for a local-mode run inside a
-    Tune trial (the trial then persists checkpoints and reports), else ``"train"``.
+    (which generates SynthRooms if needed). Single-task baselines in
+    ``cfg.eval.baselines`` add ``delta_m`` to every report. ``max_failures`` > 0 lets
+    Train restart failed workers from the latest checkpoint.
     """
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from mtlsearch.data.pipeline import resolve_root
     from mtlsearch.metrics import check_baselines
     from mtlsearch.train import train_loop_per_worker
 
@@ -81,24 +72,16 @@ def make_trainer(
         )
     if not name or "/" in name:
         raise UserError(f"run name must be a non-empty string without '/', got {name!r}")
-    check_baselines({**cfg.eval.baselines, **(baselines or {})}, cfg.task_names)
-    root = Path(data_root) if data_root is not None else resolve_root(cfg)
-    loop_config = {
-        "config": cfg.to_dict(),
-        "tensorboard_dir": str(tensorboard_dir) if tensorboard_dir is not None else None,
-        "data_root": str(root.resolve()),
-        "baselines": baselines or {},
-        BACKEND_KEY: report_to,
-    }
+    check_baselines(cfg.eval.baselines, cfg.task_names)
+    loop_config = _loop_config(cfg, tensorboard_dir, data_root, "train")
     ray_path, ray_fs = parse_storage(storage_path).ray_storage()
-    for key, value in TRAIN_ENV.items():
-        os.environ.setdefault(key, value)  # a user's own setting wins
+    set_env(TRAIN_ENV)
     resources: dict[str, float] = {"CPU": float(cpus_per_worker)}
     if gpus_per_worker > 0:
         resources["GPU"] = float(gpus_per_worker)
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=loop_config,
+        train_loop_config=loop_config.to_dict(),
         torch_config=TorchConfig(backend="nccl" if gpus_per_worker > 0 else "gloo"),
         scaling_config=ray.train.ScalingConfig(
             num_workers=workers, use_gpu=gpus_per_worker > 0, resources_per_worker=resources
@@ -114,11 +97,19 @@ def make_trainer(
     )
 
 
+def _loop_config(cfg: Config, tensorboard_dir: str | Path | None, data_root: str | Path | None,
+                 report_to: str) -> LoopConfig:
+    from mtlsearch.data.pipeline import resolve_root
+
+    root = Path(data_root) if data_root is not None else resolve_root(cfg)
+    return LoopConfig(config=cfg.to_dict(), data_root=str(root.resolve()), report_to=report_to,
+                      tensorboard_dir=str(tensorboard_dir) if tensorboard_dir is not None else None)
+
+
 def run_in_process(
     cfg: Config,
     *,
     tensorboard_dir: str | Path | None = None,
-    baselines: dict[str, dict[str, float]] | None = None,
     data_root: str | Path | None = None,
     workers: int = 1,
     cpus_per_worker: float = 1.0,
@@ -131,16 +122,7 @@ def run_in_process(
     With ``workers > 1`` this process is rank 0 of a DDP group whose other ranks are
     peer actors in the trial's placement group (:mod:`mtlsearch.peers`).
     """
-    from mtlsearch.data.pipeline import resolve_root
-
-    root = Path(data_root) if data_root is not None else resolve_root(cfg)
-    loop_config = {
-        "config": cfg.to_dict(),
-        "tensorboard_dir": str(tensorboard_dir) if tensorboard_dir is not None else None,
-        "data_root": str(root.resolve()),
-        "baselines": baselines or {},
-        BACKEND_KEY: "tune",
-    }
+    loop_config = _loop_config(cfg, tensorboard_dir, data_root, "tune")
     if workers > 1:
         from mtlsearch.peers import run_group
 

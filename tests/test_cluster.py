@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,17 +26,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mtlsearch.peers import free_port
 from tests.tiny import tiny_base
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def processes() -> dict[int, tuple[int, str]]:
@@ -72,8 +66,8 @@ class LocalCluster:
         self.tmp = tmp
         # Short: Ray's Unix sockets live below it (the path limit is 107 bytes).
         self.temp_dir = Path(tempfile.mkdtemp(prefix="mtlr-", dir="/tmp"))
-        self.port = free_port()
-        self.worker_nm_port = free_port()
+        self.port = free_port("127.0.0.1")
+        self.worker_nm_port = free_port("127.0.0.1")
         self.address = f"127.0.0.1:{self.port}"
         # Ray 2.60 clusters authenticate clients by token (~/.ray/auth_token by default).
         # The nodes' `python` (a job's entry point runs it) is this environment's, as on a
@@ -84,7 +78,7 @@ class LocalCluster:
         self.pids: set[int] = set()
 
     def start(self, head_cpus: int = 1, worker_cpus: int = 2) -> None:
-        self.dashboard = f"http://127.0.0.1:{free_port()}"
+        self.dashboard = f"http://127.0.0.1:{free_port('127.0.0.1')}"
         self._run("--head", f"--port={self.port}", f"--num-cpus={head_cpus}",
                   f"--temp-dir={self.temp_dir}", "--include-dashboard=true",
                   "--dashboard-host=127.0.0.1",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import socket
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ from mtlsearch.evaluate import (
     with_delta_m,
 )
 from mtlsearch.metrics import build_metrics, compute_all
+from mtlsearch.peers import free_port
 
 TASKS = {"semseg": 1.0, "depth": 1.0, "normals": 1.0}
 
@@ -163,12 +163,6 @@ def test_multiview_scores_only_with_cvm(data):
     assert with_delta_m(got, {}) == got
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _worker(rank: int, world: int, port: int, cache: str, root: str, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
@@ -188,7 +182,7 @@ def test_two_workers_reduce_to_the_whole_split(data, tmp_path):
     cfg = tiny_config(cache)
     _, val_ds, info = build_datasets(cfg, root)
     whole = evaluate(FixedModel(info.num_classes["semseg"]), build_loader(val_ds, cfg, False, False), cfg, info, "cpu")
-    mp.start_processes(_worker, args=(2, _free_port(), str(cache), str(root), str(tmp_path)), nprocs=2, start_method="spawn")
+    mp.start_processes(_worker, args=(2, free_port("127.0.0.1"), str(cache), str(root), str(tmp_path)), nprocs=2, start_method="spawn")
     parts = [torch.load(tmp_path / f"{r}.pt", weights_only=True) for r in range(2)]
     assert parts[0]["n"] + parts[1]["n"] == len(val_ds) and parts[1]["n"] > 0
     for part in parts:

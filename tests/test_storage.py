@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,16 +18,11 @@ import pytest
 
 from mtlsearch import storage
 from mtlsearch.errors import UserError
+from mtlsearch.peers import free_port
 from tests.tiny import search, tiny_base, write_space
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                "AWS_DEFAULT_REGION": "us-east-1"}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +30,7 @@ def s3_endpoint() -> Iterator[str]:
     """``127.0.0.1:PORT`` of a moto S3 server started for this module."""
     from moto.server import ThreadedMotoServer
 
-    port = _free_port()
+    port = free_port("127.0.0.1")
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     try:
@@ -121,7 +115,7 @@ def test_bad_uris_are_one_user_error(value: str, match: str) -> None:
 
 def test_unreachable_endpoint_is_one_user_error() -> None:
     with pytest.raises(UserError, match="not reachable") as err:
-        storage.open_storage(uri(f"127.0.0.1:{_free_port()}", "bucket"))
+        storage.open_storage(uri(f"127.0.0.1:{free_port('127.0.0.1')}", "bucket"))
     assert "\n" not in str(err.value)
 
 

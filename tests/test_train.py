@@ -262,11 +262,12 @@ BASELINES = {"semseg": {"miou": 10.0}, "depth": {"rmse": 2.0}, "normals": {"mean
 
 
 def test_two_workers_report_tensorboard_checkpoint_and_resume(cache, tmp_path, local_ray):
-    cfg = tiny(cache, **RAY_RUN)
+    from mtlsearch.trial import with_baselines
+
+    cfg = with_baselines(tiny(cache, **RAY_RUN), BASELINES)
     log = tmp_path / "reports.jsonl"
     trainer = make_trainer(cfg, workers=2, storage_path=tmp_path / "trials", name="ddp",
-                           callbacks=[report_recorder(log)], tensorboard_dir=tmp_path / "tb",
-                           baselines=BASELINES)
+                           callbacks=[report_recorder(log)], tensorboard_dir=tmp_path / "tb")
     result = trainer.fit()
     reports = read_reports(log)
     assert [r["metrics"][0]["iteration"] for r in reports] == [10, 20]
