@@ -14,6 +14,10 @@ resumed run needs none (weights and optimizer state are float32 in every precisi
 Every entry is made of tensors, numbers, strings, lists and dicts, so the file loads
 with ``torch.load(weights_only=True)`` (no arbitrary pickles): the NumPy and Python RNG
 states, which are tuples of arrays and ints, are converted on save and rebuilt on load.
+
+A finished trial's checkpoint may have been reduced to its weights (``mtlsearch prune``,
+:mod:`mtlsearch.prune`: no optimizer, scheduler or RNG state, weights possibly float16):
+:func:`load_trained_model` loads it like any other; :func:`restore` refuses to resume from it.
 """
 
 from __future__ import annotations
@@ -169,6 +173,9 @@ def restore(
     except RuntimeError as err:
         reason = str(err).strip().splitlines()[0][:300]
         raise UserError(f"checkpoint weights do not fit the model its config describes: {reason}") from None
+    if optimizer is not None and "optimizer" not in state:
+        raise UserError("checkpoint holds weights only (reduced once its search finished, see "
+                        "mtlsearch prune); training cannot resume from it")
     if optimizer is not None:
         optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None:

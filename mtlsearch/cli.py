@@ -189,6 +189,17 @@ def build_parser() -> argparse.ArgumentParser:
              "the trials and configurations (ranked by seed mean) of a running or finished search")
     p.add_argument("search_dir", metavar="SEARCH", help="search folder, e.g. trials/demo")
 
+    p = _add(sub, "prune", "mtlsearch.prune:run_cli",
+             "apply a checkpoint policy to a search: the best K configurations keep their last "
+             "whole checkpoint, other finished trials their weights only (or nothing)")
+    p.add_argument("search_dir", metavar="SEARCH", help="search folder, e.g. trials/demo")
+    p.add_argument("--keep", type=int, default=None, metavar="K",
+                   help="configurations (every seed) that keep their whole checkpoint "
+                        "(default: the space's checkpoints.keep, else 1)")
+    p.add_argument("--others", choices=["half", "fp32", "none"], default=None,
+                   help="what the other finished trials keep (default: the space's, else half)")
+    p.add_argument("--dry-run", action="store_true", help="print what would be freed, change nothing")
+
     # reproduce ---------------------------------------------------------------
     p = _add(sub, "reproduce", "mtlsearch.reproduce:run_cli",
              "run the shipped spaces of a paper's tables and compare every table with the published one")

@@ -279,6 +279,7 @@ def metadata(
         },
         "cli_sections": space.cli_sections,
         "tracking": space.tracking,
+        "checkpoints": vars(space.checkpoints) if space.checkpoints else None,
         "tasks": {
             t: {"weight": w, "metric": f"{t}_{TASKS[t].metric}",
                 "mode": TASKS[t].mode}
@@ -470,6 +471,9 @@ def run_search(
         if study is not None:
             push_study(study, exp_dir)
     summarize(results, exp_dir, space)
+    from mtlsearch.prune import after_search
+
+    after_search(exp_dir, space.checkpoints)
     print(f"wall time: {time.time() - start:.0f} s")
     return 0
 

@@ -11,7 +11,7 @@ from mtlsearch.cli import build_parser
 
 COMMANDS = [
     ["data", "synthrooms"], ["data", "preview"], ["data", "check"], ["data", "import-colmap"],
-    ["train"], ["search"], ["report"], ["predict"], ["best"], ["status"], ["reproduce"],
+    ["train"], ["search"], ["report"], ["predict"], ["best"], ["status"], ["prune"], ["reproduce"],
     ["evaluate"], ["weights", "convert"],
     ["bench", "data"], ["bench", "model"], ["bench", "search"], ["bench", "crossview"], ["bench", "gpu"],
 ]

@@ -34,6 +34,7 @@ from mtlsearch.space.expand import check_size
 from mtlsearch.space.schema import NAME_PATTERN, PROFILE_SECTIONS, SpaceFile
 from mtlsearch.space.spec import (
     SEED_KEY,
+    CheckpointPolicy,
     Param,
     Resources,
     SchedulerSettings,
@@ -566,6 +567,7 @@ def load_space(path: str | Path, profile: str | None = None, overrides: list[str
             raise file.error(("scheduler",), "adaptive replication decides on finished seeds; a scheduler "
                              "would stop them early (drop the scheduler, or give a list of seeds)")
     space.tracking = normalize_tracking(doc.tracking)
+    space.checkpoints = CheckpointPolicy(**doc.checkpoints.model_dump()) if doc.checkpoints else None
     space.cli_sections = plain(sections_override or {})
 
     # values: every candidate alone, then every trial of a grid/random search ----------

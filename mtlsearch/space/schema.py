@@ -152,6 +152,17 @@ class ResourcesSection(_Section):
     gpus_per_worker: Annotated[float, Strict(), Field(ge=0, le=64)] = 0.0
 
 
+class CheckpointsSection(_Section):
+    """``checkpoints:``: what finished trials keep once the search ends (:mod:`mtlsearch.prune`)."""
+
+    keep: Annotated[int, Strict(), Field(ge=0, le=MAX_SAMPLES)] = 1
+    """The best ``keep`` configurations by their mean over seeds keep every seed's last
+    whole checkpoint (weights, optimizer, schedule, RNG)."""
+    others: Literal["half", "fp32", "none"] = "half"
+    """What every other finished trial keeps: its last weights in float16 (``half``) or
+    float32 (``fp32``), without optimizer state, or nothing (``none``)."""
+
+
 class SpaceFile(_Section):
     """The top level of a search-space file (search_spaces/README.md)."""
 
@@ -174,9 +185,11 @@ class SpaceFile(_Section):
     tracking: Annotated[Any, BeforeValidator(_tracking)] = None
     """Trackers: ``[tensorboard, mlflow, wandb]`` or a mapping of tracker to options
     (:mod:`mtlsearch.tracking`)."""
+    checkpoints: CheckpointsSection | None = None
+    """Checkpoint policy applied when the search ends; absent: every checkpoint stays."""
 
 
-PROFILE_SECTIONS = ("resources", "max_concurrent_trials", "search", "scheduler", "tracking")
+PROFILE_SECTIONS = ("resources", "max_concurrent_trials", "search", "scheduler", "tracking", "checkpoints")
 """Non-config keys a profile may also set (merged over the space's own)."""
 TOP_KEYS = tuple(SpaceFile.model_fields)
 
@@ -186,6 +199,7 @@ __all__ = [
     "NAME_PATTERN",
     "PROFILE_SECTIONS",
     "TOP_KEYS",
+    "CheckpointsSection",
     "ResourcesSection",
     "SchedulerSection",
     "SearchSection",

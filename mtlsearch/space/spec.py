@@ -115,6 +115,16 @@ class Resources:
     gpus_per_worker: float = 0.0
 
 
+@dataclass
+class CheckpointPolicy:
+    """``checkpoints:``: what finished trials keep once the search ends (:mod:`mtlsearch.prune`)."""
+
+    keep: int = 1
+    """Configurations (all their seeds) that keep their last whole checkpoint, best first."""
+    others: str = "half"
+    """What the other finished trials keep: ``half`` / ``fp32`` weights, or ``none``."""
+
+
 def build_tree(
     base_tree: dict[str, Any], static: list[tuple[str, Any]], values: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -158,6 +168,8 @@ class Space:
     """Section values given on the command line (``--num-samples`` ...), merged last."""
     adaptive_initial: int | None = None
     """``seeds: {initial: k, max: m}``: k (``seeds`` is then 0..m-1); None: every seed."""
+    checkpoints: CheckpointPolicy | None = None
+    """The checkpoint policy applied when the search ends; None: every checkpoint stays."""
 
     # -- configs ------------------------------------------------------------
 
@@ -234,6 +246,7 @@ def baseline_hash(tree: dict[str, Any]) -> str:
 __all__ = [
     "INDEX_KEY",
     "SEED_KEY",
+    "CheckpointPolicy",
     "Param",
     "Resources",
     "SchedulerSettings",
