@@ -10,8 +10,11 @@ Runs the same N short trainings (seeds 0..N-1 of one tiny config) twice:
    ``--workers N`` as rank 0 of a DDP group with N-1 peer actors (:mod:`mtlsearch.peers`).
 
 and prints per-trial wall times, the per-trial overhead of the platform, the ratio,
-and the peak resident memory of Ray's processes while a trial runs (sampled every
-0.2 s; the driver excluded). ``--profile-phases`` adds where each trial's time goes,
+the peak resident memory of Ray's processes while a trial runs (sampled every
+0.2 s; the driver excluded), and the disk a trial's checkpoints take before and after a
+checkpoint policy (:mod:`mtlsearch.prune`: what a trial of the best configurations keeps,
+its last whole checkpoint, and what any other finished trial keeps, its weights in
+float16). ``--profile-phases`` adds where each trial's time goes,
 from the timestamps of :mod:`mtlsearch.phases`. SynthRooms generation and
 ``ray.init`` are timed separately, not per trial.
 """
@@ -205,6 +208,8 @@ def _run(args: argparse.Namespace, work: Path) -> int:
     print(f"Ray processes' memory (RSS):   {memory.idle / 2**20:.0f} MiB idle, "
           f"{memory.peak / 2**20:.0f} MiB peak with one trial running "
           f"(+{(memory.peak - memory.idle) / 2**20:.0f} MiB per running trial)")
+    for line in disk_lines(work / "trials" / "bench"):
+        print(line)
     if args.profile_phases:
         table = phase_table(read(str(events_path)), search_start=start)
         print()
@@ -216,4 +221,27 @@ def _run(args: argparse.Namespace, work: Path) -> int:
     return 0
 
 
-__all__ = ["run_cli", "tiny_config"]
+def disk_lines(search_dir: Path) -> list[str]:
+    """Checkpoint disk per trial of the finished search in ``search_dir``: as Tune left
+    it, what a best configuration's trial keeps, and (applied here) what any other
+    finished trial keeps under ``others: half``."""
+    from mtlsearch.prune import prune, size_text
+    from mtlsearch.space.spec import CheckpointPolicy
+
+    before = prune(search_dir, CheckpointPolicy(keep=0, others="half"), dry_run=True).trials
+    best = [t.files[-1].stat().st_size if t.files else 0 for t in before]
+    after = prune(search_dir, CheckpointPolicy(keep=0, others="half")).trials
+    files = sum(len(t.files) for t in before) / max(1, len(before))
+
+    def each(sizes: list[int]) -> str:
+        return f"{', '.join(size_text(n) for n in sizes)} (mean {size_text(statistics.mean(sizes or [0]))})"
+
+    return [
+        f"checkpoints per trial (disk):  {each([t.before for t in before])} as Tune leaves them "
+        f"({files:g} whole checkpoint(s) each)",
+        f"  after the policy, best:      {each(best)} (the last checkpoint whole)",
+        f"  after the policy, others:    {each([t.after for t in after])} (the last weights in float16)",
+    ]
+
+
+__all__ = ["disk_lines", "run_cli", "tiny_config"]
