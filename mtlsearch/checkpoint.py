@@ -31,8 +31,7 @@ import torch
 from torch import nn
 
 from mtlsearch.errors import UserError
-
-CHECKPOINT_FILE = "checkpoint.pt"
+from mtlsearch.layout import CHECKPOINT_FILE
 
 
 def unwrap(model: nn.Module) -> nn.Module:

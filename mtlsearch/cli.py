@@ -12,6 +12,7 @@ import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from mtlsearch.errors import (
     DEBUG_ENV,
@@ -20,6 +21,8 @@ from mtlsearch.errors import (
     internal_error_line,
     log_internal_error,
 )
+from mtlsearch.layout import TABLE_FILES
+from mtlsearch.strategies import SAMPLERS, SCHEDULERS
 
 Handler = str  # "module:function"
 
@@ -85,17 +88,8 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="mtlsearch",
-        description="Hyperparameter and ablation search for 3D-aware multi-task dense prediction.",
-    )
-    parser.add_argument("--version", action="version", version=f"mtlsearch {_version()}")
-    parser.add_argument("--debug", action="store_true",
-                        help=f"let an internal error raise with its traceback (or set {DEBUG_ENV}=1)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    # data -------------------------------------------------------------------
+def _data_commands(sub: Any) -> None:
+    """``data``: generate, check, preview and import datasets."""
     data_sub = _group(sub, "data", "generate, check, preview and import datasets", "DATA_COMMAND")
 
     p = _add(data_sub, "synthrooms", "mtlsearch.data.synthrooms:run_cli",
@@ -129,7 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="cameras folder to write (ROOT/cameras)")
     p.add_argument("--scale", type=float, default=1.0, help="metric scale for translations (default 1)")
 
-    # train ------------------------------------------------------------------
+
+def _train_commands(sub: Any) -> None:
+    """``train``: one config as a Ray Train run."""
     p = _add(sub, "train", "mtlsearch.trainable:run_cli",
              "train one config as a Ray Train run (TorchTrainer)")
     p.add_argument("config", nargs="?", default=None,
@@ -149,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="config YAML file (default: the defaults, configs/default.yaml)")
     _add_set(p)
 
-    # search -----------------------------------------------------------------
+
+def _search_commands(sub: Any) -> None:
+    """``search``: a search space on Ray Tune."""
     p = _add(sub, "search", "mtlsearch.search:run_cli",
              "run a Ray Tune search from a YAML search space")
     p.add_argument("space", help="search space YAML file")
@@ -168,14 +166,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override max_concurrent_trials")
     p.add_argument("--seed", type=int, default=None, metavar="S",
                    help="override search.seed (the sampler's seed; trial seeds are 'seeds')")
-    p.add_argument("--sampler", default=None, choices=["tpe", "nsga2", "cmaes", "gp", "random"],
+    p.add_argument("--sampler", default=None, choices=list(SAMPLERS),
                    help="override search.sampler (algorithm optuna)")
-    p.add_argument("--scheduler", default=None, choices=["asha", "hyperband", "median", "pbt"],
+    p.add_argument("--scheduler", default=None, choices=list(SCHEDULERS),
                    help="override scheduler.type (its other keys keep the space's values or defaults)")
     p.add_argument("--tracking", default=None, metavar="LIST",
                    help="comma-separated trackers, e.g. tensorboard,mlflow,wandb (overrides the space's)")
 
-    # best / status -------------------------------------------------------------
+
+def _result_commands(sub: Any) -> None:
+    """``best``, ``status`` and ``prune``: a search's results and checkpoints."""
     p = _add(sub, "best", "mtlsearch.best:run_cli",
              "the best configuration of a search by its mean over seeds (Pareto set if "
              "multi-objective), its full config at the retrain seed")
@@ -200,7 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what the other finished trials keep (default: the space's, else half)")
     p.add_argument("--dry-run", action="store_true", help="print what would be freed, change nothing")
 
-    # reproduce ---------------------------------------------------------------
+
+def _reproduce_commands(sub: Any) -> None:
+    """``reproduce``: a paper's tables."""
     p = _add(sub, "reproduce", "mtlsearch.reproduce:run_cli",
              "run the shipped spaces of a paper's tables and compare every table with the published one")
     p.add_argument("paper", choices=["3dmtl", "cvm"], help="3dmtl (ICLR 2024) or cvm (CVPR 2026)")
@@ -212,7 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=None, help="join a Ray cluster ('auto' or host:port)")
     p.add_argument("--dry-run", action="store_true", help="list the spaces that would run and exit")
 
-    # config -----------------------------------------------------------------
+
+def _config_commands(sub: Any) -> None:
+    """``config``: the schema and a resolved config."""
     config_sub = _group(sub, "config", "the config's JSON Schema, or a resolved config", "CONFIG_COMMAND")
     p = _add(config_sub, "schema", "mtlsearch.config.commands:run_cli",
              "write the JSON Schema of config files (for editor completion and checks)")
@@ -222,14 +226,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="?", default=None, help="config YAML file (default: defaults only)")
     _add_set(p)
 
-    # predict ----------------------------------------------------------------
+
+def _predict_commands(sub: Any) -> None:
+    """``predict``: inference with a trained checkpoint."""
     p = _add(sub, "predict", "mtlsearch.predict:run_cli",
              "single-image inference with a trained checkpoint (exported model)")
     p.add_argument("checkpoint", help="checkpoint.pt or a checkpoint folder")
     p.add_argument("images", nargs="+", help="image files (png/jpg)")
     p.add_argument("--out", default="predictions", help="output folder (default predictions/)")
 
-    # report -----------------------------------------------------------------
+
+def _report_commands(sub: Any) -> None:
+    """``report``: tables, plots and parquet."""
     p = _add(sub, "report", "mtlsearch.report:run_cli",
              "turn a search's trials into tables, plots and parquet")
     p.add_argument("trials_dir", metavar="SEARCH",
@@ -239,9 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default reports/<name>)")
     p.add_argument("--group-by", nargs="+", default=None, metavar="KEY", help="ablated config keys")
     p.add_argument("--baseline", default=None, help="row label to compute delta_m against")
-    p.add_argument("--format", default="md,tex,csv,html", help="table formats (default md,tex,csv,html)")
+    formats = ",".join(TABLE_FILES)
+    p.add_argument("--format", default=formats, help=f"table formats (default {formats})")
 
-    # weights ----------------------------------------------------------------
+
+def _weights_commands(sub: Any) -> None:
+    """``weights``: official checkpoints converted."""
     weights_sub = _group(sub, "weights", "official checkpoints as our full-model weights", "WEIGHTS_COMMAND")
     p = _add(weights_sub, "convert", "mtlsearch.models.weights:run_convert",
              "convert an official InvPT or MTI-Net checkpoint to a model.weights file")
@@ -254,7 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="invpt: the official task order, if SRC's key order lost it (e.g. a "
                         "safetensors file); default the order of SRC's keys")
 
-    # bench ------------------------------------------------------------------
+
+def _bench_commands(sub: Any) -> None:
+    """``bench``: benchmarks that print figures."""
     bench_sub = _group(sub, "bench", "benchmarks that print figures", "BENCH")
     p = _add(bench_sub, "data", "mtlsearch.bench.data:run_cli",
              "SynthRooms generation views/s and loading samples/s")
@@ -313,6 +326,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=1,
                    help="timed calls after one warm-up per setting (default 1)")
 
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mtlsearch",
+        description="Hyperparameter and ablation search for 3D-aware multi-task dense prediction.",
+    )
+    parser.add_argument("--version", action="version", version=f"mtlsearch {_version()}")
+    parser.add_argument("--debug", action="store_true",
+                        help=f"let an internal error raise with its traceback (or set {DEBUG_ENV}=1)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    _data_commands(sub)
+    _train_commands(sub)
+    _search_commands(sub)
+    _result_commands(sub)
+    _reproduce_commands(sub)
+    _config_commands(sub)
+    _predict_commands(sub)
+    _report_commands(sub)
+    _weights_commands(sub)
+    _bench_commands(sub)
     return parser
 
 

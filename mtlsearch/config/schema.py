@@ -432,7 +432,7 @@ class Config(Section):
     tasks: Annotated[dict[TaskName, NonNegFloat], Field(min_length=1)] = Field(
         default_factory=lambda: {"semseg": 1.0, "depth": 1.0, "normals": 10.0, "edge": 50.0}
     )
-    """Task names and their loss weights (DESIGN: NYUD semseg 1, depth 1, normals 10, edge 50)."""
+    """Task names and their loss weights (the papers' NYUD weights: semseg 1, depth 1, normals 10, edge 50)."""
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     regularizer: RegularizerConfig = Field(default_factory=RegularizerConfig)

@@ -31,6 +31,7 @@ from mtlsearch.config.registries import metric_direction, metric_problem
 from mtlsearch.errors import UserError
 from mtlsearch.space.distributions import DISTRIBUTIONS, SpecError
 from mtlsearch.space.expand import check_size
+from mtlsearch.space.rowcheck import check_conditions, label_baseline
 from mtlsearch.space.schema import NAME_PATTERN, PROFILE_SECTIONS, SpaceFile
 from mtlsearch.space.spec import (
     SEED_KEY,
@@ -428,6 +429,8 @@ def _scheduler(file: Origin, doc: SpaceFile, sections: Sections, search: SearchS
 
 def _baseline(file: Origin, raw: LineDict, params: list[Param]) -> dict[str, Any] | str | None:
     baseline = raw.get("baseline")
+    if isinstance(baseline, str):
+        return label_baseline(file, baseline, params)
     if not isinstance(baseline, dict):
         return baseline
     items = _items(baseline, Origin(file.file, raw, ("baseline",), "baseline."))
@@ -446,51 +449,8 @@ def _baseline(file: Origin, raw: LineDict, params: list[Param]) -> dict[str, Any
     return {item.key: item.value for item in items}
 
 
-def _check_conditions(file: Origin, space: Space, params: list[Param]) -> None:
-    """A ``when`` value its key can never take would silently never match: for a varied
-    key, a value outside its listed values; for a key the space does not vary, a value the
-    config refuses (a valid value that differs from this profile's is allowed: another
-    profile may set it)."""
-    by_key = {p.key: p for p in params}
-    for param in params:
-        for ckey, allowed in param.when.items():
-            source = by_key.get(ckey)
-            if source is not None and not source.discrete:
-                continue
-            for value in allowed:
-                if source is not None:
-                    if value in source.args:
-                        continue
-                    why = f"{ckey} takes {', '.join(format_value(v) for v in source.args)}"
-                else:
-                    try:
-                        validate_tree(space.tree({ckey: value}))
-                        continue
-                    except ConfigError as err:
-                        why = err.reason if err.key == ckey else str(err)
-                raise file.error(("space", param.key, "when", ckey),
-                                 f"{format_value(value)} can never match: {why}",
-                                 f"space.{param.key}.when.{ckey}")
-
-
-# ---------------------------------------------------------------------------
-# The entry point
-# ---------------------------------------------------------------------------
-
-
-def load_space(path: str | Path, profile: str | None = None, overrides: list[str] | None = None,
-               sections_override: dict[str, Any] | None = None) -> Space:
-    """Parse and validate a search space file with a profile and ``--set`` overrides.
-
-    Everything is checked here, before Ray starts: keys, types, ranges, distributions,
-    conditions, algorithm/metric/scheduler compatibility, the number of trials and (for
-    grid and random searches) the config of every trial. ``sections_override`` holds
-    sections given on the command line (``{"search": {"num_samples": 8}}``), merged last.
-    """
-    path = Path(path)
-    raw = load_mapping(path, "search space file", empty_ok=False)
-    file = Origin(path, raw)
-
+def _profiles(path: Path, raw: LineDict, file: Origin, profile: str | None) -> dict[str, Profile]:
+    """Every profile of the file; the chosen one must be among them."""
     profiles_map = raw.get("profiles")
     profiles: dict[str, Profile] = {}
     if isinstance(profiles_map, dict):
@@ -499,9 +459,12 @@ def load_space(path: str | Path, profile: str | None = None, overrides: list[str
     if profile is not None and profile not in profiles:
         known = ", ".join(profiles) or "none defined"
         raise file.error(("profiles",), f"no profile {profile!r} (known: {known})")
-    chosen = profiles.get(profile) if profile is not None else None
+    return profiles
 
-    # structure and ranges, with the profile's sections merged over the space's -------
+
+def _sections(raw: LineDict, file: Origin, chosen: Profile | None,
+              sections_override: dict[str, Any] | None) -> Sections:
+    """The non-config sections: the file's, then the profile's, then the command line's."""
     sections = Sections()
     for key in PROFILE_SECTIONS:
         if key in raw:
@@ -512,8 +475,11 @@ def load_space(path: str | Path, profile: str | None = None, overrides: list[str
     command_line = Origin(None, None, (), "command line: ")
     for key, value in (sections_override or {}).items():
         sections.merge(key, value, lambda loc: command_line)
-    doc = _schema_check({**raw, **sections.tree}, sections, file)
+    return sections
 
+
+def _name_and_paper(path: Path, doc: SpaceFile, file: Origin) -> str:
+    """The search's folder-safe name; a ``paper`` must name a known table."""
     name = doc.name if doc.name is not None else path.stem
     if not re.match(NAME_PATTERN, name):
         raise file.error(("name",), f"expected a folder-safe name ([A-Za-z0-9_.-]), got {name!r}")
@@ -523,9 +489,11 @@ def load_space(path: str | Path, profile: str | None = None, overrides: list[str
         if tables is not None and table not in (tables.get(group) or {}):
             known = [f"{g}/{t}" for g, ts in tables.items() if isinstance(ts, dict) for t in ts]
             raise file.error(("paper",), f"unknown table {doc.paper!r} (known: {', '.join(known)})")
+    return name
 
-    # the static config: base, fixed, profile, --set -----------------------------------
-    base_tree, base_origin = _base(path, raw, file)
+
+def _static_items(path: Path, raw: LineDict, chosen: Profile | None, overrides: list[str] | None) -> list[Item]:
+    """The fixed keys: the file's ``fixed``, the profile's, then ``--set``."""
     items = _items(raw.get("fixed"), Origin(path, raw, ("fixed",), "fixed."))
     items += chosen.items if chosen else []
     for text in overrides or []:
@@ -535,42 +503,12 @@ def load_space(path: str | Path, profile: str | None = None, overrides: list[str
         if hint:
             raise item.error(hint)
         items.append(item)
+    return items
 
-    params = _params(file, doc.space)
-    seeds_given = doc.seeds
-    baselines = doc.baselines
-    res = doc.resources
-    space = Space(
-        path=path, name=name, description=(doc.description or "").strip(), paper=doc.paper,
-        base_tree=plain(base_tree), static=[(i.key, i.value) for i in items], params=params,
-        seeds=[0], baseline=None, baselines=baselines,
-        search=SearchSettings(), scheduler=None,
-        resources=Resources(res.workers, float(res.cpus_per_worker), float(res.gpus_per_worker)) if res else Resources(),
-        max_concurrent_trials=doc.max_concurrent_trials or 1, profiles=list(profiles),
-        profile=profile, overrides=list(overrides or []), raw=raw,
-    )
-    static_cfg = _static_check(space, items, base_origin)
-    if isinstance(seeds_given, dict):  # adaptive replication over seeds 0..max-1
-        space.seeds = list(range(seeds_given["max"]))
-        space.adaptive_initial = seeds_given["initial"]
-    else:
-        space.seeds = list(seeds_given) if seeds_given is not None else [static_cfg.train.seed]
-    space.baseline = _baseline(file, raw, params)
-    _check_conditions(file, space, params)
-    space.search = _search(file, doc, sections, params, space.seeds, static_cfg, baselines)
-    space.scheduler = _scheduler(file, doc, sections, space.search, static_cfg, params, len(space.seeds))
-    if space.adaptive_initial is not None:
-        if space.search.multi_objective:
-            raise file.error(("seeds",), "adaptive replication compares one metric's intervals; "
-                             "search.metric is a list (give a list of seeds, or one metric)")
-        if space.scheduler is not None:
-            raise file.error(("scheduler",), "adaptive replication decides on finished seeds; a scheduler "
-                             "would stop them early (drop the scheduler, or give a list of seeds)")
-    space.tracking = normalize_tracking(doc.tracking)
-    space.checkpoints = CheckpointPolicy(**doc.checkpoints.model_dump()) if doc.checkpoints else None
-    space.cli_sections = plain(sections_override or {})
 
-    # values: every candidate alone, then every trial of a grid/random search ----------
+def _check_values(file: Origin, space: Space, params: list[Param], baselines: str | None) -> None:
+    """Every candidate value alone, then (grid and random) the config of every trial."""
+    path = space.path
     for param in params:
         context = {k: v[0] for k, v in param.when.items()}
         for value in param.dist.candidates():
@@ -595,6 +533,73 @@ def load_space(path: str | Path, profile: str | None = None, overrides: list[str
             except ConfigError as err:
                 shown = ", ".join(f"{k}={format_value(v)}" for k, v in trial.items() if k in varying)
                 raise UserError(f"{path}: the trial with {shown} has an invalid config: {err}") from None
+
+
+# ---------------------------------------------------------------------------
+# The entry point
+# ---------------------------------------------------------------------------
+
+
+def load_space(path: str | Path, profile: str | None = None, overrides: list[str] | None = None,
+               sections_override: dict[str, Any] | None = None) -> Space:
+    """Parse and validate a search space file with a profile and ``--set`` overrides.
+
+    Everything is checked here, before Ray starts: keys, types, ranges, distributions,
+    conditions, algorithm/metric/scheduler compatibility, the number of trials and (for
+    grid and random searches) the config of every trial. ``sections_override`` holds
+    sections given on the command line (``{"search": {"num_samples": 8}}``), merged last.
+    """
+    path = Path(path)
+    raw = load_mapping(path, "search space file", empty_ok=False)
+    file = Origin(path, raw)
+
+    profiles = _profiles(path, raw, file, profile)
+    chosen = profiles.get(profile) if profile is not None else None
+
+    # structure and ranges, with the profile's sections merged over the space's -------
+    sections = _sections(raw, file, chosen, sections_override)
+    doc = _schema_check({**raw, **sections.tree}, sections, file)
+    name = _name_and_paper(path, doc, file)
+
+    # the static config: base, fixed, profile, --set -----------------------------------
+    base_tree, base_origin = _base(path, raw, file)
+    items = _static_items(path, raw, chosen, overrides)
+
+    params = _params(file, doc.space)
+    seeds_given = doc.seeds
+    baselines = doc.baselines
+    res = doc.resources
+    space = Space(
+        path=path, name=name, description=(doc.description or "").strip(), paper=doc.paper,
+        base_tree=plain(base_tree), static=[(i.key, i.value) for i in items], params=params,
+        seeds=[0], baseline=None, baselines=baselines,
+        search=SearchSettings(), scheduler=None,
+        resources=Resources(res.workers, float(res.cpus_per_worker), float(res.gpus_per_worker)) if res else Resources(),
+        max_concurrent_trials=doc.max_concurrent_trials or 1, profiles=list(profiles),
+        profile=profile, overrides=list(overrides or []), raw=raw,
+    )
+    static_cfg = _static_check(space, items, base_origin)
+    if isinstance(seeds_given, dict):  # adaptive replication over seeds 0..max-1
+        space.seeds = list(range(seeds_given["max"]))
+        space.adaptive_initial = seeds_given["initial"]
+    else:
+        space.seeds = list(seeds_given) if seeds_given is not None else [static_cfg.train.seed]
+    space.baseline = _baseline(file, raw, params)
+    check_conditions(file, space, params)
+    space.search = _search(file, doc, sections, params, space.seeds, static_cfg, baselines)
+    space.scheduler = _scheduler(file, doc, sections, space.search, static_cfg, params, len(space.seeds))
+    if space.adaptive_initial is not None:
+        if space.search.multi_objective:
+            raise file.error(("seeds",), "adaptive replication compares one metric's intervals; "
+                             "search.metric is a list (give a list of seeds, or one metric)")
+        if space.scheduler is not None:
+            raise file.error(("scheduler",), "adaptive replication decides on finished seeds; a scheduler "
+                             "would stop them early (drop the scheduler, or give a list of seeds)")
+    space.tracking = normalize_tracking(doc.tracking)
+    space.checkpoints = CheckpointPolicy(**doc.checkpoints.model_dump()) if doc.checkpoints else None
+    space.cli_sections = plain(sections_override or {})
+
+    _check_values(file, space, params, baselines)
     return space
 
 

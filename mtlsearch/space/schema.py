@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict
 from pydantic_core import PydanticCustomError
 
+from mtlsearch.strategies import SAMPLERS, SCHEDULERS
+
 SEED_MAX = 2**63 - 1
 MAX_SAMPLES = 1_000_000
 """Most ``search.num_samples`` (random and grid searches are also bounded by
@@ -121,7 +123,7 @@ class SearchSection(_Section):
     seed: Annotated[int, Strict(), Field(ge=0, le=SEED_MAX)] | None = None
     max_failures: Annotated[int, Strict(), Field(ge=0, le=1000)] | None = None
     """Retries of a trial after a node or worker failure (user errors fail once)."""
-    sampler: Literal["tpe", "nsga2", "cmaes", "gp", "random"] | None = None
+    sampler: Literal[SAMPLERS] | None = None
     """Optuna's sampler (algorithm optuna; default tpe), see :mod:`mtlsearch.strategies`."""
     population_size: Annotated[int, Strict(), Field(ge=2, le=100_000)] | None = None
     """NSGA-II's population (default 50)."""
@@ -130,7 +132,7 @@ class SearchSection(_Section):
 class SchedulerSection(_Section):
     """``scheduler:``: a Tune scheduler (:mod:`mtlsearch.strategies`), in evaluations."""
 
-    type: Literal["asha", "hyperband", "median", "pbt"] = "asha"
+    type: Literal[SCHEDULERS] = "asha"
     max_t: Annotated[int, Strict(), Field(ge=1)] | None = None
     grace_period: Annotated[int, Strict(), Field(ge=1)] | None = None
     reduction_factor: Annotated[int, Strict(), Field(ge=2)] | None = None
