@@ -43,6 +43,7 @@ from mtlsearch.layout import (
     META_FILE,
     checkpoint_files,
 )
+from mtlsearch.records import SearchMeta
 from mtlsearch.space.spec import CheckpointPolicy
 
 OTHERS = ("half", "fp32", "none")
@@ -109,14 +110,9 @@ def describe_policy(policy: CheckpointPolicy) -> str:
             f"the other finished trials keep {kept}")
 
 
-def _field(record: Any, name: str) -> Any:
-    """A field of the search's metadata as collect reads it (a record, or a plain mapping)."""
-    return record.get(name) if isinstance(record, dict) else getattr(record, name, None)
-
-
-def stored_policy(meta: Any) -> CheckpointPolicy | None:
+def stored_policy(meta: SearchMeta) -> CheckpointPolicy | None:
     """The policy recorded in a search's metadata (its ``checkpoints`` field), or None."""
-    raw = _field(meta, "checkpoints")
+    raw = meta.checkpoints
     if not isinstance(raw, dict):
         return None
     keep, others = raw.get("keep", 1), raw.get("others", "half")
@@ -224,7 +220,7 @@ def plan(search_dir: str | Path, policy: CheckpointPolicy | None = None, *, keep
     metrics, modes = metrics_and_modes(search.meta, None, None)
     frame = search.results
     statuses = [str(s) for s in frame["status"]] if "status" in frame else []
-    scheduler = _field(_field(search.meta, "search") or {}, "scheduler")
+    scheduler = search.meta.search.scheduler
     if isinstance(scheduler, dict) and scheduler.get("type") == "pbt" and any(s != FINISHED for s in statuses):
         raise UserError(f"{folder}: a PBT search with unfinished or errored trials may restart them from "
                         "other trials' checkpoints; prune it once every trial finished")
