@@ -17,7 +17,7 @@ The retrain seed: of the configuration's trials, the one whose values are closes
 configuration's means (:func:`mtlsearch.report.configs.representative`: smallest sum of
 squared z-scores over the ranked metrics; ties, as always with two seeds, go to the
 smallest seed). Each :class:`Best` holds that trial's FULL resolved config as trained,
-seed included: the trial's ``config.yaml`` (written by :func:`mtlsearch.search.trial`
+seed included: the trial's ``config.yaml`` (written by :func:`mtlsearch.execution.search.trial`
 when it started), else rebuilt from ``mtlsearch.json`` (the space file, profile,
 ``--set`` and sections) and the trial's values; single-task baselines are folded into
 ``eval.baselines``.
@@ -110,7 +110,7 @@ def rebuild_config(search_dir: Path, meta: SearchMeta, params: dict[str, Any]) -
     """A trial's config from ``mtlsearch.json`` and its ``params.json`` (for searches that
     predate the trial's ``config.yaml``): the space file reloaded with the stored profile,
     ``--set`` and sections, the planned row (grid/random) or the sampled values."""
-    from mtlsearch.search import absolutize
+    from mtlsearch.execution.search import absolutize
     from mtlsearch.space import INDEX_KEY, load_space
 
     space_path = meta.space_path

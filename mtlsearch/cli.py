@@ -21,8 +21,8 @@ from mtlsearch.errors import (
     internal_error_line,
     log_internal_error,
 )
+from mtlsearch.execution.strategies import SAMPLERS, SCHEDULERS
 from mtlsearch.layout import TABLE_FILES
-from mtlsearch.strategies import SAMPLERS, SCHEDULERS
 
 Handler = str  # "module:function"
 
@@ -126,7 +126,7 @@ def _data_commands(sub: Any) -> None:
 
 def _train_commands(sub: Any) -> None:
     """``train``: one config as a Ray Train run."""
-    p = _add(sub, "train", "mtlsearch.trainable:run_cli",
+    p = _add(sub, "train", "mtlsearch.execution.trainer:run_cli",
              "train one config as a Ray Train run (TorchTrainer)")
     p.add_argument("config", nargs="?", default=None,
                    help="config YAML file (default: the defaults, configs/default.yaml)")
@@ -148,7 +148,7 @@ def _train_commands(sub: Any) -> None:
 
 def _search_commands(sub: Any) -> None:
     """``search``: a search space on Ray Tune."""
-    p = _add(sub, "search", "mtlsearch.search:run_cli",
+    p = _add(sub, "search", "mtlsearch.execution.search:run_cli",
              "run a Ray Tune search from a YAML search space")
     p.add_argument("space", help="search space YAML file")
     p.add_argument("--profile", default=None, help="named override set of the space (e.g. cpu, paper)")

@@ -262,8 +262,8 @@ def run_cli(args: Any) -> int:
     from mtlsearch.config import load_config
     from mtlsearch.data.check import preflight
     from mtlsearch.data.pipeline import build_datasets, build_loader, resolve_root
+    from mtlsearch.execution.trainer import format_metrics
     from mtlsearch.models import build_model
-    from mtlsearch.trainable import format_metrics
 
     cfg = load_config(args.config, args.overrides)
     if not cfg.model.weights and not cfg.model.pretrained_path:

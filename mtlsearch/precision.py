@@ -95,9 +95,14 @@ def autocast(precision: str, device: torch.device | str) -> contextlib.AbstractC
 
 
 def autocast_dtype(device: torch.device | str) -> torch.dtype | None:
-    """The dtype autocast is running in on ``device``'s type right now (None: off)."""
+    """The dtype autocast is running in on ``device``'s type right now (None: off, or a
+    device autocast does not know, such as ``meta`` where models are checked)."""
     kind = torch.device(device).type
-    if not torch.is_autocast_enabled(kind):
+    try:
+        enabled = torch.is_autocast_enabled(kind)
+    except RuntimeError:  # "unknown device type for autocast"
+        return None
+    if not enabled:
         return None
     return torch.get_autocast_dtype(kind)
 

@@ -175,7 +175,7 @@ class TrialContext(BaseModel):
 
 class DDPGroup(BaseModel):
     """A search trial's DDP group: rank 0 is the trial's process, the others peer actors
-    (:mod:`mtlsearch.peers`)."""
+    (:mod:`mtlsearch.execution.peers`)."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -202,7 +202,7 @@ class LoopConfig(BaseModel):
     """The dataset folder, absolute."""
     tensorboard_dir: str | None = None
     report_to: Literal["train", "tune"] = "train"
-    """The :class:`mtlsearch.session.Session` back end: a Ray Train worker or a Tune trial."""
+    """The :class:`mtlsearch.execution.session.Session` back end: a Ray Train worker or a Tune trial."""
     ddp: DDPGroup | None = None
 
     def to_dict(self) -> dict[str, Any]:

@@ -111,7 +111,7 @@ def plan(paper: str, tables: str | None, spaces_dir: Path | None = None) -> list
 
 def run_space(item: Planned, profile: str, storage: Path, address: str | None) -> tuple[str, int]:
     """Run, resume or reuse one space; (what was done, exit status)."""
-    from mtlsearch.search import run_search
+    from mtlsearch.execution.search import run_search
     from mtlsearch.space import load_space
     from mtlsearch.status import search_state
 

@@ -1,10 +1,10 @@
 """The per-worker training loop of a Ray Train run, meant to be read top to bottom.
 
 ``train_loop_per_worker(loop_config)`` runs on every DDP worker of a ``TorchTrainer``
-(see :mod:`mtlsearch.trainable`), or in a one-worker search trial's own process.
+(see :mod:`mtlsearch.execution.trainer`), or in a one-worker search trial's own process.
 ``loop_config`` is a :class:`mtlsearch.records.LoopConfig` (or its dict): the config
 (single-task baselines in its ``eval.baselines``), the dataset folder, the TensorBoard
-folder and the :class:`mtlsearch.session.Session` back end.
+folder and the :class:`mtlsearch.execution.session.Session` back end.
 
 What it does, in order: seed; build datasets and loaders (a DistributedSampler for
 training, disjoint shards for validation); build the model and wrap it in DDP; make the
@@ -16,7 +16,7 @@ the forward pass, a GradScaler for fp16, losses and evaluation in float32),
 checkpoint carries the GradScaler's state.
 
 Rank, device, DDP wrapping, reports and checkpoints come from a
-:class:`mtlsearch.session.Session` (a Ray Train worker, or a one-worker Tune trial's own
+:class:`mtlsearch.execution.session.Session` (a Ray Train worker, or a one-worker Tune trial's own
 process). Reports happen at evaluations only, on every worker, always with the same
 keys: ``iteration``, ``workers`` (the DDP world size), ``loss`` and ``loss_<part>`` (means over the iterations since the
 previous report and over workers), ``alpha``, ``lr``, the metrics of
@@ -66,11 +66,12 @@ from mtlsearch.evaluate import (
     to_device,
     with_delta_m,
 )
+from mtlsearch.execution.phases import mark
+from mtlsearch.execution.session import Session, open_session
 from mtlsearch.metrics import check_baselines
 from mtlsearch.models import build_model, compute_losses
 from mtlsearch.models.losses import source_view_losses
 from mtlsearch.models.regularizer import alpha_at
-from mtlsearch.phases import mark
 from mtlsearch.precision import (
     autocast,
     check_precision,
@@ -81,7 +82,6 @@ from mtlsearch.precision import (
     to_channels_last,
 )
 from mtlsearch.records import LoopConfig
-from mtlsearch.session import Session, open_session
 
 
 def train_loop_per_worker(loop_config: LoopConfig | dict[str, Any]) -> None:

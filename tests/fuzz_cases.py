@@ -50,7 +50,7 @@ class CaseTimeout(BaseException):
 
 GUARDS = (
     ("mtlsearch.data.pipeline", "resolve_root"),
-    ("mtlsearch.search", "run_search"),
+    ("mtlsearch.execution.search", "run_search"),
     ("ray", "init"),
 )
 """(module, attribute) the fuzz test replaces by :func:`make_guard`'s function."""
@@ -926,7 +926,7 @@ def _search_folder_cases(rng: random.Random) -> list[Case]:
 
     def baselines(content: bytes) -> Callable[[Path, Fixtures], list[str]]:
         def build(d: Path, fx: Fixtures) -> list[str]:
-            from mtlsearch.baselines import baseline_groups
+            from mtlsearch.execution.baselines import baseline_groups
             from mtlsearch.space import load_space
 
             spaces = _spaces(d, fx)

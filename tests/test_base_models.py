@@ -273,8 +273,8 @@ def test_tiny_variant_learns_in_the_cpu_profile(decoder, synth_cache, tmp_path, 
     import yaml
 
     from mtlsearch.data.pipeline import resolve_root
+    from mtlsearch.execution.trainer import make_trainer
     from mtlsearch.train import tensorboard_scalars
-    from mtlsearch.trainable import make_trainer
     from tests.test_train import REPO, constant_predictor_scores
 
     profile = yaml.safe_load((REPO / "search_spaces" / "profiles" / "cpu.yaml").read_text())

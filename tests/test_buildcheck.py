@@ -26,3 +26,13 @@ def test_unbuildable_trial_is_a_user_error_naming_its_keys() -> None:
         check_buildable(cfg, trial)
     with pytest.raises(UserError, match="config 'run'"):
         check_buildable(cfg)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_the_regularizer_is_checked_on_meta_in_every_precision(precision: str) -> None:
+    """The regularizer turns autocast off for its float32 parts; on ``meta`` (no autocast
+    there) the check must still build and run it."""
+    cfg = load_config(None, {"model.decoder_width": 16, "regularizer.triplane_width": 8,
+                             "regularizer.enabled": True, "train.precision": precision,
+                             "data.crop_size": [32, 40]})
+    check_buildable(cfg)

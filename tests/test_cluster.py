@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mtlsearch.peers import free_port
+from mtlsearch.execution.peers import free_port
 from tests.tiny import tiny_base
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]

@@ -22,8 +22,8 @@ from mtlsearch.evaluate import (
     shard,
     with_delta_m,
 )
+from mtlsearch.execution.peers import free_port
 from mtlsearch.metrics import build_metrics, compute_all
-from mtlsearch.peers import free_port
 
 TASKS = {"semseg": 1.0, "depth": 1.0, "normals": 1.0}
 

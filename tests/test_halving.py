@@ -1,4 +1,4 @@
-"""ASHA on configuration means over seeds (:mod:`mtlsearch.halving`): the rung decisions
+"""ASHA on configuration means over seeds (:mod:`mtlsearch.execution.halving`): the rung decisions
 on known values, then a real Tune run where a configuration's lucky seed stops with its
 unlucky sibling."""
 
@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from mtlsearch.halving import SeedMeanASHA, config_key, rungs
+from mtlsearch.execution.halving import SeedMeanASHA, config_key, rungs
 from mtlsearch.space.spec import INDEX_KEY, SEED_KEY
 
 

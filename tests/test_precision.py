@@ -16,6 +16,7 @@ from mtlsearch.checkpoint import CHECKPOINT_FILE, load_checkpoint, restore, save
 from mtlsearch.config import load_config
 from mtlsearch.data.pipeline import resolve_root
 from mtlsearch.errors import UserError
+from mtlsearch.execution.trainer import make_trainer
 from mtlsearch.models import build_model, compute_losses
 from mtlsearch.models.regularizer import TriplaneRegularizer
 from mtlsearch.precision import (
@@ -27,7 +28,6 @@ from mtlsearch.precision import (
     to_channels_last,
 )
 from mtlsearch.train import poly_schedule
-from mtlsearch.trainable import make_trainer
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from mtlsearch.replicate import SeedReplicator, seed_means
-from mtlsearch.samplers import PortableSampler
+from mtlsearch.execution.replicate import SeedReplicator, seed_means
+from mtlsearch.execution.samplers import PortableSampler
 from mtlsearch.space.spec import SEED_KEY
 
 
@@ -120,8 +120,8 @@ def test_a_clearly_worse_configuration_stops_at_its_initial_seeds(tmp_path: Path
     and a clearly worse one (10). The worse one stops at 2 seeds; the contenders get more."""
     import json
 
+    from mtlsearch.execution.replicate import AdaptiveSeeds
     from mtlsearch.layout import REPLICATION_FILE
-    from mtlsearch.replicate import AdaptiveSeeds
     from mtlsearch.space.spec import INDEX_KEY
 
     seeds = list(range(6))
@@ -143,7 +143,7 @@ def test_a_clearly_worse_configuration_stops_at_its_initial_seeds(tmp_path: Path
 
 
 def test_well_separated_configurations_all_stop_at_initial() -> None:
-    from mtlsearch.replicate import AdaptiveSeeds
+    from mtlsearch.execution.replicate import AdaptiveSeeds
 
     seeds = list(range(6))
     rows = [{"train.lr": lr, SEED_KEY: s} for lr in (1.0, 2.0) for s in seeds]
@@ -155,7 +155,7 @@ def test_well_separated_configurations_all_stop_at_initial() -> None:
 def test_adaptive_with_optuna_tells_the_sampler_each_decided_mean(tmp_path: Path) -> None:
     from ray.tune.search.optuna import OptunaSearch
 
-    from mtlsearch.replicate import AdaptiveSeeds
+    from mtlsearch.execution.replicate import AdaptiveSeeds
 
     inner = OptunaSearch(space=_space, metric="semseg_miou", mode="max",
                          sampler=PortableSampler("tpe", seed=0), study_name="s",

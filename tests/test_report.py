@@ -125,8 +125,8 @@ def test_tune_state_through_public_apis(experiment: Path, capsys: pytest.Capture
 
     from ray.tune import ExperimentAnalysis, ResultGrid
 
+    from mtlsearch.execution.search import summarize, trial_statuses
     from mtlsearch.report.collect import read_tune_state
-    from mtlsearch.search import summarize, trial_statuses
 
     state, note = read_tune_state(experiment)
     assert note is None and len(state) == 9
@@ -156,7 +156,7 @@ def test_trial_statuses_without_tune_state(tmp_path: Path, capsys: pytest.Captur
     from types import SimpleNamespace
 
     pytest.importorskip("ray")
-    from mtlsearch.search import trial_statuses
+    from mtlsearch.execution.search import trial_statuses
 
     assert trial_statuses(SimpleNamespace(experiment_path=str(tmp_path), filesystem=None)) == {}
     err = capsys.readouterr().err

@@ -10,8 +10,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from mtlsearch.samplers import BUILDERS, PortableSampler
-from mtlsearch.strategies import SAMPLERS
+from mtlsearch.execution.samplers import BUILDERS, PortableSampler
+from mtlsearch.execution.strategies import SAMPLERS
 
 
 def test_the_sampler_registry_has_every_name_the_space_accepts() -> None:

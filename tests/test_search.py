@@ -290,7 +290,7 @@ def test_a_search_that_fails_keeps_its_traceback_in_the_search_folder(
     line naming the exception and ``mtlsearch-error.log`` in the search folder."""
     import re
 
-    import mtlsearch.search as search_module
+    import mtlsearch.execution.search as search_module
     from mtlsearch.errors import DEBUG_ENV, set_error_folder
     from mtlsearch.layout import ERROR_LOG
 

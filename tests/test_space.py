@@ -49,7 +49,7 @@ def test_spaces_are_shipped() -> None:
 @pytest.mark.parametrize("profile", ["cpu", "paper"])
 @pytest.mark.parametrize("path", SPACES, ids=[p.stem for p in SPACES])
 def test_every_shipped_space_loads_and_dry_runs(path: Path, profile: str) -> None:
-    from mtlsearch.search import dry_run
+    from mtlsearch.execution.search import dry_run
 
     if profile not in (load_mapping(path).get("profiles") or {}):
         pytest.skip(f"{path.stem} has no {profile} profile")
@@ -369,7 +369,7 @@ def test_cli_dry_run_prints_trials(tmp_path: Path) -> None:
 def test_absolutize_resolves_relative_defaults_against_the_launch_folder() -> None:
     """Trials run in Tune's own working folders: the default SynthRooms cache (relative)
     must point at the launch folder, so trials reuse the driver's dataset."""
-    from mtlsearch.search import absolutize
+    from mtlsearch.execution.search import absolutize
 
     tree = absolutize({"model": {"pretrained_path": "w/r18.pth"}}, "/launch")
     assert tree["data"]["synth"]["cache_dir"] == "/launch/.cache/synthrooms"

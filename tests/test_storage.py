@@ -18,7 +18,7 @@ import pytest
 
 from mtlsearch import storage
 from mtlsearch.errors import UserError
-from mtlsearch.peers import free_port
+from mtlsearch.execution.peers import free_port
 from tests.tiny import search, tiny_base, write_space
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
@@ -328,15 +328,15 @@ def test_commands_refuse_bad_storage_before_data_or_ray(
     bucket: str, s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture,
 ) -> None:
-    import mtlsearch.cluster
+    import mtlsearch.execution.cluster
     from mtlsearch.cli import build_parser
+    from mtlsearch.execution.trainer import run_cli as train_cli
     from mtlsearch.report import build_report
-    from mtlsearch.trainable import run_cli as train_cli
 
     def no_ray(*args: object, **kwargs: object) -> None:
         raise AssertionError("Ray was started")
 
-    monkeypatch.setattr(mtlsearch.cluster, "connect", no_ray)
+    monkeypatch.setattr(mtlsearch.execution.cluster, "connect", no_ray)
     monkeypatch.chdir(tmp_path)
     synth = tmp_path / "synth"
     space = write_space(tmp_path, {

@@ -18,9 +18,9 @@ from mtlsearch.checkpoint import load_checkpoint, restore, save_checkpoint
 from mtlsearch.cli import build_parser
 from mtlsearch.config import Config, load_config
 from mtlsearch.data.pipeline import build_datasets, resolve_root
+from mtlsearch.execution.trainer import make_trainer, run_cli
 from mtlsearch.metrics import DepthMetric, SegMetric
 from mtlsearch.train import LossWindow, make_optimizer, poly_schedule, tensorboard_scalars
-from mtlsearch.trainable import make_trainer, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -262,7 +262,7 @@ BASELINES = {"semseg": {"miou": 10.0}, "depth": {"rmse": 2.0}, "normals": {"mean
 
 
 def test_two_workers_report_tensorboard_checkpoint_and_resume(cache, tmp_path, local_ray):
-    from mtlsearch.trial import with_baselines
+    from mtlsearch.execution.trial import with_baselines
 
     cfg = with_baselines(tiny(cache, **RAY_RUN), BASELINES)
     log = tmp_path / "reports.jsonl"

@@ -94,7 +94,7 @@ def test_train_config_is_optional() -> None:
 
 
 def test_train_refuses_a_bad_key_before_ray(tmp_path: Path) -> None:
-    from mtlsearch.trainable import run_cli
+    from mtlsearch.execution.trainer import run_cli
 
     args = build_parser().parse_args(["train", "--set", "train.iteration=4", "--storage", str(tmp_path)])
     with pytest.raises(UserError, match="train.iteration"):
@@ -102,7 +102,7 @@ def test_train_refuses_a_bad_key_before_ray(tmp_path: Path) -> None:
 
 
 def test_search_flags_override_the_space(tmp_path: Path) -> None:
-    from mtlsearch.search import cli_sections
+    from mtlsearch.execution.search import cli_sections
 
     path = write_space(tmp_path, {
         "name": "opt", "base": tiny_base(), "space": {"train.lr": {"loguniform": [1e-4, 1e-2]}},
@@ -123,7 +123,7 @@ def test_search_flags_override_the_space(tmp_path: Path) -> None:
 
 
 def test_search_flag_scheduler_adds_or_changes_the_scheduler(tmp_path: Path) -> None:
-    from mtlsearch.search import cli_sections
+    from mtlsearch.execution.search import cli_sections
 
     path = write_space(tmp_path, {"name": "g", "base": tiny_base(),
                                   "space": {"train.lr": {"grid": [0.001, 0.01]}},
@@ -157,7 +157,7 @@ def _optuna_space(tmp_path: Path, search: dict, name: str = "s") -> Path:
     ("gp", "GPSampler"), ("random", "RandomSampler"),
 ])
 def test_every_sampler_is_built(tmp_path: Path, sampler: str, cls: str) -> None:
-    from mtlsearch.strategies import make_sampler
+    from mtlsearch.execution.strategies import make_sampler
 
     space = load_space(_optuna_space(tmp_path, {"metric": "loss", "sampler": sampler, "seed": 3}))
     assert space.search.sampler == sampler
@@ -172,11 +172,11 @@ def test_optuna_with_several_seeds_runs_them_all_but_refuses_a_stopping_schedule
     })
     space = load_space(path)
     assert space.seeds == [0, 1, 2]
-    from mtlsearch.search import dry_run
+    from mtlsearch.execution.search import dry_run
 
     assert "4 configuration(s)" in dry_run(space, tmp_path / "trials") and "12 trials" in dry_run(space, tmp_path / "trials")
-    from mtlsearch.halving import SeedMeanASHA
-    from mtlsearch.strategies import make_scheduler
+    from mtlsearch.execution.halving import SeedMeanASHA
+    from mtlsearch.execution.strategies import make_scheduler
 
     asha = load_space(path, None, [], {"scheduler": {"type": "asha", "grace_period": 1}})
     assert isinstance(make_scheduler(asha), SeedMeanASHA) and make_scheduler(asha).seeds == 3
@@ -186,7 +186,7 @@ def test_optuna_with_several_seeds_runs_them_all_but_refuses_a_stopping_schedule
 
 
 def test_nsga2_multi_objective_and_population(tmp_path: Path) -> None:
-    from mtlsearch.strategies import make_sampler
+    from mtlsearch.execution.strategies import make_sampler
 
     space = load_space(_optuna_space(tmp_path, {
         "metric": ["semseg_miou", "depth_rmse"], "sampler": "nsga2", "population_size": 4}))
@@ -234,7 +234,7 @@ def _grid_space(tmp_path: Path, scheduler: dict, space: dict | None = None, **ex
     ("median", "MedianStoppingRule"), ("pbt", "PopulationBasedTraining"),
 ])
 def test_every_scheduler_is_built(tmp_path: Path, kind: str, cls: str) -> None:
-    from mtlsearch.strategies import make_scheduler
+    from mtlsearch.execution.strategies import make_scheduler
 
     space = load_space(_grid_space(tmp_path, {"type": kind}))
     assert space.scheduler.type == kind and space.scheduler.max_t == 2
@@ -242,7 +242,7 @@ def test_every_scheduler_is_built(tmp_path: Path, kind: str, cls: str) -> None:
 
 
 def test_pbt_mutations_and_mutable_keys(tmp_path: Path) -> None:
-    from mtlsearch.strategies import mutable_keys, pbt_mutations
+    from mtlsearch.execution.strategies import mutable_keys, pbt_mutations
 
     space = load_space(_grid_space(tmp_path, {"type": "pbt", "perturbation_interval": 1}, space={
         "train.lr": {"grid": [0.001, 0.01]}, "regularizer.alpha.max": {"uniform": [1.0, 4.0]},
@@ -320,7 +320,7 @@ def test_tracking_in_profile_and_options(tmp_path: Path) -> None:
 def test_missing_tracker_package_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.util
 
-    from mtlsearch.tracking import check_available
+    from mtlsearch.execution.tracking import check_available
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
@@ -330,7 +330,7 @@ def test_missing_tracker_package_names_the_extra(monkeypatch: pytest.MonkeyPatch
 
 def test_mlflow_callback_defaults_to_a_local_mlruns_folder(tmp_path: Path) -> None:
     pytest.importorskip("mlflow")
-    from mtlsearch.tracking import make_callbacks
+    from mtlsearch.execution.tracking import make_callbacks
 
     (cb,) = make_callbacks({"mlflow": {}}, name="demo", exp_dir=tmp_path / "trials" / "demo", cwd=tmp_path)
     assert type(cb).__name__ == "MLflowLoggerCallback"
@@ -412,7 +412,7 @@ def test_status_lists_every_trial(tmp_path: Path) -> None:
 
 
 def test_search_reuse_keeps_a_finished_search(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from mtlsearch.search import run_cli as search_cli
+    from mtlsearch.execution.search import run_cli as search_cli
 
     folder = make_search(tmp_path, finished=3)
     meta = json.loads((folder / "mtlsearch.json").read_text())
@@ -534,7 +534,7 @@ def test_wandb_callback_is_offline_unless_configured(tmp_path: Path, monkeypatch
 
     import ray.air.integrations.wandb as ray_wandb
 
-    from mtlsearch import tracking
+    from mtlsearch.execution import tracking
 
     seen: list[dict] = []
     monkeypatch.setattr(ray_wandb, "WandbLoggerCallback", lambda **kw: seen.append(kw) or kw)

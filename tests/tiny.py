@@ -43,6 +43,6 @@ def write_space(folder: Path, body: dict[str, Any]) -> Path:
 def search(*argv: str) -> int:
     """``mtlsearch search ARGV`` in this process; its exit status."""
     from mtlsearch.cli import build_parser
-    from mtlsearch.search import run_cli
+    from mtlsearch.execution.search import run_cli
 
     return run_cli(build_parser().parse_args(["search", *argv]))

@@ -176,10 +176,10 @@ def run_cli(args: argparse.Namespace) -> int:
 
 def shared_search(args: argparse.Namespace, work: Path) -> int:
     """Two trials at half a GPU each: one at a time, then both at once."""
-    from mtlsearch.cluster import connect
     from mtlsearch.config import load_config
     from mtlsearch.data.pipeline import resolve_root
-    from mtlsearch.search import run_search
+    from mtlsearch.execution.cluster import connect
+    from mtlsearch.execution.search import run_search
     from mtlsearch.space import load_space
 
     cpus = max(1, (os.cpu_count() or 2) // 2 - 1)

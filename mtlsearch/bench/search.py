@@ -7,7 +7,7 @@ Runs the same N short trainings (seeds 0..N-1 of one tiny config) twice:
    torch thread, like a 1-CPU Ray worker);
 2. platform: ``mtlsearch search`` on a generated space (``seeds: [0..N-1]``), one
    trial at a time: each Tune trial runs the loop in its own process, with
-   ``--workers N`` as rank 0 of a DDP group with N-1 peer actors (:mod:`mtlsearch.peers`).
+   ``--workers N`` as rank 0 of a DDP group with N-1 peer actors (:mod:`mtlsearch.execution.peers`).
 
 and prints per-trial wall times, the per-trial overhead of the platform, the ratio,
 the peak resident memory of Ray's processes while a trial runs (sampled every
@@ -15,7 +15,7 @@ the peak resident memory of Ray's processes while a trial runs (sampled every
 checkpoint policy (:mod:`mtlsearch.prune`: what a trial of the best configurations keeps,
 its last whole checkpoint, and what any other finished trial keeps, its weights in
 float16). ``--profile-phases`` adds where each trial's time goes,
-from the timestamps of :mod:`mtlsearch.phases`. SynthRooms generation and
+from the timestamps of :mod:`mtlsearch.execution.phases`. SynthRooms generation and
 ``ray.init`` are timed separately, not per trial.
 """
 
@@ -102,7 +102,7 @@ class RaySampler:
 
 
 def phase_table(events: list[dict], search_start: float) -> dict[str, list[float]]:
-    """Seconds per phase per trial from :mod:`mtlsearch.phases` events."""
+    """Seconds per phase per trial from :mod:`mtlsearch.execution.phases` events."""
     by_trial: dict[str, dict[str, float]] = {}
     order: list[str] = []
     current = None
@@ -141,7 +141,7 @@ def run_cli(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, work: Path) -> int:
     from mtlsearch.config import load_config
     from mtlsearch.data.pipeline import resolve_root
-    from mtlsearch.trainable import make_trainer
+    from mtlsearch.execution.trainer import make_trainer
 
     base = tiny_config(args.iterations, str(work / "cache"))
     t0 = time.time()
@@ -161,9 +161,9 @@ def _run(args: argparse.Namespace, work: Path) -> int:
         bare.append(time.time() - start)
         print(f"bare trial {seed}: {bare[-1]:.1f} s", flush=True)
 
-    from mtlsearch.cluster import connect
-    from mtlsearch.phases import ENV, read
-    from mtlsearch.search import run_search
+    from mtlsearch.execution.cluster import connect
+    from mtlsearch.execution.phases import ENV, read
+    from mtlsearch.execution.search import run_search
     from mtlsearch.space import load_space
 
     space_path = work / "bench.yaml"

@@ -60,6 +60,7 @@ exp(-tau) would keep about 3 significant digits).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 
@@ -408,7 +409,10 @@ class TriplaneRegularizer(nn.Module):
         """
         kind = planes[0].device.type
         mlp_dtype = autocast_dtype(kind)
-        with torch.autocast(kind, enabled=False):
+        # Autocast off for the float32 parts (only where it is on: ``meta``, where models
+        # are checked before a search, has no autocast at all).
+        off = torch.autocast(kind, enabled=False) if mlp_dtype is not None else contextlib.nullcontext()
+        with off:
             planes = (planes[0].float(), planes[1].float(), planes[2].float())
             return self._render_float32(planes, image_size, pose, K, render_K, mlp_dtype)
 

@@ -29,6 +29,8 @@ from mtlsearch.config.errors import field_type, first_error
 from mtlsearch.config.load import DICT_FIELDS, touches
 from mtlsearch.config.registries import metric_direction, metric_problem
 from mtlsearch.errors import UserError
+from mtlsearch.execution.strategies import sampler_problem, scheduler_problem
+from mtlsearch.execution.tracking import normalize_tracking
 from mtlsearch.space.distributions import DISTRIBUTIONS, SpecError
 from mtlsearch.space.expand import check_size
 from mtlsearch.space.rowcheck import check_conditions, label_baseline
@@ -43,8 +45,6 @@ from mtlsearch.space.spec import (
     Space,
 )
 from mtlsearch.space.text import format_value
-from mtlsearch.strategies import sampler_problem, scheduler_problem
-from mtlsearch.tracking import normalize_tracking
 from mtlsearch.yamlio import LineDict, line_of, load_mapping, parse, plain
 
 MAX_KEYS = 200

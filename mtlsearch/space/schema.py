@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict
 from pydantic_core import PydanticCustomError
 
-from mtlsearch.strategies import SAMPLERS, SCHEDULERS
+from mtlsearch.execution.strategies import SAMPLERS, SCHEDULERS
 
 SEED_MAX = 2**63 - 1
 MAX_SAMPLES = 1_000_000
@@ -98,7 +98,7 @@ def _names(value: Any) -> Any:
 
 def _tracking(value: Any) -> Any:
     """A list of tracker names, or a mapping of tracker name to its options (or null)."""
-    from mtlsearch.tracking import tracking_problem
+    from mtlsearch.execution.tracking import tracking_problem
 
     why = tracking_problem(value)
     if why:
@@ -124,13 +124,13 @@ class SearchSection(_Section):
     max_failures: Annotated[int, Strict(), Field(ge=0, le=1000)] | None = None
     """Retries of a trial after a node or worker failure (user errors fail once)."""
     sampler: Literal[SAMPLERS] | None = None
-    """Optuna's sampler (algorithm optuna; default tpe), see :mod:`mtlsearch.strategies`."""
+    """Optuna's sampler (algorithm optuna; default tpe), see :mod:`mtlsearch.execution.strategies`."""
     population_size: Annotated[int, Strict(), Field(ge=2, le=100_000)] | None = None
     """NSGA-II's population (default 50)."""
 
 
 class SchedulerSection(_Section):
-    """``scheduler:``: a Tune scheduler (:mod:`mtlsearch.strategies`), in evaluations."""
+    """``scheduler:``: a Tune scheduler (:mod:`mtlsearch.execution.strategies`), in evaluations."""
 
     type: Literal[SCHEDULERS] = "asha"
     max_t: Annotated[int, Strict(), Field(ge=1)] | None = None
@@ -186,7 +186,7 @@ class SpaceFile(_Section):
     profiles: Annotated[Any, BeforeValidator(_mapping)] = None
     tracking: Annotated[Any, BeforeValidator(_tracking)] = None
     """Trackers: ``[tensorboard, mlflow, wandb]`` or a mapping of tracker to options
-    (:mod:`mtlsearch.tracking`)."""
+    (:mod:`mtlsearch.execution.tracking`)."""
     checkpoints: CheckpointsSection | None = None
     """Checkpoint policy applied when the search ends; absent: every checkpoint stays."""
 

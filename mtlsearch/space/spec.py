@@ -88,7 +88,7 @@ class SearchSettings:
     max_failures: int | None = None
     """Retries of a trial after an infrastructure failure (None: the driver's default)."""
     sampler: str = "tpe"
-    """Optuna's sampler (:mod:`mtlsearch.strategies`)."""
+    """Optuna's sampler (:mod:`mtlsearch.execution.strategies`)."""
     population_size: int | None = None
 
     @property
@@ -163,7 +163,7 @@ class Space:
     overrides: list[str]
     raw: dict[str, Any]
     tracking: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """Trackers and their options (:mod:`mtlsearch.tracking`); empty: TensorBoard only."""
+    """Trackers and their options (:mod:`mtlsearch.execution.tracking`); empty: TensorBoard only."""
     cli_sections: dict[str, Any] = field(default_factory=dict)
     """Section values given on the command line (``--num-samples`` ...), merged last."""
     adaptive_initial: int | None = None

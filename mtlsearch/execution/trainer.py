@@ -4,14 +4,14 @@ single-task baselines) or inside a search trial's own process (:func:`run_in_pro
 Ray 2.60 runs Train V2: a ``TorchTrainer`` is launched by ``.fit()`` and restores itself
 from its latest checkpoint when ``(storage_path, name)`` repeat. Search trials do not
 launch one (Ray refuses Train's reporting inside a Tune function): they run the same
-loop under Tune's session (:mod:`mtlsearch.session`). Names therefore never carry a
+loop under Tune's session (:mod:`mtlsearch.execution.session`). Names therefore never carry a
 timestamp: rerunning ``mtlsearch train cfg.yaml --name X`` continues run ``X``.
 
 The data root is resolved once in the driver (SynthRooms is generated there when
 needed) and handed to the workers as an absolute path; on a multi-node cluster that
 path must be visible to every node (shared file system) or each node regenerates it.
 
-Train V2 settings: :data:`mtlsearch.cluster.TRAIN_ENV` (with why). The other settings
+Train V2 settings: :data:`mtlsearch.execution.cluster.TRAIN_ENV` (with why). The other settings
 the bench tried (state-actor reconciliation, preemption watcher, Train metrics off) gave
 no measurable time and stay at Ray's defaults.
 """
@@ -25,9 +25,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mtlsearch.cluster import TRAIN_ENV, set_env
 from mtlsearch.config import Config, load_config
 from mtlsearch.errors import UserError
+from mtlsearch.execution.cluster import TRAIN_ENV, set_env
 from mtlsearch.layout import TENSORBOARD_DIR
 from mtlsearch.outputs import check_run_folder
 from mtlsearch.records import LoopConfig
@@ -118,13 +118,13 @@ def run_in_process(
     """Run the training loop of ``cfg`` in this process, inside a Tune trial.
 
     The trial reserved the workers' resources; the loop reports to Tune and resumes
-    from Tune's checkpoint (:class:`mtlsearch.session.Session`, back end ``tune``).
+    from Tune's checkpoint (:class:`mtlsearch.execution.session.Session`, back end ``tune``).
     With ``workers > 1`` this process is rank 0 of a DDP group whose other ranks are
-    peer actors in the trial's placement group (:mod:`mtlsearch.peers`).
+    peer actors in the trial's placement group (:mod:`mtlsearch.execution.peers`).
     """
     loop_config = _loop_config(cfg, tensorboard_dir, data_root, "tune")
     if workers > 1:
-        from mtlsearch.peers import run_group
+        from mtlsearch.execution.peers import run_group
 
         run_group(loop_config, workers, cpus_per_worker, gpus_per_worker)
     else:
@@ -169,7 +169,7 @@ def run_cli(args: argparse.Namespace) -> int:
     name = args.name or (Path(args.config).stem if args.config else "run")
     storage = open_storage(args.storage)
     check_run_folder(storage, args.name)
-    from mtlsearch.cluster import check_address, check_gpus, connect
+    from mtlsearch.execution.cluster import check_address, check_gpus, connect
 
     check_address(args.address)
     check_gpus(args.gpus_per_worker, args.workers, args.address)

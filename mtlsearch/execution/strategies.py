@@ -1,7 +1,7 @@
 """Search strategies: Optuna samplers (``search.sampler``) and Tune schedulers (``scheduler.type``).
 
 Contract: :func:`make_sampler` and :func:`make_scheduler` build the objects
-:func:`mtlsearch.search.build_tuner` hands to Tune; :func:`sampler_problem` and
+:func:`mtlsearch.execution.search.build_tuner` hands to Tune; :func:`sampler_problem` and
 :func:`scheduler_problem` say (``(key, reason)``) why a space cannot use the chosen one,
 so :mod:`mtlsearch.space.load` refuses it with the file and line before Ray starts.
 
@@ -19,7 +19,7 @@ Samplers (``search.algorithm: optuna``), all seeded by ``search.seed``:
 Schedulers (Tune, on ``training_iteration``, i.e. evaluations), one scalar metric:
 
 * ``asha``: ``ASHAScheduler(max_t, grace_period, reduction_factor)``; with several seeds
-  :class:`mtlsearch.halving.SeedMeanASHA`, which stops a configuration (all its seeds) on
+  :class:`mtlsearch.execution.halving.SeedMeanASHA`, which stops a configuration (all its seeds) on
   the mean of its seeds at each rung. The other schedulers decide on one trial, i.e. one
   seed: with several seeds they are refused (use asha, or one seed).
 * ``hyperband``: ``HyperBandScheduler(max_t, reduction_factor)`` (synchronous: pauses
@@ -110,7 +110,7 @@ def scheduler_problem(
 
 
 # ---------------------------------------------------------------------------
-# Factories (called by mtlsearch.search.build_tuner)
+# Factories (called by mtlsearch.execution.search.build_tuner)
 # ---------------------------------------------------------------------------
 
 
@@ -118,7 +118,7 @@ def make_sampler(search: Any) -> Any:
     """The Optuna sampler of ``search`` (:class:`mtlsearch.space.spec.SearchSettings`),
     wrapped so that Tune can pickle it whatever the Optuna release (``PortableSampler``)."""
     name = getattr(search, "sampler", None) or "tpe"
-    from mtlsearch.samplers import PortableSampler
+    from mtlsearch.execution.samplers import PortableSampler
 
     size = getattr(search, "population_size", None) if name == "nsga2" else None
     return PortableSampler(name, search.seed, size)
@@ -143,7 +143,7 @@ def make_scheduler(space: Any) -> Any:
     metric, mode = space.search.metric, space.search.mode
     common = {"time_attr": "training_iteration", "metric": metric, "mode": mode}
     if sc.type == "asha" and len(space.seeds) > 1:
-        from mtlsearch.halving import SeedMeanASHA
+        from mtlsearch.execution.halving import SeedMeanASHA
 
         return SeedMeanASHA(metric=metric, mode=mode, seeds=len(space.seeds), max_t=sc.max_t,
                             grace_period=sc.grace_period, reduction_factor=sc.reduction_factor)

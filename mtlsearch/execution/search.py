@@ -1,9 +1,9 @@
 """``mtlsearch search``: run a YAML search space with Ray Tune (+ Optuna, ASHA).
 
-Each Tune trial is the FUNCTION trainable :func:`mtlsearch.trial.trial`: it trains in
+Each Tune trial is the FUNCTION trainable :func:`mtlsearch.execution.trial.trial`: it trains in
 its own process, which reserves one worker's CPUs/GPUs; a multi-worker trial reserves a
 placement group of one bundle per worker, and its process (rank 0) starts peer actors in
-the other bundles (:mod:`mtlsearch.peers`). Tune owns that placement group, so a trial
+the other bundles (:mod:`mtlsearch.execution.peers`). Tune owns that placement group, so a trial
 a scheduler stops, or that dies, frees everything. A failing trial re-raises, so Tune
 records it as errored (``error.txt``), retries it after infrastructure failures, and the
 search goes on. This module builds the Tuner around it and runs the search.
@@ -16,7 +16,7 @@ How trials are generated:
   plain dotted keys. Conditional keys whose condition fails are recorded as None.
 * ``optuna``: ``OptunaSearch`` with a define-by-run space (conditional keys are
   suggested only when active), the sampler of ``search.sampler`` seeded by
-  ``search.seed`` (:mod:`mtlsearch.strategies`), study ``<name>`` stored in
+  ``search.seed`` (:mod:`mtlsearch.execution.strategies`), study ``<name>`` stored in
   ``trials/<name>/optuna.db`` (SQLite RDB storage, so the study outlives the driver;
   Tune also pickles the searcher into its experiment state for ``--resume``),
   multi-objective via metric/mode lists, behind a ``ConcurrencyLimiter``.
@@ -25,7 +25,7 @@ Layout of ``trials/<name>/``: ``mtlsearch.json`` (what the report reads first),
 Tune's experiment state and one folder per trial named by its trial id
 (``params.json``, ``result.json``, ``progress.csv``, ``error.txt``,
 ``tensorboard/``, ``checkpoint_*/``) and ``optuna.db`` for Optuna searches. Single-task baselines are cached in
-``trials/_baselines/`` (:mod:`mtlsearch.baselines`).
+``trials/_baselines/`` (:mod:`mtlsearch.execution.baselines`).
 
 Storage (``--storage``) is a local folder or a ``pyarrow.fs`` URI (:mod:`mtlsearch.storage`),
 checked before any data is generated or Ray starts; Tune writes there directly.
@@ -52,9 +52,10 @@ from mtlsearch.errors import (
     log_internal_error,
     set_error_folder,
 )
+from mtlsearch.execution.plan import check_trials, dry_run
+from mtlsearch.execution.trial import absolutize, trial
 from mtlsearch.layout import BASELINES_DIR, CONFIG_FILE, FATAL_FILE, FINISHED, META_FILE, OPTUNA_DB
 from mtlsearch.outputs import check_run_folder
-from mtlsearch.plan import check_trials, dry_run
 from mtlsearch.records import SearchMeta, TrialContext
 from mtlsearch.space import (
     INDEX_KEY,
@@ -73,7 +74,6 @@ from mtlsearch.storage import (
 )
 from mtlsearch.storage import parse as parse_storage
 from mtlsearch.tasks import TASKS
-from mtlsearch.trial import absolutize, trial
 
 DEFAULT_MAX_FAILURES = 2
 REUSE_ACTORS = True
@@ -129,8 +129,8 @@ def build_tuner(
 
     exp_dir = parse_storage(exp_dir)
 
-    from mtlsearch.strategies import checkpoints_to_keep
-    from mtlsearch.tracking import make_callbacks
+    from mtlsearch.execution.strategies import checkpoints_to_keep
+    from mtlsearch.execution.tracking import make_callbacks
 
     trainable = _trainable(ctx)
     scheduler = _scheduler(space)
@@ -139,7 +139,7 @@ def build_tuner(
         from ray.tune.search import ConcurrencyLimiter
         from ray.tune.search.optuna import OptunaSearch
 
-        from mtlsearch.strategies import make_sampler
+        from mtlsearch.execution.strategies import make_sampler
 
         storage = study_storage(exp_dir)
         searcher = OptunaSearch(
@@ -151,12 +151,12 @@ def build_tuner(
             storage=storage,
         )
         if space.adaptive_initial is not None:  # more seeds while still in contention
-            from mtlsearch.replicate import AdaptiveSeeds
+            from mtlsearch.execution.replicate import AdaptiveSeeds
 
             searcher = AdaptiveSeeds(searcher, space.seeds, space.adaptive_initial, search.metric,
                                      search.mode, _local_folder(exp_dir), max_configs=search.num_samples)
         elif len(space.seeds) > 1:  # every suggestion on every seed; Optuna learns their mean
-            from mtlsearch.replicate import SeedReplicator
+            from mtlsearch.execution.replicate import SeedReplicator
 
             metrics = search.metric if isinstance(search.metric, list) else [search.metric]
             searcher = SeedReplicator(searcher, space.seeds, metrics)
@@ -171,7 +171,7 @@ def build_tuner(
     elif space.adaptive_initial is not None:  # planned rows, seeds added while in contention
         from ray.tune.search import ConcurrencyLimiter
 
-        from mtlsearch.replicate import AdaptiveSeeds
+        from mtlsearch.execution.replicate import AdaptiveSeeds
 
         assert trials is not None
         searcher = AdaptiveSeeds(trials, space.seeds, space.adaptive_initial, search.metric,
@@ -232,7 +232,7 @@ def max_failures(space: Space) -> int:
 
 
 def _scheduler(space: Space) -> Any:
-    from mtlsearch.strategies import make_scheduler
+    from mtlsearch.execution.strategies import make_scheduler
 
     return make_scheduler(space)
 
@@ -368,9 +368,20 @@ def _load_for_resume(args: argparse.Namespace, exp_dir: Location) -> Space:
     return space
 
 
+def _map_legacy_modules() -> None:
+    """Let Tune unpickle the state of a search started before :mod:`mtlsearch.execution`
+    existed: its old module names point at the modules' new places."""
+    import importlib
+
+    from mtlsearch.execution import LEGACY_MODULES
+
+    for old, new in LEGACY_MODULES.items():
+        sys.modules.setdefault(old, importlib.import_module(new))
+
+
 def _init_ray(address: str | None) -> None:
     """Start local Ray (dashboard on localhost) or join the cluster at ``address``."""
-    from mtlsearch.cluster import connect
+    from mtlsearch.execution.cluster import connect
 
     url = connect(address, num_cpus=None if address else os.cpu_count() or 1)
     if url:
@@ -391,8 +402,8 @@ def run_search(
     def prepare(tree: dict[str, Any]) -> dict[str, Any]:
         return absolutize(tree, cwd)
 
-    from mtlsearch.cluster import TUNE_ENV, set_env
-    from mtlsearch.strategies import mutable_keys
+    from mtlsearch.execution.cluster import TUNE_ENV, set_env
+    from mtlsearch.execution.strategies import mutable_keys
 
     set_env(TUNE_ENV)
     _init_ray(address)
@@ -412,7 +423,7 @@ def run_search(
     baselines_meta = None
     baselines: dict[str, Any] = {}
     if space.baselines:
-        from mtlsearch.baselines import baseline_groups, ensure_baselines
+        from mtlsearch.execution.baselines import baseline_groups, ensure_baselines
 
         groups = baseline_groups(space, trials)
         try:
@@ -432,7 +443,7 @@ def run_search(
                        mutable=mutable_keys(space))
     from ray import tune
 
-    from mtlsearch.tracking import check_available
+    from mtlsearch.execution.tracking import check_available
 
     check_available(space.tracking)
     # The Optuna study lives with the driver (SQLite) and, for remote storage, is copied
@@ -448,6 +459,7 @@ def run_search(
             # The user may have fixed what failed them: errored trials get a new chance.
             for child in exp_dir.listdir():
                 (exp_dir / child / FATAL_FILE).delete_file()
+            _map_legacy_modules()
             path, filesystem = exp_dir.ray_storage()
             tuner = tune.Tuner.restore(
                 path, trainable=_trainable(ctx), resume_unfinished=True, resume_errored=True,
@@ -482,7 +494,7 @@ def cli_sections(args: argparse.Namespace) -> dict[str, Any]:
     """The sections ``--num-samples``, ``--seed``, ``--sampler``, ``--scheduler``,
     ``--max-concurrent-trials`` and ``--tracking`` set (merged over the space's and the
     profile's, key by key, and checked like them)."""
-    from mtlsearch.tracking import parse_flag
+    from mtlsearch.execution.tracking import parse_flag
 
     out: dict[str, Any] = {}
     search = {
@@ -522,8 +534,8 @@ def run_cli(args: argparse.Namespace) -> int:
     if args.name is not None and not args.name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise UserError(f"--name: expected letters, digits, '-', '_' or '.', got {args.name!r}")
     exp_dir = check_run_folder(storage, name, name_flag="--name" if args.name else f"{args.space}: name")
-    from mtlsearch.cluster import check_address, check_gpus
-    from mtlsearch.tracking import check_available
+    from mtlsearch.execution.cluster import check_address, check_gpus
+    from mtlsearch.execution.tracking import check_available
 
     check_available(space.tracking)
     check_address(args.address)

@@ -2,7 +2,7 @@
 
 Contract: :class:`PortableSampler` ``(name, seed, population_size)`` is an Optuna
 ``BaseSampler`` that delegates to the sampler ``name`` of
-:data:`mtlsearch.strategies.SAMPLERS` and pickles in every release. Tune pickles the
+:data:`mtlsearch.execution.strategies.SAMPLERS` and pickles in every release. Tune pickles the
 searcher when it builds and checkpoints a search and unpickles it on ``--resume``; some
 releases' samplers hold locks (``NSGAIISampler`` in Optuna 5.1 does), which cannot be
 pickled. The state travels as the inner sampler's attributes, each lock replaced by a
@@ -29,7 +29,7 @@ BUILDERS: dict[str, Callable[[int | None, int | None], BaseSampler]] = {
     "random": lambda seed, _: optuna.samplers.RandomSampler(seed=seed),
 }
 """``search.sampler`` name -> factory ``(seed, population_size)``; the names are
-:data:`mtlsearch.strategies.SAMPLERS` (a test checks they agree)."""
+:data:`mtlsearch.execution.strategies.SAMPLERS` (a test checks they agree)."""
 
 _LOCKS = (type(threading.Lock()), type(threading.RLock()))
 

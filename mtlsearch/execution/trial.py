@@ -3,10 +3,10 @@
 Contract: ``trial(config, ctx)`` builds the trial's whole config (the planned row of a
 grid/random search, or Tune's sampled values; paths made absolute against the launch
 folder), writes it as ``<search>/<trial id>/config.yaml`` and trains it in this process,
-rank 0 of a DDP group with peer actors for multi-worker trials (:mod:`mtlsearch.peers`;
+rank 0 of a DDP group with peer actors for multi-worker trials (:mod:`mtlsearch.execution.peers`;
 the trial's placement group holds one bundle per worker). A failure a retry cannot fix
 (a user error, a NaN loss) writes :data:`FATAL_FILE`, so Tune's retries fail at once;
-``--resume`` clears those markers. The driver (:mod:`mtlsearch.search`) builds
+``--resume`` clears those markers. The driver (:mod:`mtlsearch.execution.search`) builds
 the Tuner around it.
 """
 
@@ -19,8 +19,8 @@ from typing import Any
 
 from mtlsearch.config import config_fields, load_config, set_dotted
 from mtlsearch.errors import NonFiniteLossError, UserError
+from mtlsearch.execution.phases import mark
 from mtlsearch.layout import CONFIG_FILE, FATAL_FILE, TENSORBOARD_DIR
-from mtlsearch.phases import mark
 from mtlsearch.records import TrialContext
 from mtlsearch.space import INDEX_KEY, Space, baseline_hash
 from mtlsearch.storage import Location
@@ -50,7 +50,7 @@ def trial(config: dict[str, Any], ctx: TrialContext) -> None:
     """One Tune trial: build the config, run its training, report through Tune."""
     from ray import tune
 
-    from mtlsearch.trainable import run_in_process
+    from mtlsearch.execution.trainer import run_in_process
 
     # Ray logs a line per persisted checkpoint ("Checkpoint successfully created at");
     # the trial's own progress lines already say when it evaluates.

@@ -92,7 +92,7 @@ terminal; patient worker starts)."""
 TUNE_ENV = {"RAY_AIR_NEW_OUTPUT": "0"}
 """Set by ``mtlsearch search``: Tune's trial table (``CLIReporter``) rather than Ray's new output."""
 TRAIN_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
-"""Set for the ``TorchTrainer`` runs of :func:`mtlsearch.trainable.make_trainer` (read by
+"""Set for the ``TorchTrainer`` runs of :func:`mtlsearch.execution.trainer.make_trainer` (read by
 ``.fit()``): the controller polls its workers every 0.5 s rather than Ray's 2 s, so a
 finished run is seen sooner (``mtlsearch bench search --workers 2``: teardown 3.5 s ->
 1.3-1.5 s per trial) and a dead worker is noticed sooner too."""

@@ -4,14 +4,14 @@ Contract: :func:`run_group` runs :func:`mtlsearch.train.train_loop_per_worker` o
 ``workers`` processes joined in one ``torch.distributed`` group (gloo on CPU, NCCL on
 GPUs): this process (rank 0: it reports to Tune and writes the checkpoints) and
 ``workers - 1`` :class:`Peer` actors placed in bundles 1..N-1 of the trial's placement
-group (:mod:`mtlsearch.search` asks Tune for one bundle per worker; bundle 0 is the
+group (:mod:`mtlsearch.execution.search` asks Tune for one bundle per worker; bundle 0 is the
 trial's process). When a trial finishes, its peers wait for the next trial Tune runs in
 the same process and placement group (``reuse_actors``: torch and the data are then
 already imported); when it fails or a scheduler stops it they are killed, and they die
 with the trial's process, their owner, whose placement group Tune removes. A peer that
 dies breaks the group's collectives, so rank 0 fails and Tune retries the trial from
 its last checkpoint; a peer's own error (a user error, a NaN loss) is raised as rank 0's.
-A peer that never joins fails the trial after :data:`mtlsearch.session.JOIN_TIMEOUT`.
+A peer that never joins fails the trial after :data:`mtlsearch.execution.session.JOIN_TIMEOUT`.
 
 Why not a ``TorchTrainer`` per trial: on 2 cores a Train V2 run costs ~14 s to start
 (controller, placement group, cleaner, worker group) before the loop runs, and its
@@ -53,7 +53,7 @@ def run_group(loop_config: LoopConfig, workers: int, cpus_per_worker: float,
     pg = get_current_placement_group()
     if pg is None or pg.bundle_count < workers:
         raise RuntimeError(f"a {workers}-worker trial needs a placement group of {workers} "
-                           "bundles (mtlsearch.search reserves it)")
+                           "bundles (mtlsearch.execution.search reserves it)")
     host = ray.util.get_node_ip_address()
     group = {
         "world": workers,

@@ -13,7 +13,7 @@ its groups with the searcher, so ``--resume`` continues half-finished configurat
 ``num_samples`` (configurations) becomes ``num_samples x len(seeds)`` Tune trials:
 :func:`num_trials`. Intermediate results are not passed on (Optuna's pruning would see one
 seed); with several seeds only ASHA may stop trials, and it decides on configuration means
-(:mod:`mtlsearch.halving`); the other schedulers are refused (``space.load``).
+(:mod:`mtlsearch.execution.halving`); the other schedulers are refused (``space.load``).
 
 :class:`AdaptiveSeeds` (``seeds: {initial: k, max: m}``, any algorithm) replicates
 adaptively instead: ``k`` seeds for every configuration, then one more at a time only

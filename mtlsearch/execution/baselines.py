@@ -124,7 +124,7 @@ def ensure_baselines(
     """
     from ray.train import TrainingFailedError
 
-    from mtlsearch.trainable import failure_reason, make_trainer
+    from mtlsearch.execution.trainer import failure_reason, make_trainer
 
     out = {}
     storage = parse_storage(storage)

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from mtlsearch.config import load_config
+from mtlsearch.execution.trial import absolutize
 from mtlsearch.layout import OPTUNA_DB
 from mtlsearch.space import SEED_KEY, Space, describe, format_table
 from mtlsearch.storage import Location, study_path
 from mtlsearch.storage import parse as parse_storage
-from mtlsearch.trial import absolutize
 
 
 def check_trials(space: Space, trials: list[dict[str, Any]] | None) -> int:
@@ -71,7 +71,7 @@ def dry_run(space: Space, exp_dir: str | Path | Location) -> str:
         lines.append(f"{len(trials)} trial(s):")
         lines.append(format_table(rows, ["#", *columns]))
     if space.baselines:
-        from mtlsearch.baselines import baseline_groups, missing_tasks
+        from mtlsearch.execution.baselines import baseline_groups, missing_tasks
 
         groups = baseline_groups(space, None if space.search.algorithm == "optuna" else space.expand())
         todo = missing_tasks(exp_dir.parent, groups)

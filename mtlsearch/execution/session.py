@@ -10,7 +10,7 @@ to report metrics with checkpoints and for the checkpoint to resume from. Two ba
   the checkpoints.
 * ``tune``: search trials run the loop inside the Tune trial's process (rank 0), which
   reserved the worker's CPUs/GPUs itself; a multi-worker trial adds peer processes
-  (ranks 1..N-1, :mod:`mtlsearch.peers`) joined with it in one ``torch.distributed``
+  (ranks 1..N-1, :mod:`mtlsearch.execution.peers`) joined with it in one ``torch.distributed``
   group described by the loop config's ``ddp`` (:class:`mtlsearch.records.DDPGroup`). Rank 0 reports through
   ``ray.tune.report`` (Tune persists its checkpoints in the trial folder and restores
   the latest on ``--resume``, on a retried failure and for PBT) and reads
