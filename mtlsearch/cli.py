@@ -289,7 +289,8 @@ def _bench_commands(sub: Any) -> None:
                    help="batch size (default: --config's train.batch_size, else 2)")
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--precision", default=None, metavar="P1,P2",
-                   help="precisions to measure, of fp32,bf16,fp16 (default: all)")
+                   help="precisions to measure, of fp32,bf16,fp16 (default: all; fp16 on CPU "
+                        "only when named)")
     p.add_argument("--settings", default=None, metavar="S1,S2",
                    help="of train,train+reg,infer,infer exported (default: all)")
     p.add_argument("--channels-last", action="store_true", help="train.channels_last: true")

@@ -304,13 +304,17 @@ def test_cpu_profile_learns_in_bf16_with_channels_last(tmp_path, one_thread):
 
 
 def test_bench_lists_are_checked():
-    from mtlsearch.bench.model import parse_list
+    from mtlsearch.bench.model import parse_list, usable_precisions
     from mtlsearch.precision import PRECISIONS
 
     assert parse_list(None, PRECISIONS, "--precision") == ["fp32", "bf16", "fp16"]
     assert parse_list("fp16, fp32", PRECISIONS, "--precision") == ["fp32", "fp16"]
     with pytest.raises(UserError, match=r"^--precision: unknown fp8"):
         parse_list("bf16,fp8", PRECISIONS, "--precision")
+    # fp16 on CPU runs only when named: its convolution backward would take hours.
+    kept, notes = usable_precisions(list(PRECISIONS), "cpu", explicit=False)
+    assert kept == ["fp32", "bf16"] and len(notes) == 1 and "fp16 skipped on cpu" in notes[0]
+    assert usable_precisions(["fp16"], "cpu", explicit=True) == (["fp16"], [])
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")

@@ -6,7 +6,8 @@
 terms. ``--config`` measures a config file instead (its crop size and batch unless
 ``--size`` / ``--batch`` say otherwise). Four settings (``--settings``), each in each
 precision of ``--precision`` (default fp32, bf16, fp16; fp16 is skipped with a note where
-torch cannot run it), each measured in a fresh Python subprocess so peak memory is honest:
+torch cannot run it, and on CPU unless asked for), each measured in a fresh Python
+subprocess so peak memory is honest:
 
 * ``train``: training step (forward, Eq. 2 loss, backward, the config's optimizer step)
   without the regularizer, exactly as :mod:`mtlsearch.train` runs it
@@ -273,8 +274,12 @@ def measure_all(
     return results
 
 
-def usable_precisions(requested: list[str], device: str) -> tuple[list[str], list[str]]:
-    """(precisions ``device`` can run, a note per skipped one)."""
+def usable_precisions(
+    requested: list[str], device: str, explicit: bool = True
+) -> tuple[list[str], list[str]]:
+    """(precisions to measure on ``device``, a note per skipped one). fp16 is skipped
+    where torch cannot run it and, unless asked for (``explicit``), on CPU, where its
+    convolution backward is a fallback that would run for hours at the default size."""
     from mtlsearch.precision import fp16_problem
 
     keep, notes = [], []
@@ -282,6 +287,9 @@ def usable_precisions(requested: list[str], device: str) -> tuple[list[str], lis
         problem = fp16_problem(device) if precision == "fp16" else None
         if problem:
             notes.append(f"fp16 skipped: not supported on {device} ({problem})")
+        elif precision == "fp16" and device == "cpu" and not explicit:
+            notes.append("fp16 skipped on cpu (its convolution backward is a slow fallback, "
+                         "about 1000x fp32's); --precision fp16 measures it anyway")
         else:
             keep.append(precision)
     return keep, notes
@@ -300,8 +308,9 @@ def run_cli(args: argparse.Namespace) -> int:
     if threads is not None and threads <= 0:
         raise UserError(f"--threads must be positive, got {threads}")
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    requested = getattr(args, "precision", None)
     precisions, notes = usable_precisions(
-        parse_list(getattr(args, "precision", None), PRECISIONS, "--precision"), device
+        parse_list(requested, PRECISIONS, "--precision"), device, explicit=bool(requested)
     )
     settings = parse_list(getattr(args, "settings", None), SETTING_NAMES, "--settings")
     if not precisions:
