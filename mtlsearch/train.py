@@ -45,6 +45,7 @@ import random
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +155,7 @@ def train_loop_per_worker(loop_config: LoopConfig | dict[str, Any]) -> None:
 
         # purge_step hides what a stopped run logged after its last checkpoint.
         writer = SummaryWriter(loop.tensorboard_dir, purge_step=step + 1 if step else None)
+    reporter = Reporter(model, val_loader, cfg, info, device, baselines, writer, master, multiview_eval, session)
 
     # -- train ------------------------------------------------------------------
     iterations = cfg.train.iterations
@@ -218,12 +220,8 @@ def train_loop_per_worker(loop_config: LoopConfig | dict[str, Any]) -> None:
                     or step - last_checkpoint >= cfg.train.checkpoint_every
                 )
                 started = time.perf_counter()
-                evaluate_and_report(
-                    model, val_loader, cfg, info, device, baselines, step, report_window.pop(),
-                    alpha, lr, writer, master,
-                    checkpoint_state=(optimizer, scheduler, scaler) if want_checkpoint else None,
-                    multiview=multiview_eval, session=session,
-                )
+                reporter.report(step, report_window.pop(), alpha, lr,
+                                checkpoint_state=(optimizer, scheduler, scaler) if want_checkpoint else None)
                 reported_at = step
                 if want_checkpoint:
                     last_checkpoint = step
@@ -232,11 +230,7 @@ def train_loop_per_worker(loop_config: LoopConfig | dict[str, Any]) -> None:
         if reported_at != step:
             # Restored from the final checkpoint (a finished run started again): report
             # once more so that this run, too, ends with a result.
-            evaluate_and_report(
-                model, val_loader, cfg, info, device, baselines, step, report_window.pop(),
-                alpha, lr, writer, master, checkpoint_state=None, multiview=multiview_eval,
-                session=session,
-            )
+            reporter.report(step, report_window.pop(), alpha, lr, checkpoint_state=None)
     finally:
         if writer is not None:
             writer.close()
@@ -244,48 +238,50 @@ def train_loop_per_worker(loop_config: LoopConfig | dict[str, Any]) -> None:
             mark("loop_end")
 
 
-def evaluate_and_report(
-    model: torch.nn.Module,
-    val_loader: DataLoader,
-    cfg: Config,
-    info: Any,
-    device: torch.device,
-    baselines: dict[str, dict[str, float]],
-    step: int,
-    losses: dict[str, float],
-    alpha: float,
-    lr: float,
-    writer: Any,
-    master: bool,
-    checkpoint_state: tuple[torch.optim.Optimizer, Any, Any] | None,
-    multiview: bool,
-    session: Session | None = None,
-) -> dict[str, Any]:
-    """Evaluate, log, and report through ``session`` (with a checkpoint from rank 0 when
-    ``checkpoint_state`` = (optimizer, scheduler, GradScaler or None) is given); returns
-    the reported dict. Evaluation runs in float32, without autocast."""
-    session = session or Session()
-    scores = evaluate(model, val_loader, cfg, info, device, cfg.eval.outputs, multiview=multiview)
-    scores = with_delta_m(scores, baselines, cfg.task_names)
-    metrics: dict[str, Any] = {"iteration": step, "workers": session.identity()[1], **losses,
-                               "alpha": alpha, "lr": lr, **scores}
-    if master:
-        print(format_eval(step, scores), flush=True)
-    if writer is not None:
-        for key, value in scores.items():
-            writer.add_scalar(f"val/{key}", value, step)
-        writer.flush()
-    if master and checkpoint_state is not None:
-        optimizer, scheduler, scaler = checkpoint_state
-        with tempfile.TemporaryDirectory(prefix="mtlsearch-ckpt-") as folder:
-            save_checkpoint(
-                folder, model=model, optimizer=optimizer, scheduler=scheduler, step=step,
-                config=cfg.to_dict(), num_classes=dict(info.num_classes), scaler=scaler,
-            )
-            session.report(metrics, checkpoint_dir=folder)
-    else:
-        session.report(metrics)
-    return metrics
+@dataclass
+class Reporter:
+    """What every evaluation of a run shares: it evaluates, logs to TensorBoard and
+    reports through the session (with a checkpoint from rank 0 when asked)."""
+
+    model: torch.nn.Module
+    val_loader: DataLoader
+    cfg: Config
+    info: Any
+    device: torch.device
+    baselines: dict[str, dict[str, float]]
+    writer: Any
+    master: bool
+    multiview: bool
+    session: Session
+
+    def report(self, step: int, losses: dict[str, float], alpha: float, lr: float,
+               checkpoint_state: tuple[torch.optim.Optimizer, Any, Any] | None) -> dict[str, Any]:
+        """Evaluate at ``step`` and report; ``checkpoint_state`` = (optimizer, scheduler,
+        GradScaler or None) adds a checkpoint. Evaluation runs in float32, without
+        autocast. Returns the reported dict."""
+        cfg, writer = self.cfg, self.writer
+        scores = evaluate(self.model, self.val_loader, cfg, self.info, self.device, cfg.eval.outputs,
+                          multiview=self.multiview)
+        scores = with_delta_m(scores, self.baselines, cfg.task_names)
+        metrics: dict[str, Any] = {"iteration": step, "workers": self.session.identity()[1], **losses,
+                                   "alpha": alpha, "lr": lr, **scores}
+        if self.master:
+            print(format_eval(step, scores), flush=True)
+        if writer is not None:
+            for key, value in scores.items():
+                writer.add_scalar(f"val/{key}", value, step)
+            writer.flush()
+        if self.master and checkpoint_state is not None:
+            optimizer, scheduler, scaler = checkpoint_state
+            with tempfile.TemporaryDirectory(prefix="mtlsearch-ckpt-") as folder:
+                save_checkpoint(
+                    folder, model=self.model, optimizer=optimizer, scheduler=scheduler, step=step,
+                    config=cfg.to_dict(), num_classes=dict(self.info.num_classes), scaler=scaler,
+                )
+                self.session.report(metrics, checkpoint_dir=folder)
+        else:
+            self.session.report(metrics)
+        return metrics
 
 
 # ---------------------------------------------------------------------------
@@ -411,7 +407,7 @@ def tensorboard_scalars(folder: str | Path) -> dict[str, list[tuple[int, float]]
 __all__ = [
     "LossWindow",
     "cycle",
-    "evaluate_and_report",
+    "Reporter",
     "make_optimizer",
     "mean_over_workers",
     "poly_schedule",

@@ -32,4 +32,15 @@ LEGACY_MODULES = {
     "mtlsearch.tracking": "mtlsearch.execution.tracking",
 }
 """Where modules named in a search's saved Tune state (written before this package existed)
-live now: ``--resume`` maps them so such a search still resumes."""
+live now: :func:`map_legacy_modules` lets such a search resume and be reported."""
+
+
+def map_legacy_modules() -> None:
+    """Point the old module names at their new places, so that Tune can unpickle the state
+    of a search started before :mod:`mtlsearch.execution` existed (``--resume``, and
+    ``collect`` reading its trial statuses)."""
+    import importlib
+    import sys
+
+    for old, new in LEGACY_MODULES.items():
+        sys.modules.setdefault(old, importlib.import_module(new))

@@ -52,6 +52,7 @@ from mtlsearch.errors import (
     log_internal_error,
     set_error_folder,
 )
+from mtlsearch.execution import map_legacy_modules
 from mtlsearch.execution.plan import check_trials, dry_run
 from mtlsearch.execution.trial import absolutize, trial
 from mtlsearch.layout import BASELINES_DIR, CONFIG_FILE, FATAL_FILE, FINISHED, META_FILE, OPTUNA_DB
@@ -368,17 +369,6 @@ def _load_for_resume(args: argparse.Namespace, exp_dir: Location) -> Space:
     return space
 
 
-def _map_legacy_modules() -> None:
-    """Let Tune unpickle the state of a search started before :mod:`mtlsearch.execution`
-    existed: its old module names point at the modules' new places."""
-    import importlib
-
-    from mtlsearch.execution import LEGACY_MODULES
-
-    for old, new in LEGACY_MODULES.items():
-        sys.modules.setdefault(old, importlib.import_module(new))
-
-
 def _init_ray(address: str | None) -> None:
     """Start local Ray (dashboard on localhost) or join the cluster at ``address``."""
     from mtlsearch.execution.cluster import connect
@@ -459,7 +449,7 @@ def run_search(
             # The user may have fixed what failed them: errored trials get a new chance.
             for child in exp_dir.listdir():
                 (exp_dir / child / FATAL_FILE).delete_file()
-            _map_legacy_modules()
+            map_legacy_modules()
             path, filesystem = exp_dir.ray_storage()
             tuner = tune.Tuner.restore(
                 path, trainable=_trainable(ctx), resume_unfinished=True, resume_errored=True,

@@ -134,6 +134,10 @@ def read_tune_state(search_dir: Path) -> tuple[dict[str, dict[str, Any]], str | 
 
     from ray.tune import ExperimentAnalysis
 
+    from mtlsearch.execution import map_legacy_modules
+
+    map_legacy_modules()  # a search started before mtlsearch.execution existed
+
     quiet = logging.getLogger("ray.tune.analysis.experiment_analysis")
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # it warns per unreadable result.json; collect notes them
