@@ -107,10 +107,10 @@ def test_an_interrupted_nsga2_search_resumes_with_its_sampler(
     """Ctrl-C after the first trial, then ``--resume``: Tune restores the pickled NSGA-II
     searcher (which Optuna 5.1 could not pickle) and the study ends with every trial."""
     import signal
+    import sqlite3
     import threading
     import time
 
-    import optuna
 
     monkeypatch.chdir(tmp_path)
     space = write_space(tmp_path, {
@@ -123,14 +123,16 @@ def test_an_interrupted_nsga2_search_resumes_with_its_sampler(
     exp = tmp_path / "trials" / "nsga-resume"
 
     def finished() -> int:
+        """Complete trials in the study, read without writing: opening the database
+        through Optuna while the search creates it races its schema setup."""
         db = exp / "optuna.db"
         if not db.is_file():
             return 0
         try:
-            study = optuna.load_study(study_name=exp.name, storage=f"sqlite:///{db}")
-        except Exception:
+            with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+                return int(con.execute("SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'").fetchone()[0])
+        except sqlite3.Error:
             return 0
-        return sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
 
     def interrupt_after_the_first_trial() -> None:
         deadline = time.time() + 300
