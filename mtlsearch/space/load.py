@@ -32,8 +32,7 @@ from mtlsearch.errors import UserError
 from mtlsearch.execution.strategies import sampler_problem, scheduler_problem
 from mtlsearch.execution.tracking import normalize_tracking
 from mtlsearch.space.distributions import DISTRIBUTIONS, SpecError
-from mtlsearch.space.expand import check_size
-from mtlsearch.space.rowcheck import check_conditions, label_baseline
+from mtlsearch.space.rowcheck import check_conditions, check_values, label_baseline
 from mtlsearch.space.schema import NAME_PATTERN, PROFILE_SECTIONS, SpaceFile
 from mtlsearch.space.spec import (
     SEED_KEY,
@@ -44,7 +43,6 @@ from mtlsearch.space.spec import (
     SearchSettings,
     Space,
 )
-from mtlsearch.space.text import format_value
 from mtlsearch.yamlio import LineDict, line_of, load_mapping, parse, plain
 
 MAX_KEYS = 200
@@ -506,35 +504,6 @@ def _static_items(path: Path, raw: LineDict, chosen: Profile | None, overrides: 
     return items
 
 
-def _check_values(file: Origin, space: Space, params: list[Param], baselines: str | None) -> None:
-    """Every candidate value alone, then (grid and random) the config of every trial."""
-    path = space.path
-    for param in params:
-        context = {k: v[0] for k, v in param.when.items()}
-        for value in param.dist.candidates():
-            try:
-                validate_tree(space.tree({**context, param.key: value}))
-            except ConfigError as err:
-                why = err.reason if err.key == param.key else str(err)
-                raise file.error(("space", param.key), f"value {format_value(value)}: {why}",
-                                 f"space.{param.key}") from None
-    if baselines and space.search.algorithm == "optuna":
-        for param in params:
-            if param.key.split(".")[0] not in ("regularizer", "aux_heads", "cvm", "eval"):
-                raise file.error(("space", param.key), "with baselines: single_task, an optuna search may "
-                                 "only vary keys the baselines do not depend on (regularizer.*, aux_heads.*, "
-                                 "cvm.*, eval.*)", f"space.{param.key}")
-    check_size(space)
-    if space.search.algorithm != "optuna":
-        varying = {p.key for p in params}
-        for trial in space.expand():
-            try:
-                validate_tree(space.tree(trial))
-            except ConfigError as err:
-                shown = ", ".join(f"{k}={format_value(v)}" for k, v in trial.items() if k in varying)
-                raise UserError(f"{path}: the trial with {shown} has an invalid config: {err}") from None
-
-
 # ---------------------------------------------------------------------------
 # The entry point
 # ---------------------------------------------------------------------------
@@ -599,7 +568,7 @@ def load_space(path: str | Path, profile: str | None = None, overrides: list[str
     space.checkpoints = CheckpointPolicy(**doc.checkpoints.model_dump()) if doc.checkpoints else None
     space.cli_sections = plain(sections_override or {})
 
-    _check_values(file, space, params, baselines)
+    check_values(file, space, params, baselines)
     return space
 
 

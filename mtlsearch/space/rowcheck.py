@@ -1,7 +1,8 @@
 """A space's references to its own rows, checked before anything runs: a baseline given
 as a row label (``0.5``) or ``key=value`` pairs, and ``when`` values, must be able to
-match a planned row; otherwise the table would silently have no baseline, or the key
-would silently never be set.
+match a planned row, otherwise the table would silently have no baseline, or the key
+would silently never be set; and every candidate value, then every planned row's config,
+must validate.
 
 Contract: each function raises the space file's one-line ``error:`` (``file.error``)
 naming the key and the values it can take, or returns quietly.
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from mtlsearch.config import ConfigError, validate_tree
 from mtlsearch.errors import UserError
+from mtlsearch.space.expand import check_size
 from mtlsearch.space.spec import Param, Space
 from mtlsearch.space.text import format_value
 
@@ -98,4 +100,33 @@ def check_conditions(file: Origin, space: Space, params: list[Param]) -> None:
 
 
 
-__all__ = ["check_conditions", "label_baseline", "text_matches"]
+def check_values(file: Origin, space: Space, params: list[Param], baselines: str | None) -> None:
+    """Every candidate value alone, then (grid and random) the config of every trial."""
+    path = space.path
+    for param in params:
+        context = {k: v[0] for k, v in param.when.items()}
+        for value in param.dist.candidates():
+            try:
+                validate_tree(space.tree({**context, param.key: value}))
+            except ConfigError as err:
+                why = err.reason if err.key == param.key else str(err)
+                raise file.error(("space", param.key), f"value {format_value(value)}: {why}",
+                                 f"space.{param.key}") from None
+    if baselines and space.search.algorithm == "optuna":
+        for param in params:
+            if param.key.split(".")[0] not in ("regularizer", "aux_heads", "cvm", "eval"):
+                raise file.error(("space", param.key), "with baselines: single_task, an optuna search may "
+                                 "only vary keys the baselines do not depend on (regularizer.*, aux_heads.*, "
+                                 "cvm.*, eval.*)", f"space.{param.key}")
+    check_size(space)
+    if space.search.algorithm != "optuna":
+        varying = {p.key for p in params}
+        for trial in space.expand():
+            try:
+                validate_tree(space.tree(trial))
+            except ConfigError as err:
+                shown = ", ".join(f"{k}={format_value(v)}" for k, v in trial.items() if k in varying)
+                raise UserError(f"{path}: the trial with {shown} has an invalid config: {err}") from None
+
+
+__all__ = ["check_conditions", "check_values", "label_baseline", "text_matches"]
