@@ -13,7 +13,7 @@ import pytest
 
 from mtlsearch.errors import UserError
 from mtlsearch.layout import META_FILE, OPTUNA_DB
-from tests.tiny import search, tiny_base, write_space
+from tests.tiny import TINY_BACKBONE, search, tiny_base, write_space
 
 
 def trial_dirs(exp: Path) -> dict[str, Path]:
@@ -90,7 +90,7 @@ def test_grid_search_end_to_end_then_resume(
     import timm
     import torch
 
-    torch.save(timm.create_model("resnet18", pretrained=False).state_dict(), tmp_path / "weights.pt")
+    torch.save(timm.create_model(TINY_BACKBONE, pretrained=False).state_dict(), tmp_path / "weights.pt")
     assert search(str(space), "--storage", str(storage), "--resume") == 0
     assert set(trial_dirs(exp)) == set(trials)  # same trials, none added
     assert (good / "progress.csv").read_text() == good_progress  # not re-run

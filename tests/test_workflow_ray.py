@@ -234,13 +234,14 @@ def test_pbt_exploits_checkpoints_and_perturbs_the_learning_rate(
 ) -> None:
     """PBT restarts the weaker trial from the stronger one's checkpoint with a perturbed
     lr: every trial still ends at the last iteration, none errors, and Tune's PBT log
-    records the exploits."""
+    records the exploits. ``synch`` makes the exploit certain: without it, a trial that
+    finishes before the other has reported twice leaves PBT no population to compare."""
     monkeypatch.chdir(tmp_path)
     space = write_space(tmp_path, {
         "name": "pbt", "base": tiny_base(ray_session, eval_every=1),
         "space": {"train.lr": {"grid": [0.0001, 0.003]}},
         "search": {"algorithm": "grid", "metric": "depth_rmse"},
-        "scheduler": {"type": "pbt", "perturbation_interval": 1, "quantile_fraction": 0.5},
+        "scheduler": {"type": "pbt", "perturbation_interval": 1, "quantile_fraction": 0.5, "synch": True},
         "max_concurrent_trials": 2,
     })
     assert run("search", str(space), "--storage", "trials") == 0

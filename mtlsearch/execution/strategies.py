@@ -26,7 +26,7 @@ Schedulers (Tune, on ``training_iteration``, i.e. evaluations), one scalar metri
   trials at each rung and continues the best from their checkpoints).
 * ``median``: ``MedianStoppingRule(grace_period, min_samples_required)``.
 * ``pbt``: ``PopulationBasedTraining(perturbation_interval, quantile_fraction,
-  resample_probability)``. Every trial reports a checkpoint at each evaluation; at an
+  resample_probability, synch)``. Every trial reports a checkpoint at each evaluation; at an
   exploit Tune restarts a weak trial from a strong trial's checkpoint with perturbed
   values of the space's keys, and the training loop lets the config win over the saved
   schedule (``train.lr``; alpha is recomputed from the config at every step), so only
@@ -164,6 +164,7 @@ def make_scheduler(space: Any) -> Any:
             hyperparam_mutations=pbt_mutations(space),
             quantile_fraction=sc.quantile_fraction,
             resample_probability=sc.resample_probability,
+            synch=sc.synch,
         )
     raise ValueError(f"unknown scheduler {sc.type!r} (known: {', '.join(SCHEDULERS)})")
 

@@ -422,6 +422,7 @@ def _scheduler(file: Origin, doc: SpaceFile, sections: Sections, search: SearchS
         perturbation_interval=sec.perturbation_interval or 1,
         quantile_fraction=sec.quantile_fraction if sec.quantile_fraction is not None else 0.25,
         resample_probability=sec.resample_probability if sec.resample_probability is not None else 0.25,
+        synch=bool(sec.synch),
     )
 
 

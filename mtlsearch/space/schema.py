@@ -144,6 +144,9 @@ class SchedulerSection(_Section):
     """pbt: bottom fraction that copies the top fraction (default 0.25)."""
     resample_probability: Annotated[float, Strict(), Field(ge=0, le=1)] | None = None
     """pbt: chance a perturbed value is drawn afresh from the space (default 0.25)."""
+    synch: Annotated[bool, Strict()] | None = None
+    """pbt: exploit only once every trial has reached the interval (default false; pauses
+    the faster trials, so small populations whose trials do not overlap still exploit)."""
 
 
 class ResourcesSection(_Section):

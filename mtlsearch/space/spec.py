@@ -106,6 +106,7 @@ class SchedulerSettings:
     perturbation_interval: int = 1
     quantile_fraction: float = 0.25
     resample_probability: float = 0.25
+    synch: bool = False
 
 
 @dataclass

@@ -59,7 +59,7 @@ def describe(space: Space) -> str:
             "hyperband": f"max_t={sc.max_t} reduction_factor={sc.reduction_factor}",
             "median": f"grace_period={sc.grace_period} min_samples_required={sc.min_samples_required}",
             "pbt": f"perturbation_interval={sc.perturbation_interval} quantile_fraction={sc.quantile_fraction} "
-                   f"resample_probability={sc.resample_probability}",
+                   f"resample_probability={sc.resample_probability} synch={str(sc.synch).lower()}",
         }.get(sc.type, "")
         lines.append(f"scheduler: {sc.type} {detail} (in evaluations)")
     if space.baselines:
