@@ -241,6 +241,15 @@ def test_every_scheduler_is_built(tmp_path: Path, kind: str, cls: str) -> None:
     assert type(make_scheduler(space)).__name__ == cls
 
 
+def test_pbt_synch_reaches_tune_and_is_checked(tmp_path: Path) -> None:
+    from mtlsearch.execution.strategies import make_scheduler
+
+    assert make_scheduler(load_space(_grid_space(tmp_path, {"type": "pbt"})))._synch is False
+    assert make_scheduler(load_space(_grid_space(tmp_path, {"type": "pbt", "synch": True})))._synch is True
+    with pytest.raises(UserError, match="scheduler.synch"):
+        load_space(_grid_space(tmp_path, {"type": "pbt", "synch": "yes"}))
+
+
 def test_pbt_mutations_and_mutable_keys(tmp_path: Path) -> None:
     from mtlsearch.execution.strategies import mutable_keys, pbt_mutations
 
