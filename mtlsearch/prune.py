@@ -268,12 +268,18 @@ def _remove(path: Path) -> None:
 
 
 def _write(state: dict[str, Any], path: Path) -> None:
-    """Replace the checkpoint at ``path`` by ``state`` atomically."""
+    """Replace the checkpoint at ``path`` by ``state`` atomically, through a file created
+    here (a file already of that name is not ours: it is left, and the prune stops)."""
     import torch
 
     tmp = path.with_name(CHECKPOINT_TMP_FILE)
     try:
-        with tmp.open("wb") as fh:  # through a file object, as saved_size counts it
+        fh = tmp.open("xb")
+    except FileExistsError:
+        raise UserError(f"{tmp}: exists and was not written by this prune (an interrupted prune leaves "
+                        "it; remove it, then prune again)") from None
+    try:
+        with fh:  # through a file object, as saved_size counts it
             torch.save(state, fh)
             fh.flush()
             os.fsync(fh.fileno())

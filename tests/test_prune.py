@@ -249,6 +249,21 @@ def test_unfinished_errored_and_foreign_files_are_left_alone(tmp_path: Path) -> 
     assert (folder / "mtlsearch.json").is_file() and (other / "result.json").is_file()
 
 
+def test_a_file_in_the_way_of_the_rewrite_is_left_and_named(tmp_path: Path, capsys) -> None:
+    """The atomic rewrite goes through a file it creates; a file already of that name is
+    not overwritten or deleted: the prune stops with one error line naming it."""
+    from mtlsearch.layout import CHECKPOINT_TMP_FILE
+
+    folder = hand_search(tmp_path, {"a0000_00000": (0.1, 9.0, "done"), "a0000_00001": (0.2, 8.0, "done")})
+    blocker = folder / "a0000_00001" / "checkpoint_000001" / CHECKPOINT_TMP_FILE
+    blocker.write_bytes(b"someone else's")
+    assert cli("prune", str(folder), "--keep", "1") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(blocker) in err and "Traceback" not in err, err
+    assert blocker.read_bytes() == b"someone else's"
+    assert "optimizer" in load_checkpoint(blocker.with_name("checkpoint.pt"))  # not rewritten
+
+
 def test_refused_folders_are_one_error_line(tmp_path: Path, capsys) -> None:
     plain = tmp_path / "plain"
     plain.mkdir()
